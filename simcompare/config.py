@@ -1,0 +1,386 @@
+"""Typed, frozen configuration objects and the TOML descriptor loader.
+
+Descriptors (``sims/<name>.toml`` and ``observed/<name>.toml``) are parsed into frozen
+dataclasses. Unknown keys are an error that names the key, so typos never pass
+silently. ``${ENV_VAR}`` in string values is expanded from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "Cosmology",
+    "DemoSimConfig",
+    "NoiseConfig",
+    "PSFConfig",
+    "SampleConfig",
+    "ScoreConfig",
+    "ScoreDefaults",
+    "SelectionConfig",
+    "SimDescriptor",
+    "SurveyDescriptor",
+    "apply_overrides",
+    "from_mapping",
+    "load_sim_descriptor",
+    "load_survey_descriptor",
+]
+
+
+# ---------------------------------------------------------------------------
+# Simulation descriptors
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cosmology:
+    """Flat LambdaCDM parameters of a simulation (H0 in km/s/Mpc)."""
+
+    H0: float = 67.74
+    Om0: float = 0.3089
+    Ob0: float = 0.0486
+
+    @property
+    def h(self) -> float:
+        """Dimensionless Hubble parameter H0 / (100 km/s/Mpc)."""
+        return self.H0 / 100.0
+
+    def astropy(self):  # noqa: ANN201 - astropy import kept lazy
+        """Return the equivalent :class:`astropy.cosmology.FlatLambdaCDM`."""
+        from astropy.cosmology import FlatLambdaCDM
+
+        return FlatLambdaCDM(H0=self.H0, Om0=self.Om0, Ob0=self.Ob0)
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Which subhalos become galaxies to render.
+
+    Masses are physical Msun (never h-scaled). ``mass_definition`` is ``"in_rad"``
+    (stellar mass within twice the stellar half-mass radius, the TNG convention) or
+    ``"total"`` (all bound stars).
+    """
+
+    min_stellar_mass_msun: float = 1e10
+    max_stellar_mass_msun: float = float("inf")
+    mass_definition: str = "in_rad"
+    centrals: str = "all"  # "all" | "centrals" | "satellites"
+    min_star_particles: int = 100
+    require_subhalo_flag: bool = True
+    ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DemoSimConfig:
+    """Parameters of the built-in synthetic simulation (``reader = "demo"``)."""
+
+    n_galaxies: int = 300
+    seed: int = 20261122
+    min_log_mass: float = 9.5
+    max_log_mass: float = 11.5
+    snapshot: int = 91
+    redshift: float = 0.1
+    size_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ScoreDefaults:
+    """Per-simulation defaults for ``simcompare score`` (the demo uses small ones).
+
+    Any value left unset falls back to :class:`ScoreConfig`'s default; options given on
+    the command line always win.
+    """
+
+    n_galaxies: int | None = None
+    stamp_size: int | None = None
+    levels: int | None = None
+    blocks: int | None = None
+    hidden: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    morphology_max: int | None = None
+    n_bootstrap: int | None = None
+
+
+@dataclass(frozen=True)
+class SimDescriptor:
+    """A simulation: where its data lives and how to read it."""
+
+    name: str
+    title: str
+    reader: str
+    base_path: str = ""
+    snapshots: tuple[int, ...] = ()
+    default_snapshot: int | None = None
+    box_size_ckpc_h: float | None = None
+    softening_kpc: float = 0.5
+    observation_redshift: float | None = None
+    cosmology: Cosmology = field(default_factory=Cosmology)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    demo: DemoSimConfig = field(default_factory=DemoSimConfig)
+    score_defaults: ScoreDefaults = field(default_factory=ScoreDefaults)
+    notes: str = ""
+    source: str = ""  # path of the TOML file it was read from (filled by the loader)
+
+
+# ---------------------------------------------------------------------------
+# Survey descriptors
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PSFConfig:
+    """Per-band PSF model: ``kind`` is ``moffat``, ``kolmogorov``, ``gaussian`` or ``image``.
+
+    ``fwhm_arcsec`` maps band name to the FWHM of the atmospheric PSF. The PSF does not
+    include the pixel response; rendering adds it exactly once.
+    """
+
+    kind: str = "moffat"
+    beta: float = 3.5
+    fwhm_arcsec: Mapping[str, float] = field(default_factory=dict)
+    image: str = ""
+    size: int = 25
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Per-band noise: sky standard deviation per pixel (flux units) and the gain.
+
+    ``gain`` converts flux units to detected photo-electrons for the source Poisson
+    noise (electrons per flux unit); ``0`` disables source noise.
+    """
+
+    sky_sigma: Mapping[str, float] = field(default_factory=dict)
+    gain: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Where the observed sample lives: a cutout folder + catalogue, a manifest, or demo."""
+
+    cutout_dir: str = ""
+    catalog: str = ""
+    manifest: str = ""
+    demo: bool = False
+    demo_n_galaxies: int = 1500
+    demo_seed: int = 7
+
+
+@dataclass(frozen=True)
+class SurveyDescriptor:
+    """An imaging survey: bands, filters, pixels, PSF, noise and observed sample."""
+
+    name: str
+    title: str
+    bands: tuple[str, ...]
+    filters: tuple[str, ...]
+    pixel_scale_arcsec: float
+    zero_point: float
+    flux_unit: str = "counts"
+    stamp_size: int = 64
+    default_redshift: float = 0.1
+    psf: PSFConfig = field(default_factory=PSFConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    notes: str = ""
+    source: str = ""
+
+    def band_values(self, mapping: Mapping[str, float], what: str) -> list[float]:
+        """Return ``mapping`` ordered by :attr:`bands`; a missing band is a ConfigError."""
+        missing = [b for b in self.bands if b not in mapping]
+        if missing:
+            msg = f"survey {self.name!r}: {what} has no value for band(s) {missing}; add them to {self.source or 'the descriptor'}"
+            raise ConfigError(msg)
+        return [float(mapping[b]) for b in self.bands]
+
+
+# ---------------------------------------------------------------------------
+# The score command
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Everything ``simcompare score`` needs; mirrors the command-line options.
+
+    Defaults are the real ones (64x64 stamps, a mid-size Glow). The demo and the tests
+    pass small values explicitly.
+    """
+
+    sim: str
+    survey: str
+    snapshot: int | None = None
+    n_galaxies: int | None = None
+    base_path: str | None = None
+    workspace: str = "."
+    device: str = "auto"
+    workers: int = 1
+    scheduler: str | None = None
+    stamp_size: int | None = None
+    bands: tuple[str, ...] = ()
+    levels: int = 3
+    blocks: int = 16
+    hidden: int = 128
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    background: str = "sersic"
+    n_bootstrap: int = 1000
+    n_null: int = 50
+    seed: int = 0
+    noise: str = "survey"
+    morphology_max: int = 300
+    progress: bool = False
+
+
+# ---------------------------------------------------------------------------
+# Generic mapping -> frozen dataclass conversion with unknown-key checks
+# ---------------------------------------------------------------------------
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: str) -> str:
+    return _ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901, PLR0911
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(non_none[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            msg = f"{where} must be a table, got {type(value).__name__}"
+            raise ConfigError(msg)
+        return from_mapping(tp, value, where=where)
+    if origin is tuple:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            msg = f"{where} must be a list, got {value!r}"
+            raise ConfigError(msg)
+        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is Mapping or tp is Mapping:
+        if not isinstance(value, Mapping):
+            msg = f"{where} must be a table such as {{g = 0.8, r = 0.7}}, got {value!r}"
+            raise ConfigError(msg)
+        return types.MappingProxyType({str(k): float(v) for k, v in value.items()})
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            msg = f"{where} must be a number, got {value!r}"
+            raise ConfigError(msg)
+        try:
+            return float(value)
+        except ValueError:
+            msg = f"{where} must be a number, got {value!r}"
+            raise ConfigError(msg) from None
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            msg = f"{where} must be an integer, got {value!r}"
+            raise ConfigError(msg)
+        return int(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            msg = f"{where} must be true or false, got {value!r}"
+            raise ConfigError(msg)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            msg = f"{where} must be a string, got {value!r}"
+            raise ConfigError(msg)
+        return _expand_env(value)
+    return value
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], *, where: str = "config") -> Any:
+    """Build the frozen dataclass ``cls`` from ``data``, rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        msg = (f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(names)}"
+               " (check the spelling)")
+        raise ConfigError(msg)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            msg = f"{where}: required key {f.name!r} is missing"
+            raise ConfigError(msg)
+    return cls(**kwargs)
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path}: not valid TOML ({exc}); fix the file"
+        raise ConfigError(msg) from None
+
+
+def load_sim_descriptor(path: str | os.PathLike) -> SimDescriptor:
+    """Read a simulation descriptor TOML file."""
+    path = Path(path)
+    data = _load_toml(path)
+    data["source"] = str(path)
+    desc = from_mapping(SimDescriptor, data, where=path.name)
+    if desc.reader not in {"tng", "tng-api", "eagle", "demo"}:
+        msg = f"{path.name}: reader must be one of tng, tng-api, eagle, demo (got {desc.reader!r})"
+        raise ConfigError(msg)
+    return desc
+
+
+def load_survey_descriptor(path: str | os.PathLike) -> SurveyDescriptor:
+    """Read a survey descriptor TOML file and check per-band tables cover every band."""
+    path = Path(path)
+    data = _load_toml(path)
+    data["source"] = str(path)
+    desc = from_mapping(SurveyDescriptor, data, where=path.name)
+    if len(desc.filters) != len(desc.bands):
+        msg = f"{path.name}: 'filters' must name one filter curve per band ({len(desc.bands)})"
+        raise ConfigError(msg)
+    if desc.psf.kind != "image":
+        desc.band_values(desc.psf.fwhm_arcsec, "psf.fwhm_arcsec")
+    desc.band_values(desc.noise.sky_sigma, "noise.sky_sigma")
+    if desc.stamp_size < 8:
+        msg = f"{path.name}: stamp_size must be at least 8 pixels"
+        raise ConfigError(msg)
+    return desc
+
+
+def apply_overrides(obj: Any, overrides: list[str]) -> Any:
+    """Return a copy of dataclass ``obj`` with ``key=value`` overrides applied.
+
+    Nested keys use dots (``psf.beta=3.0``); values are parsed as TOML scalars.
+    """
+    for item in overrides:
+        if "=" not in item:
+            msg = f"override {item!r} must look like key=value"
+            raise ConfigError(msg)
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        obj = _set_path(obj, key.strip().split("."), value)
+    return obj
+
+
+def _set_path(obj: Any, keys: list[str], value: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(obj)}
+    if keys[0] not in names:
+        msg = f"unknown key {keys[0]!r} in override; allowed: {sorted(names)}"
+        raise ConfigError(msg)
+    if len(keys) == 1:
+        hints = typing.get_type_hints(type(obj))
+        return dataclasses.replace(obj, **{keys[0]: _convert(hints[keys[0]], value, keys[0])})
+    return dataclasses.replace(obj, **{keys[0]: _set_path(getattr(obj, keys[0]), keys[1:], value)})

@@ -1,0 +1,49 @@
+"""Shared test fixtures: the real-data folder, seeded torch, slow-test switch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow test; run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real survey and simulation files (env SIMCOMPARE_TEST_DATA).
+
+    Defaults to ``../shared/data`` beside the repository; tests that need it are
+    skipped with a clear reason when it is absent.
+    """
+    path = Path(os.environ.get("SIMCOMPARE_TEST_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"real test data folder not found at {path}; set SIMCOMPARE_TEST_DATA")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _torch_seed():
+    """Seed torch locally for every test without touching global state afterwards."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
