@@ -87,9 +87,10 @@ class DemoSimConfig:
     seed: int = 20261122
     min_log_mass: float = 9.5
     max_log_mass: float = 11.5
-    snapshot: int = 91
-    redshift: float = 0.1
-    size_scale: float = 1.0
+    snapshot: int = 78
+    redshift: float = 0.3
+    size_scale: float = 1.25
+    clump_fraction: float = 0.15
 
 
 @dataclass(frozen=True)
