@@ -1,16 +1,53 @@
 """simcompare: do the galaxies of a simulation look like the galaxies a survey sees?
 
-The stages are importable functions of the same names as the command-line verbs::
+The command-line verbs are importable functions of the same names::
 
     import simcompare
-    simcompare.score(simcompare.ScoreConfig(sim="demo", survey="hsc"))
+    report_dir = simcompare.score(simcompare.ScoreConfig(sim="demo", survey="hsc"))
 
-Heavy dependencies (torch, galsim, statmorph) are imported lazily, inside the stages.
+``render``, ``ingest``, ``train``, ``evaluate``, ``compare``, ``report``, ``score``,
+``list`` and ``fetch`` are loaded on first use, so ``import simcompare`` stays cheap
+(torch, galsim and statmorph are imported only by the stages that need them).
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._version import __version__
 from .config import ScoreConfig
 
-__all__ = ["ScoreConfig", "__version__"]
+__all__ = [
+    "ScoreConfig",
+    "__version__",
+    "compare",
+    "evaluate",
+    "fetch",
+    "ingest",
+    "list",
+    "render",
+    "report",
+    "score",
+    "train",
+]
+
+_VERBS = {
+    "score": ("simcompare.pipeline", "score"),
+    "render": ("simcompare.mock", "render"),
+    "ingest": ("simcompare.observed", "ingest"),
+    "train": ("simcompare.density", "train"),
+    "evaluate": ("simcompare.density", "evaluate"),
+    "compare": ("simcompare.compare", "compare_files"),
+    "report": ("simcompare.report", "write_report"),
+    "list": ("simcompare.pipeline", "list_all"),
+    "fetch": ("simcompare.sims.api", "fetch"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _VERBS:
+        module, attr = _VERBS[name]
+        return getattr(importlib.import_module(module), attr)
+    msg = f"module 'simcompare' has no attribute {name!r}"
+    raise AttributeError(msg)

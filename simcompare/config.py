@@ -21,6 +21,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = [
+    "SCORE_DEFAULTS",
     "Cosmology",
     "DemoSimConfig",
     "NoiseConfig",
@@ -54,7 +55,7 @@ class Cosmology:
         """Dimensionless Hubble parameter H0 / (100 km/s/Mpc)."""
         return self.H0 / 100.0
 
-    def astropy(self):  # noqa: ANN201 - astropy import kept lazy
+    def astropy(self):
         """Return the equivalent :class:`astropy.cosmology.FlatLambdaCDM`."""
         from astropy.cosmology import FlatLambdaCDM
 
@@ -198,7 +199,8 @@ class SurveyDescriptor:
         """Return ``mapping`` ordered by :attr:`bands`; a missing band is a ConfigError."""
         missing = [b for b in self.bands if b not in mapping]
         if missing:
-            msg = f"survey {self.name!r}: {what} has no value for band(s) {missing}; add them to {self.source or 'the descriptor'}"
+            where = self.source or "the descriptor"
+            msg = f"survey {self.name!r}: {what} has no value for band(s) {missing}; add them to {where}"
             raise ConfigError(msg)
         return [float(mapping[b]) for b in self.bands]
 
@@ -210,8 +212,10 @@ class SurveyDescriptor:
 class ScoreConfig:
     """Everything ``simcompare score`` needs; mirrors the command-line options.
 
-    Defaults are the real ones (64x64 stamps, a mid-size Glow). The demo and the tests
-    pass small values explicitly.
+    Options left as ``None`` take the simulation descriptor's ``[score_defaults]``
+    (the demo uses small values there) and then the real defaults in
+    :data:`SCORE_DEFAULTS` (64x64 stamps, a mid-size Glow). Call :meth:`resolved`
+    to obtain a copy with every option filled in.
     """
 
     sim: str
@@ -225,19 +229,42 @@ class ScoreConfig:
     scheduler: str | None = None
     stamp_size: int | None = None
     bands: tuple[str, ...] = ()
-    levels: int = 3
-    blocks: int = 16
-    hidden: int = 128
-    epochs: int = 20
-    batch_size: int = 32
+    levels: int | None = None
+    blocks: int | None = None
+    hidden: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
     lr: float = 1e-3
     background: str = "sersic"
-    n_bootstrap: int = 1000
+    n_bootstrap: int | None = None
     n_null: int = 50
     seed: int = 0
     noise: str = "survey"
-    morphology_max: int = 300
+    morphology_max: int | None = None
     progress: bool = False
+
+    def resolved(self, defaults: ScoreDefaults | None = None) -> ScoreConfig:
+        """Fill every ``None`` option from ``defaults`` and then :data:`SCORE_DEFAULTS`."""
+        updates = {}
+        for key, fallback in SCORE_DEFAULTS.items():
+            if getattr(self, key) is None:
+                value = getattr(defaults, key, None) if defaults is not None else None
+                updates[key] = fallback if value is None else value
+        return dataclasses.replace(self, **updates)
+
+
+#: Real defaults of the tunable score options (descriptor [score_defaults] come first).
+SCORE_DEFAULTS: dict[str, Any] = {
+    "n_galaxies": None,
+    "stamp_size": None,  # the survey descriptor's stamp_size
+    "levels": 3,
+    "blocks": 16,
+    "hidden": 128,
+    "epochs": 20,
+    "batch_size": 32,
+    "morphology_max": 500,
+    "n_bootstrap": 1000,
+}
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +277,7 @@ def _expand_env(value: str) -> str:
     return _ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901, PLR0911
+def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):

@@ -38,8 +38,8 @@ class RangeError(SimcompareError, ValueError):
     """
 
     def __init__(
-        self, message: str, value: float | None = None, min: float | None = None,  # noqa: A002
-        max: float | None = None,  # noqa: A002
+        self, message: str, value: float | None = None, min: float | None = None,
+        max: float | None = None,
     ) -> None:
         super().__init__(message)
         self.value = value

@@ -92,7 +92,7 @@ class ImageSet:
         """The ``object_id`` catalogue column (int64)."""
         return np.asarray(self.catalog["object_id"])
 
-    def catalog_frame(self):  # noqa: ANN201 - pandas import kept lazy
+    def catalog_frame(self):
         """The catalogue as a :class:`pandas.DataFrame`."""
         import pandas as pd
 
@@ -116,9 +116,10 @@ class ImageSet:
         )
 
 
-def _validate(s: ImageSet, *, where: str) -> None:  # noqa: C901
+def _validate(s: ImageSet, *, where: str) -> None:
     def fail(problem: str) -> None:
-        raise DataFormatError(f"{where}: {problem}")
+        msg = f"{where}: {problem}"
+        raise DataFormatError(msg)
 
     if s.kind not in ("mock", "observed"):
         fail(f"kind must be 'mock' or 'observed', got {s.kind!r}")
@@ -217,7 +218,7 @@ def write(path: str | os.PathLike, imageset: ImageSet, *, compression: str | Non
     return path
 
 
-def _open(path: Path):  # noqa: ANN202
+def _open(path: Path):
     import h5py
 
     if not path.exists():
@@ -396,7 +397,7 @@ class ImageSetWriter:
     def __enter__(self) -> ImageSetWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
         else:

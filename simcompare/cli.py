@@ -1,0 +1,314 @@
+"""The ``simcompare`` command line.
+
+Each verb is a thin wrapper over the Python function of the same name; the parser is
+built inside :func:`main` so importing this module costs nothing. Errors a user can fix
+end with one line naming the fix and exit code 2; ``-v`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._version import __version__
+from .errors import SimcompareError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("simcompare")
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (plus the usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"simcompare: error: {message} (see '{self.prog} --help')\n")
+
+
+def _bands(text: str) -> tuple[str, ...]:
+    return tuple(b.strip() for b in text.split(",") if b.strip())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a whole number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 1:
+        msg = f"must be at least 1, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        msg = f"expected a number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser (called by :func:`main`, never at import time)."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("general")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv: debug)")
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    g.add_argument("--workspace", default=".", metavar="DIR",
+                   help="folder for caches (.simcompare/) and reports (default: current folder)")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    parser = _Parser(
+        prog="simcompare",
+        description="Compare the galaxies of a cosmological simulation with a survey's galaxies: "
+        "mock imaging, normalizing-flow likelihoods, statistics with uncertainties, HTML reports.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"simcompare {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    def model_options(p: argparse.ArgumentParser, *, demo_note: bool = False) -> None:
+        note = " (default: the simulation's [score_defaults], else %s)" if demo_note else " (default: %s)"
+        p.add_argument("--levels", type=_positive_int, default=None if demo_note else 3,
+                       help="multiscale levels of the Glow" + note % 3)
+        p.add_argument("--blocks", type=_positive_int, default=None if demo_note else 16,
+                       help="Glow blocks per level" + note % 16)
+        p.add_argument("--hidden", type=_positive_int, default=None if demo_note else 128,
+                       help="hidden channels of the coupling networks" + note % 128)
+        p.add_argument("--epochs", type=_positive_int, default=None if demo_note else 20,
+                       help="training epochs" + note % 20)
+        p.add_argument("--batch-size", type=_positive_int, default=None if demo_note else 32,
+                       help="training batch size" + note % 32)
+        p.add_argument("--lr", type=_float, default=1e-3, help="peak learning rate (default: 1e-3)")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+        p.add_argument("--background", choices=("sersic", "none"), default="sersic",
+                       help="background model for the likelihood ratio (default: sersic)")
+
+    # score ------------------------------------------------------------------------
+    p = sub.add_parser("score", parents=[common], help="the whole comparison, cached",
+                       description="Render the simulation, ingest the survey sample, train the "
+                       "density model, score, compare and write reports/<sim>_<survey>/index.html.")
+    p.add_argument("--sim", required=True, help="simulation descriptor name (see 'simcompare list')")
+    p.add_argument("--survey", required=True, help="survey descriptor name (see 'simcompare list')")
+    p.add_argument("--snapshot", type=int, default=None, help="snapshot number (default: descriptor)")
+    p.add_argument("--n-galaxies", type=_positive_int, default=None, help="render at most N galaxies")
+    p.add_argument("--base-path", default=None, help="simulation output/ folder (overrides descriptor)")
+    p.add_argument("--stamp-size", type=_positive_int, default=None, help="stamp size in pixels")
+    p.add_argument("--bands", type=_bands, default=(), help="comma-separated subset of the survey's bands")
+    p.add_argument("--noise", choices=("survey", "none"), default="survey", help="mock noise")
+    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler address")
+    p.add_argument("--n-bootstrap", type=_positive_int, default=None, help="bootstrap draws")
+    p.add_argument("--morphology-max", type=_positive_int, default=None,
+                   help="measure morphology on at most N images per side")
+    model_options(p, demo_note=True)
+
+    # render -----------------------------------------------------------------------
+    p = sub.add_parser("render", parents=[common], help="mock images of a simulation (ImageSet)")
+    p.add_argument("--sim", required=True)
+    p.add_argument("--survey", required=True)
+    p.add_argument("--out", required=True, type=Path, help="output ImageSet (.h5)")
+    p.add_argument("--snapshot", type=int, default=None)
+    p.add_argument("--n-galaxies", type=_positive_int, default=None)
+    p.add_argument("--base-path", default=None)
+    p.add_argument("--stamp-size", type=_positive_int, default=None)
+    p.add_argument("--bands", type=_bands, default=())
+    p.add_argument("--noise", choices=("survey", "none"), default="survey")
+    p.add_argument("--projection", default="random", help="x, y, z, face-on, edge-on or random")
+    p.add_argument("--redshift", type=_float, default=None, help="observation redshift")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive_int, default=1)
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS")
+
+    # ingest -----------------------------------------------------------------------
+    p = sub.add_parser("ingest", parents=[common], help="real survey cutouts into an ImageSet")
+    p.add_argument("--survey", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--cutouts", type=Path, default=None, help="HSC cutout layout folder")
+    p.add_argument("--catalog", type=Path, default=None, help="catalogue (CSV or Parquet)")
+    p.add_argument("--manifest", type=Path, default=None, help="manifest (CSV or Parquet)")
+    p.add_argument("--stamp-size", type=_positive_int, default=None)
+    p.add_argument("--bands", type=_bands, default=())
+
+    # train ------------------------------------------------------------------------
+    p = sub.add_parser("train", parents=[common], help="train the density model on an ImageSet")
+    p.add_argument("--images", required=True, type=Path, help="observed ImageSet (.h5)")
+    p.add_argument("--out", required=True, type=Path, help="model folder")
+    p.add_argument("--ensemble", type=_positive_int, default=1, help="members with different seeds")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    model_options(p)
+
+    # evaluate ---------------------------------------------------------------------
+    p = sub.add_parser("evaluate", parents=[common], help="per-image scores to Parquet")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--split", choices=("train", "validation", "test"), default=None,
+                   help="score only this split of the model's own training set")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+
+    # compare ----------------------------------------------------------------------
+    p = sub.add_parser("compare", parents=[common], help="population statistics with CIs")
+    p.add_argument("--scores", required=True, nargs="+", type=Path,
+                   help="score table(s) of simulated images; several give a league table")
+    p.add_argument("--reference", required=True, type=Path, help="held-out observed scores")
+    p.add_argument("--out", required=True, type=Path, help="summary.json (or folder for several)")
+    p.add_argument("--column", default="llr_nats")
+    p.add_argument("--n-bootstrap", type=_positive_int, default=1000)
+    p.add_argument("--n-null", type=_positive_int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+
+    # report -----------------------------------------------------------------------
+    p = sub.add_parser("report", parents=[common], help="HTML report of a run folder")
+    p.add_argument("--run", required=True, type=Path, help="run folder holding run.json")
+    p.add_argument("--out", required=True, type=Path)
+
+    # list / fetch -----------------------------------------------------------------
+    sub.add_parser("list", parents=[common], help="simulations, surveys and cached runs")
+    p = sub.add_parser("fetch", parents=[common], help="download TNG subhalo cutouts (web API)")
+    p.add_argument("--sim", required=True)
+    p.add_argument("--snapshot", type=int, required=True)
+    p.add_argument("--min-stellar-mass", type=_float, default=1e10, help="Msun (physical)")
+    p.add_argument("--limit", type=_positive_int, default=None)
+    p.add_argument("--out", type=Path, default=None, help="download folder")
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.INFO
+    if args.verbose >= 2:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG
+                                           else "%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("simcompare")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _run(args: argparse.Namespace) -> int:
+    progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
+    ws = Path(args.workspace)
+    if args.verb == "score":
+        from .config import ScoreConfig
+        from .pipeline import score
+
+        cfg = ScoreConfig(
+            sim=args.sim, survey=args.survey, snapshot=args.snapshot, n_galaxies=args.n_galaxies,
+            base_path=args.base_path, workspace=str(ws), device=args.device, workers=args.workers,
+            scheduler=args.scheduler, stamp_size=args.stamp_size, bands=args.bands,
+            levels=args.levels, blocks=args.blocks, hidden=args.hidden, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, background=args.background,
+            n_bootstrap=args.n_bootstrap, seed=args.seed, noise=args.noise,
+            morphology_max=args.morphology_max, progress=progress,
+        )
+        out = score(cfg)
+        print(out / "index.html")
+        return 0
+    if args.verb == "render":
+        from .mock import render
+
+        out = render(args.sim, args.survey, out=args.out, snapshot=args.snapshot,
+                     n_galaxies=args.n_galaxies, base_path=args.base_path, workspace=ws,
+                     stamp_size=args.stamp_size, bands=args.bands, noise=args.noise,
+                     projection=args.projection, redshift=args.redshift, seed=args.seed,
+                     workers=args.workers, scheduler=args.scheduler, progress=progress)
+        print(out)
+        return 0
+    if args.verb == "ingest":
+        from .observed import ingest
+
+        out = ingest(args.survey, out=args.out, cutouts=args.cutouts, catalog=args.catalog,
+                     manifest=args.manifest, workspace=ws, stamp_size=args.stamp_size,
+                     bands=args.bands, progress=progress)
+        print(out)
+        return 0
+    if args.verb == "train":
+        from .density import train
+
+        out = train(args.images, out=args.out, levels=args.levels, blocks=args.blocks,
+                    hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    seed=args.seed, device=args.device, background=args.background,
+                    ensemble=args.ensemble, resume=args.resume, progress=progress)
+        print(out)
+        return 0
+    if args.verb == "evaluate":
+        from .density import evaluate
+
+        evaluate(args.model, args.images, out=args.out, split=args.split, device=args.device,
+                 batch_size=args.batch_size, progress=progress)
+        print(args.out)
+        return 0
+    if args.verb == "compare":
+        from .compare import compare_files, league_table
+
+        if len(args.scores) == 1:
+            compare_files(args.scores[0], args.reference, out=args.out, column=args.column,
+                          n_bootstrap=args.n_bootstrap, n_null=args.n_null, seed=args.seed)
+            print(args.out)
+            return 0
+        summaries = {}
+        for path in args.scores:
+            target = args.out / f"{path.stem}.summary.json"
+            summaries[path.stem] = compare_files(
+                path, args.reference, out=target, column=args.column,
+                n_bootstrap=args.n_bootstrap, n_null=args.n_null, seed=args.seed)
+        league_table(summaries, out_dir=args.out)
+        print(args.out)
+        return 0
+    if args.verb == "report":
+        from .report import write_index, write_report
+
+        out = write_report(args.run, out=args.out)
+        write_index(args.out.parent)
+        print(out)
+        return 0
+    if args.verb == "list":
+        from .pipeline import list_all
+
+        print(json.dumps(list_all(workspace=ws), indent=2))
+        return 0
+    if args.verb == "fetch":
+        from .sims.api import fetch
+
+        out = fetch(args.sim, snapshot=args.snapshot, min_stellar_mass=args.min_stellar_mass,
+                    limit=args.limit, out=args.out, workspace=ws, progress=progress)
+        print(out)
+        return 0
+    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown verbs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(args)
+    try:
+        return _run(args)
+    except SimcompareError as exc:
+        if args.verbose:
+            log.exception("error")
+        print(f"simcompare: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("simcompare: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
