@@ -83,10 +83,15 @@ def package_versions() -> dict[str, str]:
 
 
 @contextmanager
-def _stage(name: str, timings: dict[str, float], cached: Callable[[], bool]) -> Iterator[bool]:
+def _stage(
+    name: str, timings: dict[str, float], cached: Callable[[], bool],
+    reused: dict[str, bool] | None = None,
+) -> Iterator[bool]:
     """Time one stage and log its duration; yields whether its output is cached."""
     t0 = time.perf_counter()
     is_cached = cached()
+    if reused is not None:
+        reused[name] = is_cached
     yield is_cached
     dt = time.perf_counter() - t0
     timings[name] = round(dt, 3)
@@ -165,6 +170,7 @@ def score(config: ScoreConfig) -> Path:
     bands = tuple(cfg.bands) or survey.bands
     root = cache_root(workspace)
     timings: dict[str, float] = {}
+    reused: dict[str, bool] = {}
     t_start = time.perf_counter()
     versions = package_versions()
 
@@ -178,7 +184,7 @@ def score(config: ScoreConfig) -> Path:
     render_key = stage_key(render_cfg)
     render_dir = root / "cache" / "render" / render_key
     mocks = render_dir / "mocks.h5"
-    with _stage("render", timings, lambda: _complete(render_dir / "done.json")) as cached:
+    with _stage("render", timings, lambda: _complete(render_dir / "done.json"), reused) as cached:
         if not cached:
             from .mock import render
 
@@ -198,7 +204,7 @@ def score(config: ScoreConfig) -> Path:
     obs_key = stage_key(obs_cfg)
     obs_dir = root / "cache" / "observed" / obs_key
     observed = obs_dir / "observed.h5"
-    with _stage("observed", timings, lambda: _complete(obs_dir / "done.json")) as cached:
+    with _stage("observed", timings, lambda: _complete(obs_dir / "done.json"), reused) as cached:
         if not cached:
             from .observed import load_sample
 
@@ -214,7 +220,7 @@ def score(config: ScoreConfig) -> Path:
     }
     train_key = stage_key(train_cfg)
     model_dir = root / "cache" / "train" / train_key
-    with _stage("train", timings, lambda: _complete(model_dir / "done.json")) as cached:
+    with _stage("train", timings, lambda: _complete(model_dir / "done.json"), reused) as cached:
         if not cached:
             from .density import train
 
@@ -231,7 +237,7 @@ def score(config: ScoreConfig) -> Path:
     eval_dir = root / "cache" / "evaluate" / eval_key
     sim_scores = eval_dir / "sim_scores.parquet"
     ref_scores = eval_dir / "reference_scores.parquet"
-    with _stage("evaluate", timings, lambda: _complete(eval_dir / "done.json")) as cached:
+    with _stage("evaluate", timings, lambda: _complete(eval_dir / "done.json"), reused) as cached:
         if not cached:
             from .density import evaluate
 
@@ -248,7 +254,7 @@ def score(config: ScoreConfig) -> Path:
     morph_sim = morph_dir / "morphology_sim.parquet"
     morph_ref = morph_dir / "morphology_reference.parquet"
     observed_test = morph_dir / "observed_test.h5"
-    with _stage("morphology", timings, lambda: _complete(morph_dir / "done.json")) as cached:
+    with _stage("morphology", timings, lambda: _complete(morph_dir / "done.json"), reused) as cached:
         if not cached:
             from .morphology import measure
 
@@ -266,7 +272,7 @@ def score(config: ScoreConfig) -> Path:
     cmp_key = stage_key(cmp_cfg)
     cmp_dir = root / "cache" / "compare" / cmp_key
     summary_path = cmp_dir / "summary.json"
-    with _stage("compare", timings, lambda: _complete(cmp_dir / "done.json")) as cached:
+    with _stage("compare", timings, lambda: _complete(cmp_dir / "done.json"), reused) as cached:
         if not cached:
             from .compare import compare
 
@@ -300,6 +306,7 @@ def score(config: ScoreConfig) -> Path:
             "morphology_sim": str(morph_sim), "morphology_reference": str(morph_ref),
         },
         "timings_s": timings,
+        "cached": reused,
         "provenance": {"simcompare": __version__, "versions": versions, "input_hashes": hashes,
                        "seeds": {"global": cfg.seed, "bootstrap": cfg.seed}},
     }
