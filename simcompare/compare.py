@@ -1,0 +1,1011 @@
+"""Population statistics between simulated and observed galaxies, with bootstrap CIs.
+
+:func:`compare` turns two per-image score tables (the output of
+``simcompare.density.evaluate``: one for the simulated galaxies, one for the held-out
+observed test split) and, optionally, two morphology tables (the output of
+:func:`simcompare.morphology.measure`) into the JSON-serialisable ``summary.json``
+record described in ``docs/ARCHITECTURE.md`` and ``docs/statistics.md``.
+
+Directions
+----------
+* ``auroc`` = P(reference score > simulated score) + 0.5 P(tie). 0.5 means the two
+  score distributions are indistinguishable; above 0.5 the simulated galaxies score
+  *lower* than observed ones, i.e. the simulation is less typical of the survey.
+* ``median_shift`` = median(sim) - median(reference), in the score's unit (nats).
+* ``wasserstein`` = Wasserstein-1 distance between the two score distributions (nats).
+* ``typical_fraction`` = share of simulated galaxies scoring above the reference's 5th
+  percentile (0.95 when the populations agree).
+
+Every metric carries a bootstrap CI (galaxies resampled with replacement within each
+population) and the same metric on observed-vs-observed half splits of the reference
+(the null test). Everything is deterministic for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DataFormatError, DataNotFoundError
+
+__all__ = [
+    "DEFAULT_MATCH_COLUMNS",
+    "MIN_GALAXIES",
+    "MORPHOLOGY_PARAMETERS",
+    "auroc",
+    "bootstrap_metrics",
+    "compare",
+    "compare_files",
+    "cross_validated_auroc",
+    "league_table",
+    "load_table",
+    "typical_fraction",
+    "wasserstein1",
+    "write_summary",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "simcompare.summary"
+SCHEMA_VERSION = 1
+
+#: Fewer galaxies than this on either side and no verdict is given.
+MIN_GALAXIES = 20
+#: Fewer galaxies than this per side in a bin and the bin is reported as skipped.
+MIN_PER_BIN = 10
+#: Catalogue columns used for matching, when both tables carry them (finite values).
+DEFAULT_MATCH_COLUMNS = ("stellar_mass_msun", "redshift", "half_mass_radius_kpc")
+#: Morphology parameters compared one by one and fed to the global-structure classifier.
+MORPHOLOGY_PARAMETERS = (
+    "r_half_arcsec", "sersic_n", "concentration", "asymmetry", "smoothness", "gini", "m20",
+    "ellipticity", "snr",
+)
+# parameters that enter the classifier as log10 (positive, multiplicative spread)
+_LOG_PARAMETERS = ("r_half_arcsec", "sersic_n", "snr")
+
+_BOOT_METRICS = ("auroc", "wasserstein", "median_shift", "typical_fraction")
+_NULL_VALUES = {"auroc": 0.5, "wasserstein": 0.0, "median_shift": 0.0, "typical_fraction": 0.95}
+# the CI method per metric: "percentile" or "basic" (reverse percentile, which removes the
+# first-order bias of a distance that is >= 0 by construction; see docs/statistics.md)
+_CI_METHOD = {"auroc": "percentile", "wasserstein": "basic", "median_shift": "percentile",
+              "typical_fraction": "percentile", "ks_statistic": "basic"}
+_CHUNK = 128  # bootstrap draws evaluated per vectorised block (bounds memory)
+
+
+# ----------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------
+def load_table(table: Any, *, what: str = "table"):
+    """Return a :class:`pandas.DataFrame` from a DataFrame or a Parquet/CSV path.
+
+    Parameters
+    ----------
+    table : DataFrame or path-like
+        The table itself, or a ``.parquet`` / ``.csv`` file.
+    what : str
+        Name used in error messages.
+    """
+    import pandas as pd
+
+    if isinstance(table, pd.DataFrame):
+        return table
+    path = Path(table)
+    if not path.exists():
+        msg = f"{what} {path} does not exist; create it with 'simcompare evaluate' or pass a DataFrame"
+        raise DataNotFoundError(msg)
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types
+        msg = f"{what} {path} is not a readable Parquet/CSV table ({exc}); regenerate it"
+        raise DataFormatError(msg) from None
+
+
+def _finite(values: Any) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+# ----------------------------------------------------------------------------------
+# the statistics (vectorised over bootstrap draws: inputs of shape (..., n))
+# ----------------------------------------------------------------------------------
+def auroc(sim: np.ndarray, ref: np.ndarray) -> np.ndarray | float:
+    """Area under the ROC curve, P(reference > sim) + 0.5 P(tie).
+
+    Parameters
+    ----------
+    sim, ref : ndarray, shape (..., n_sim) and (..., n_ref)
+        Scores; leading axes are batch axes (e.g. bootstrap draws).
+
+    Returns
+    -------
+    float or ndarray
+        0.5 when the distributions agree; > 0.5 when the simulated scores are lower.
+    """
+    from scipy.stats import rankdata
+
+    sim = np.asarray(sim, float)
+    ref = np.asarray(ref, float)
+    n_s, n_r = sim.shape[-1], ref.shape[-1]
+    ranks = rankdata(np.concatenate([sim, ref], axis=-1), axis=-1)
+    u_ref = ranks[..., n_s:].sum(axis=-1) - n_r * (n_r + 1) / 2.0
+    out = u_ref / (n_s * n_r)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def wasserstein1(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
+    """Wasserstein-1 distance between empirical distributions (same unit as the data).
+
+    Computed as the integral over u in (0, 1) of ``|Q_a(u) - Q_b(u)|`` with the empirical
+    quantile functions, on the union of both step grids, so that it vectorises over
+    leading (bootstrap) axes. Equals :func:`scipy.stats.wasserstein_distance`.
+    """
+    a = np.sort(np.asarray(a, float), axis=-1)
+    b = np.sort(np.asarray(b, float), axis=-1)
+    n_a, n_b = a.shape[-1], b.shape[-1]
+    grid = np.union1d(np.arange(1, n_a + 1) / n_a, np.arange(1, n_b + 1) / n_b)
+    grid = np.concatenate([[0.0], grid])
+    du = np.diff(grid)
+    mid = 0.5 * (grid[1:] + grid[:-1])
+    ia = np.minimum(np.floor(mid * n_a).astype(int), n_a - 1)
+    ib = np.minimum(np.floor(mid * n_b).astype(int), n_b - 1)
+    out = np.sum(du * np.abs(a[..., ia] - b[..., ib]), axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def typical_fraction(sim: np.ndarray, ref: np.ndarray, *, quantile: float = 0.05
+                     ) -> np.ndarray | float:
+    """Share of simulated scores above the reference's ``quantile`` (default 5th percentile)."""
+    sim = np.asarray(sim, float)
+    ref = np.asarray(ref, float)
+    q = np.quantile(ref, quantile, axis=-1)
+    out = np.mean(sim > np.expand_dims(q, -1), axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def _metric_values(sim: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "auroc": np.asarray(auroc(sim, ref)),
+        "wasserstein": np.asarray(wasserstein1(sim, ref)),
+        "median_shift": np.median(sim, axis=-1) - np.median(ref, axis=-1),
+        "typical_fraction": np.asarray(typical_fraction(sim, ref)),
+    }
+
+
+def _ci(value: float, draws: np.ndarray, *, confidence: float, method: str) -> list[float]:
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0 or not np.isfinite(value):
+        return [math.nan, math.nan]
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    if method == "basic":
+        lo, hi = 2 * value - hi, 2 * value - lo
+        lo = max(lo, 0.0)  # the distances are >= 0 by construction
+    return [float(lo), float(hi)]
+
+
+def _boot_draws(sim: np.ndarray, ref: np.ndarray, *, n_bootstrap: int,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    out: dict[str, list[np.ndarray]] = {k: [] for k in _BOOT_METRICS}
+    done = 0
+    while done < n_bootstrap:
+        k = min(_CHUNK, n_bootstrap - done)
+        s = sim[rng.integers(0, sim.size, size=(k, sim.size))]
+        r = ref[rng.integers(0, ref.size, size=(k, ref.size))]
+        for name, vals in _metric_values(s, r).items():
+            out[name].append(vals)
+        done += k
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def _pvalues(sim: np.ndarray, ref: np.ndarray) -> dict[str, dict[str, Any]]:
+    from scipy import stats
+
+    ks = stats.ks_2samp(sim, ref)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ad = stats.anderson_ksamp([sim, ref])
+    capped = any("capped" in str(w.message) or "floored" in str(w.message) for w in caught)
+    return {
+        "ks": {"statistic": float(ks.statistic), "pvalue": float(ks.pvalue)},
+        "ad": {"statistic": float(ad.statistic), "pvalue": float(ad.pvalue),
+               "pvalue_clipped_to_range": [0.001, 0.25] if capped else None},
+    }
+
+
+def bootstrap_metrics(
+    sim: Sequence[float], ref: Sequence[float], *, n_bootstrap: int = 1000, n_null: int = 50,
+    rng: np.random.Generator, confidence: float = 0.95,
+) -> dict[str, Any]:
+    """All one-dimensional metrics between two samples, with bootstrap CIs and null test.
+
+    Parameters
+    ----------
+    sim, ref : array-like of float
+        Simulated and reference values (non-finite values are dropped and counted).
+    n_bootstrap : int
+        Bootstrap draws (galaxies resampled with replacement within each sample).
+    n_null : int
+        Random half splits of the reference for the null test.
+    rng : numpy.random.Generator
+        Source of all randomness.
+    confidence : float
+        Confidence level of the intervals.
+
+    Returns
+    -------
+    dict
+        ``{name: {"value", "ci", "null_value", "ci_contains_null_value", "null": {...}}}``
+        for auroc, wasserstein, median_shift, typical_fraction, ks_pvalue, ad_pvalue, plus
+        ``"n"``. ``null`` holds the metric and its bootstrap CI on one random half split of
+        the reference, and ``null.splits`` the median and central interval of the metric
+        over all ``n_null`` splits.
+    """
+    if n_bootstrap < 10:
+        msg = f"n_bootstrap={n_bootstrap} is too small for a CI; use at least 10 (default 1000)"
+        raise ConfigError(msg)
+    if not 0.5 < confidence < 1.0:
+        msg = f"confidence={confidence} must lie between 0.5 and 1 (e.g. 0.95)"
+        raise ConfigError(msg)
+    sim_all = np.asarray(sim, float)
+    ref_all = np.asarray(ref, float)
+    sim = sim_all[np.isfinite(sim_all)]
+    ref = ref_all[np.isfinite(ref_all)]
+    n = {"sim": int(sim.size), "reference": int(ref.size),
+         "sim_nonfinite": int(sim_all.size - sim.size),
+         "reference_nonfinite": int(ref_all.size - ref.size)}
+    if sim.size < 2 or ref.size < 2:
+        return {"n": n, "skipped": "too few galaxies (fewer than 2 finite values on a side)"}
+
+    rng_boot, rng_null = rng.spawn(2)
+    values = {k: float(v) for k, v in _metric_values(sim, ref).items()}
+    draws = _boot_draws(sim, ref, n_bootstrap=n_bootstrap, rng=rng_boot)
+    pv = _pvalues(sim, ref)
+
+    # null test: observed vs observed, random half splits of the reference
+    null_ok = ref.size >= 4 and n_null >= 1
+    split_vals: dict[str, list[float]] = {k: [] for k in (*_BOOT_METRICS, "ks_pvalue", "ad_pvalue")}
+    null0: dict[str, Any] = {}
+    if null_ok:
+        half = ref.size // 2
+        for i in range(n_null):
+            perm = rng_null.permutation(ref.size)
+            a, b = ref[perm[:half]], ref[perm[half:2 * half]]
+            vals = _metric_values(a, b)
+            p = _pvalues(a, b)
+            for k in _BOOT_METRICS:
+                split_vals[k].append(float(vals[k]))
+            split_vals["ks_pvalue"].append(p["ks"]["pvalue"])
+            split_vals["ad_pvalue"].append(p["ad"]["pvalue"])
+            if i == 0:
+                d0 = _boot_draws(a, b, n_bootstrap=n_bootstrap, rng=rng_null)
+                null0 = {k: (float(vals[k]), d0[k]) for k in _BOOT_METRICS}
+                null0["ks_pvalue"] = (p["ks"]["pvalue"], None)
+                null0["ad_pvalue"] = (p["ad"]["pvalue"], None)
+
+    alpha = 1.0 - confidence
+    out: dict[str, Any] = {"n": n}
+    for k in _BOOT_METRICS:
+        method = _CI_METHOD[k]
+        ci = _ci(values[k], draws[k], confidence=confidence, method=method)
+        entry = {"value": values[k], "ci": ci, "ci_method": method,
+                 "null_value": _NULL_VALUES[k],
+                 "ci_contains_null_value": bool(ci[0] <= _NULL_VALUES[k] <= ci[1])}
+        entry["null"] = _null_entry(null0.get(k), split_vals[k], alpha=alpha,
+                                    confidence=confidence, method=method, null_value=_NULL_VALUES[k])
+        out[k] = entry
+    for k, src in (("ks_pvalue", pv["ks"]), ("ad_pvalue", pv["ad"])):
+        entry = {"value": src["pvalue"], "statistic": src["statistic"], "ci": None,
+                 "null_value": None, "ci_contains_null_value": None}
+        if k == "ad_pvalue":
+            entry["pvalue_clipped_to_range"] = src["pvalue_clipped_to_range"]
+        entry["null"] = _null_entry(null0.get(k), split_vals[k], alpha=alpha,
+                                    confidence=confidence, method=None, null_value=None)
+        out[k] = entry
+    return out
+
+
+def _null_entry(first: tuple[float, np.ndarray | None] | None, splits: list[float], *,
+                alpha: float, confidence: float, method: str | None,
+                null_value: float | None) -> dict[str, Any] | None:
+    if first is None:
+        return None
+    value, draws = first
+    ci = None if draws is None else _ci(value, draws, confidence=confidence, method=method)
+    arr = np.asarray(splits, float)
+    entry: dict[str, Any] = {"value": float(value), "ci": ci}
+    if ci is not None and null_value is not None:
+        entry["ci_contains_null_value"] = bool(ci[0] <= null_value <= ci[1])
+    entry["splits"] = {
+        "n": int(arr.size), "median": float(np.median(arr)),
+        "interval": [float(np.quantile(arr, alpha / 2)), float(np.quantile(arr, 1 - alpha / 2))],
+    }
+    return entry
+
+
+# ----------------------------------------------------------------------------------
+# matching
+# ----------------------------------------------------------------------------------
+def _match_columns(sim_df, ref_df, columns: Sequence[str]) -> list[str]:
+    usable = []
+    for c in columns:
+        if c not in sim_df.columns or c not in ref_df.columns:
+            continue
+        a = np.asarray(sim_df[c], float)
+        b = np.asarray(ref_df[c], float)
+        if np.mean(np.isfinite(a)) < 0.9 or np.mean(np.isfinite(b)) < 0.9:
+            continue
+        both = np.concatenate([a[np.isfinite(a)], b[np.isfinite(b)]])
+        if np.ptp(both) <= 1e-6 * max(1.0, np.abs(both).max()):
+            continue  # a single value (e.g. one redshift): nothing to match on
+        usable.append(c)
+    return usable
+
+
+_LOG_COLUMNS = ("stellar_mass_msun", "half_mass_radius_kpc", "half_light_radius_arcsec",
+                "sfr_msun_per_yr")
+
+
+def _transform(col: str, values: np.ndarray) -> np.ndarray:
+    if col in _LOG_COLUMNS:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log10(values)
+    return values
+
+
+def _bin_edges(ref_values: np.ndarray, n_bins: int) -> np.ndarray:
+    edges = np.unique(np.quantile(ref_values, np.linspace(0, 1, n_bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    return edges
+
+
+def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    idx = np.searchsorted(edges, values, side="right") - 1
+    return np.clip(idx, 0, len(edges) - 2)
+
+
+def matched_indices(
+    sim_df, ref_df, *, columns: Sequence[str], n_bins: int = 4, rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Match the two tables in joint bins of ``columns`` (quantile bins of the reference).
+
+    In every joint bin the larger side is randomly subsampled to the smaller side's count,
+    so the matched samples share the joint distribution of the matching columns.
+
+    Returns
+    -------
+    dict
+        ``sim_index``, ``ref_index`` (row positions), ``edges`` (per column, in the
+        transformed unit: log10 for masses and sizes), ``n_bins_used``.
+    """
+    sim_keys, ref_keys, edges = [], [], {}
+    for c in columns:
+        a = _transform(c, np.asarray(sim_df[c], float))
+        b = _transform(c, np.asarray(ref_df[c], float))
+        e = _bin_edges(b[np.isfinite(b)], n_bins)
+        edges[c] = e
+        sim_keys.append(np.where(np.isfinite(a), _bin_index(a, e), -1))
+        ref_keys.append(np.where(np.isfinite(b), _bin_index(b, e), -1))
+    sk = np.stack(sim_keys, axis=1)
+    rk = np.stack(ref_keys, axis=1)
+    s_idx, r_idx, used = [], [], 0
+    for key in np.unique(rk[np.all(rk >= 0, axis=1)], axis=0):
+        s_in = np.flatnonzero(np.all(sk == key, axis=1))
+        r_in = np.flatnonzero(np.all(rk == key, axis=1))
+        k = min(s_in.size, r_in.size)
+        if k == 0:
+            continue
+        used += 1
+        s_idx.append(np.sort(rng.choice(s_in, size=k, replace=False)))
+        r_idx.append(np.sort(rng.choice(r_in, size=k, replace=False)))
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, int)
+
+    return {"sim_index": cat(s_idx), "ref_index": cat(r_idx), "edges": edges,
+            "n_bins_used": used}
+
+
+def _jsonable_edges(edges: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(e) else float(e) for e in edges]
+
+
+# ----------------------------------------------------------------------------------
+# global-structure classifier (numpy/scipy only)
+# ----------------------------------------------------------------------------------
+def _fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float) -> np.ndarray:
+    from scipy.optimize import minimize
+
+    xb = np.column_stack([x, np.ones(len(x))])
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = xb @ w
+        # log(1 + exp(z)) - y z, stable
+        f = np.logaddexp(0.0, z) - y * z
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))
+        g = xb.T @ (p - y)
+        reg = 0.5 * l2 * np.sum(w[:-1] ** 2)
+        return float(f.sum() + reg), g + l2 * np.concatenate([w[:-1], [0.0]])
+
+    res = minimize(loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B")
+    return res.x
+
+
+def _oof_scores(x: np.ndarray, y: np.ndarray, *, n_folds: int, l2: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """Out-of-fold log-odds of 'reference' from a stratified k-fold logistic regression."""
+    folds = np.empty(len(y), int)
+    for cls in (0, 1):
+        idx = np.flatnonzero(y == cls)
+        folds[rng.permutation(idx)] = np.arange(idx.size) % n_folds
+    out = np.empty(len(y))
+    for f in range(n_folds):
+        test = folds == f
+        train = ~test
+        mu = x[train].mean(axis=0)
+        sd = x[train].std(axis=0)
+        sd[sd == 0] = 1.0
+        w = _fit_logistic((x[train] - mu) / sd, y[train].astype(float), l2=l2)
+        out[test] = ((x[test] - mu) / sd) @ w[:-1] + w[-1]
+    return out
+
+
+def cross_validated_auroc(
+    sim_features: np.ndarray, ref_features: np.ndarray, *, n_bootstrap: int = 1000,
+    n_null: int = 10, n_folds: int = 5, l2: float = 1.0, rng: np.random.Generator,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Cross-validated classifier AUROC on a parameter vector (the global-structure axis).
+
+    An L2-regularised logistic regression (standardised features) is trained to tell
+    reference from simulated galaxies; each galaxy's out-of-fold log-odds of being a
+    reference galaxy is its score, and the AUROC is P(score_ref > score_sim). 0.5 means
+    the parameter vectors are indistinguishable; it rises towards 1 with the difference.
+    The CI resamples galaxies' out-of-fold scores (it does not refit, so it omits the
+    training variance); the null test refits on random half splits of the reference.
+
+    Parameters
+    ----------
+    sim_features, ref_features : ndarray, shape (n, d)
+        Rows with any non-finite value must be removed beforehand.
+    """
+    x = np.vstack([sim_features, ref_features]).astype(float)
+    y = np.concatenate([np.zeros(len(sim_features)), np.ones(len(ref_features))])
+    rng_cv, rng_boot, rng_null = rng.spawn(3)
+    k = int(min(n_folds, len(sim_features), len(ref_features)))
+    if k < 2:
+        return {"skipped": "too few galaxies for cross-validation"}
+    s = _oof_scores(x, y, n_folds=k, l2=l2, rng=rng_cv)
+    s_sim, s_ref = s[y == 0], s[y == 1]
+    value = float(auroc(s_sim, s_ref))
+    draws = _boot_draws(s_sim, s_ref, n_bootstrap=n_bootstrap, rng=rng_boot)["auroc"]
+    ci = _ci(value, draws, confidence=confidence, method="percentile")
+    null = None
+    ref = np.asarray(ref_features, float)
+    if n_null >= 1 and len(ref) >= 4:
+        half = len(ref) // 2
+        vals, first_ci = [], None
+        for i in range(n_null):
+            perm = rng_null.permutation(len(ref))
+            a, b = ref[perm[:half]], ref[perm[half:2 * half]]
+            xa = np.vstack([a, b])
+            ya = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
+            kk = int(min(n_folds, half))
+            sn = _oof_scores(xa, ya, n_folds=kk, l2=l2, rng=rng_null)
+            v = float(auroc(sn[ya == 0], sn[ya == 1]))
+            vals.append(v)
+            if i == 0:
+                d0 = _boot_draws(sn[ya == 0], sn[ya == 1], n_bootstrap=n_bootstrap,
+                                 rng=rng_null)["auroc"]
+                first_ci = _ci(v, d0, confidence=confidence, method="percentile")
+        alpha = 1.0 - confidence
+        arr = np.asarray(vals)
+        null = {"value": vals[0], "ci": first_ci,
+                "ci_contains_null_value": bool(first_ci[0] <= 0.5 <= first_ci[1]),
+                "splits": {"n": len(vals), "median": float(np.median(arr)),
+                           "interval": [float(np.quantile(arr, alpha / 2)),
+                                        float(np.quantile(arr, 1 - alpha / 2))]}}
+    return {"value": value, "ci": ci, "ci_method": "percentile", "null_value": 0.5,
+            "ci_contains_null_value": bool(ci[0] <= 0.5 <= ci[1]), "null": null,
+            "n_folds": k, "l2": l2}
+
+
+# ----------------------------------------------------------------------------------
+# compare
+# ----------------------------------------------------------------------------------
+def _choose_column(sim_df, ref_df, column: str) -> tuple[str, str | None]:
+    for df, what in ((sim_df, "simulated"), (ref_df, "reference")):
+        if column not in df.columns and column != "llr_nats":
+            msg = (f"the {what} score table has no column {column!r}; choose one of "
+                   f"{sorted(df.columns)}")
+            raise ConfigError(msg)
+    def empty(df) -> bool:
+        return column not in df.columns or not np.isfinite(np.asarray(df[column], float)).any()
+
+    if column == "llr_nats" and (empty(sim_df) or empty(ref_df)):
+        fallback = "log_prob_nats"
+        for df, what in ((sim_df, "simulated"), (ref_df, "reference")):
+            if fallback not in df.columns:
+                msg = (f"the {what} score table has neither finite llr_nats nor log_prob_nats; "
+                       "regenerate it with 'simcompare evaluate'")
+                raise DataFormatError(msg)
+        reason = ("llr_nats is all-NaN (no background model); the raw log-likelihood "
+                  "log_prob_nats is compared instead, which mixes fine and global structure")
+        log.warning(reason)
+        return fallback, reason
+    if empty(sim_df) or empty(ref_df):
+        msg = f"column {column!r} has no finite values; choose another score column"
+        raise DataFormatError(msg)
+    return column, None
+
+
+def _morphology_block(
+    morph_sim, morph_ref, sim_df, ref_df, *, n_bootstrap: int, n_null: int,
+    rng: np.random.Generator, confidence: float, match_columns: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Per-parameter statistics, flag counts and the global-structure axis."""
+    ms = load_table(morph_sim, what="simulated morphology table")
+    mr = load_table(morph_ref, what="reference morphology table")
+    # restrict the reference to the held-out objects that were scored, when they overlap
+    if "object_id" in mr.columns and "object_id" in ref_df.columns:
+        keep = mr["object_id"].isin(ref_df["object_id"])
+        if keep.any() and not keep.all():
+            mr = mr[keep]
+    flags = {"sim": _flag_summary(ms), "reference": _flag_summary(mr)}
+    ms_good = _usable_rows(ms)
+    mr_good = _usable_rows(mr)
+    params = [p for p in MORPHOLOGY_PARAMETERS if p in ms.columns and p in mr.columns]
+    params += sorted(c for c in ms.columns if c.startswith("colour_") and c in mr.columns)
+
+    # attach catalogue columns (from the score tables) for matching
+    def with_cat(m, scores):
+        cols = [c for c in match_columns if c in scores.columns and c not in m.columns]
+        if not cols or "object_id" not in scores.columns:
+            return m
+        return m.merge(scores[["object_id", *cols]].drop_duplicates("object_id"),
+                       on="object_id", how="left")
+
+    ms_good = with_cat(ms_good, sim_df)
+    mr_good = with_cat(mr_good, ref_df)
+    rng_par, rng_match, rng_glob = rng.spawn(3)
+    mcols = _match_columns(ms_good, mr_good, match_columns)
+    match = None
+    if mcols:
+        match = matched_indices(ms_good, mr_good, columns=mcols, rng=rng_match)
+
+    per_param: dict[str, Any] = {}
+    for p, prng in zip(params, rng_par.spawn(len(params)), strict=True):
+        a = np.asarray(ms_good[p], float)
+        b = np.asarray(mr_good[p], float)
+        entry = _param_stats(a, b, n_bootstrap=n_bootstrap, n_null=n_null, rng=prng,
+                             confidence=confidence)
+        if match is not None and match["sim_index"].size >= MIN_PER_BIN:
+            entry["matched"] = _param_stats(
+                a[match["sim_index"]], b[match["ref_index"]], n_bootstrap=n_bootstrap,
+                n_null=n_null, rng=prng, confidence=confidence)
+            entry["matched"]["columns"] = mcols
+        per_param[p] = entry
+
+    # global axis: cross-validated classifier on the parameter vector
+    feats = [p for p in params if np.isfinite(np.asarray(ms_good[p], float)).mean() > 0.5
+             and np.isfinite(np.asarray(mr_good[p], float)).mean() > 0.5]
+
+    def matrix(df) -> np.ndarray:
+        cols = []
+        for p in feats:
+            v = np.asarray(df[p], float)
+            if p in _LOG_PARAMETERS:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v = np.log10(v)
+            cols.append(v)
+        m = np.column_stack(cols) if cols else np.zeros((len(df), 0))
+        return m[np.all(np.isfinite(m), axis=1)]
+
+    xs, xr = matrix(ms_good), matrix(mr_good)
+    glob: dict[str, Any] = {"metric": "classifier_auroc", "parameters": feats,
+                            "n": {"sim": len(xs), "reference": len(xr)}}
+    if feats and len(xs) >= 2 and len(xr) >= 4:
+        glob |= cross_validated_auroc(xs, xr, n_bootstrap=n_bootstrap,
+                                      n_null=max(1, min(n_null, 10)), rng=rng_glob,
+                                      confidence=confidence)
+    else:
+        glob |= {"value": None, "ci": None, "null": None,
+                 "skipped": "too few galaxies with usable morphology"}
+    return per_param, flags, glob
+
+
+def _param_stats(a: np.ndarray, b: np.ndarray, *, n_bootstrap: int, n_null: int,
+                 rng: np.random.Generator, confidence: float) -> dict[str, Any]:
+    from scipy import stats
+
+    full = bootstrap_metrics(a, b, n_bootstrap=n_bootstrap, n_null=n_null, rng=rng,
+                             confidence=confidence)
+    if "skipped" in full:
+        return full
+    fa, fb = _finite(a), _finite(b)
+    # KS statistic with a (basic) bootstrap CI
+    rb = rng.spawn(1)[0]
+    d = float(stats.ks_2samp(fa, fb).statistic)
+    dd = np.array([stats.ks_2samp(fa[rb.integers(0, fa.size, fa.size)],
+                                  fb[rb.integers(0, fb.size, fb.size)]).statistic
+                   for _ in range(min(n_bootstrap, 300))])
+    ci = _ci(d, dd, confidence=confidence, method="basic")
+    ks = {"value": d, "ci": ci, "ci_method": "basic", "pvalue": full["ks_pvalue"]["value"],
+          "null_value": 0.0, "ci_contains_null_value": bool(ci[0] <= 0.0 <= ci[1]),
+          "null": {"pvalue": full["ks_pvalue"]["null"]} if full["ks_pvalue"]["null"] else None}
+    return {"n": full["n"],
+            "median": {"sim": float(np.median(fa)), "reference": float(np.median(fb))},
+            "median_shift": full["median_shift"], "wasserstein": full["wasserstein"],
+            "ks": ks, "auroc": full["auroc"]}
+
+
+def _flag_summary(m) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(m)}
+    if "flag" in m.columns:
+        f = np.asarray(m["flag"], float)
+        out["flag_counts"] = {str(int(v)): int(np.sum(f == v)) for v in np.unique(f[np.isfinite(f)])}
+    if "failure_reason" in m.columns:
+        r = m["failure_reason"].fillna("").astype(str)
+        out["failures"] = {k: int(v) for k, v in r[r != ""].value_counts().items()}
+    return out
+
+
+def _usable_rows(m):
+    keep = np.ones(len(m), bool)
+    if "failure_reason" in m.columns:
+        keep &= (m["failure_reason"].fillna("").astype(str) == "").to_numpy()
+    if "flag" in m.columns:
+        keep &= (np.asarray(m["flag"], float) <= 1)  # statmorph: 0 good, 1 suspect
+    return m[keep].reset_index(drop=True)
+
+
+def compare(
+    scores: Any, reference: Any, *, column: str = "llr_nats", n_bootstrap: int = 1000,
+    n_null: int = 50, seed: int = 0, morphology: Any = None, morphology_reference: Any = None,
+    confidence: float = 0.95, match_columns: Sequence[str] = DEFAULT_MATCH_COLUMNS,
+    n_bins: int = 4, min_galaxies: int = MIN_GALAXIES,
+) -> dict[str, Any]:
+    """Compare simulated with reference (held-out observed) galaxies; the summary.json record.
+
+    Parameters
+    ----------
+    scores, reference : DataFrame or path-like
+        Score tables from ``simcompare.density.evaluate`` (Parquet or CSV): simulated
+        galaxies and the held-out observed test split.
+    column : str
+        Score column compared (default ``"llr_nats"``, the log-likelihood ratio in nats).
+        When it is all-NaN (no background model) ``log_prob_nats`` is used instead and the
+        summary says so (``column_requested``, ``column_fallback_reason``).
+    n_bootstrap : int
+        Bootstrap draws per CI.
+    n_null : int
+        Half splits of the reference for the null test.
+    seed : int
+        Seed of every random choice (bootstrap, splits, matching, cross-validation).
+    morphology, morphology_reference : DataFrame or path-like, optional
+        Tables from :func:`simcompare.morphology.measure` for the simulated and the
+        reference galaxies; they give the global-structure axis.
+    confidence : float
+        Confidence level of every interval.
+    match_columns : sequence of str
+        Catalogue columns to match on when both tables carry them.
+    n_bins : int
+        Quantile bins (of the reference) per matching column.
+    min_galaxies : int
+        Below this many galaxies on either side the verdict is "too few galaxies".
+
+    Returns
+    -------
+    dict
+        JSON-serialisable summary (schema ``simcompare.summary`` version 1).
+    """
+    if n_null < 1:
+        msg = f"n_null={n_null}: the null test needs at least 1 split (default 50)"
+        raise ConfigError(msg)
+    sim_df = load_table(scores, what="simulated score table")
+    ref_df = load_table(reference, what="reference score table")
+    used, fallback = _choose_column(sim_df, ref_df, column)
+    root = np.random.default_rng(seed)
+    rng_main, rng_match, rng_bins, rng_morph = root.spawn(4)
+
+    sim = np.asarray(sim_df[used], float)
+    ref = np.asarray(ref_df[used], float)
+    main = bootstrap_metrics(sim, ref, n_bootstrap=n_bootstrap, n_null=n_null, rng=rng_main,
+                             confidence=confidence)
+    n = main["n"]
+    summary: dict[str, Any] = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "column": used, "column_requested": column, "column_fallback_reason": fallback,
+        "n": {"sim": n["sim"], "reference": n["reference"],
+              "sim_rows": len(sim_df), "reference_rows": len(ref_df)},
+        "seeds": {"bootstrap": seed, "null": seed, "matching": seed, "cross_validation": seed},
+        "n_bootstrap": n_bootstrap, "n_null": n_null, "confidence": confidence,
+        "min_galaxies": min_galaxies,
+        "directions": {
+            "auroc": "P(reference score > simulated score); > 0.5: simulation less typical",
+            "median_shift": "median(sim) - median(reference), score units",
+            "wasserstein": "Wasserstein-1 distance, score units",
+            "typical_fraction": "share of simulated galaxies above the reference 5th percentile",
+        },
+        "metrics": {k: v for k, v in main.items() if k != "n"},
+    }
+
+    # matched comparison and per-bin results
+    mcols = _match_columns(sim_df, ref_df, match_columns)
+    summary["matched"] = {"columns": mcols}
+    summary["per_bin"] = []
+    if mcols:
+        m = matched_indices(sim_df, ref_df, columns=mcols, n_bins=n_bins, rng=rng_match)
+        s_m, r_m = sim[m["sim_index"]], ref[m["ref_index"]]
+        summary["matched"] |= {
+            "method": "joint quantile bins of the reference; larger side subsampled per bin",
+            "edges": {c: _jsonable_edges(e) for c, e in m["edges"].items()},
+            "transform": {c: "log10" if c in _LOG_COLUMNS else "none" for c in mcols},
+            "n": {"sim": int(s_m.size), "reference": int(r_m.size)},
+            "n_bins_used": m["n_bins_used"],
+        }
+        if min(s_m.size, r_m.size) >= MIN_PER_BIN:
+            mm = bootstrap_metrics(s_m, r_m, n_bootstrap=n_bootstrap, n_null=n_null,
+                                   rng=rng_match, confidence=confidence)
+            summary["matched"]["metrics"] = {k: v for k, v in mm.items() if k != "n"}
+        else:
+            summary["matched"]["skipped"] = f"fewer than {MIN_PER_BIN} matched galaxies per side"
+        summary["per_bin"] = _per_bin(sim_df, ref_df, sim, ref, mcols[0], n_bins=n_bins,
+                                      n_bootstrap=n_bootstrap, n_null=n_null, rng=rng_bins,
+                                      confidence=confidence)
+    else:
+        summary["matched"]["skipped"] = ("no catalogue column present (with finite, varying "
+                                         f"values) in both tables among {list(match_columns)}")
+
+    # morphology and the global axis
+    glob = None
+    if morphology is not None and morphology_reference is not None:
+        per_param, flags, glob = _morphology_block(
+            morphology, morphology_reference, sim_df, ref_df, n_bootstrap=n_bootstrap,
+            n_null=n_null, rng=rng_morph, confidence=confidence, match_columns=match_columns)
+        summary["morphology"] = per_param
+        summary["morphology_flags"] = flags
+    else:
+        summary["morphology"] = {}
+    fine = summary["metrics"].get("auroc")
+    summary["axes"] = {
+        "fine_structure": None if fine is None else {
+            "metric": "auroc", "column": used, "value": fine["value"], "ci": fine["ci"],
+            "ci_contains_null_value": fine["ci_contains_null_value"],
+            "null": None if fine["null"] is None else
+            {"value": fine["null"]["value"], "ci": fine["null"]["ci"]}},
+        "global_structure": glob if glob is not None else {
+            "metric": None, "value": None, "ci": None, "null": None,
+            "skipped": "no morphology tables given"},
+    }
+    summary["verdict"] = _verdict(summary, min_galaxies=min_galaxies)
+    return _jsonable(summary)
+
+
+def _per_bin(sim_df, ref_df, sim, ref, col: str, *, n_bins: int, n_bootstrap: int,
+             n_null: int, rng: np.random.Generator, confidence: float) -> list[dict[str, Any]]:
+    a = _transform(col, np.asarray(sim_df[col], float))
+    b = _transform(col, np.asarray(ref_df[col], float))
+    edges = _bin_edges(b[np.isfinite(b)], n_bins)
+    ia = np.where(np.isfinite(a), _bin_index(a, edges), -1)
+    ib = np.where(np.isfinite(b), _bin_index(b, edges), -1)
+    out = []
+    finite_edges = [float(np.nanmin(b)), *edges[1:-1].tolist(), float(np.nanmax(b))]
+    for i, brng in zip(range(len(edges) - 1), rng.spawn(len(edges) - 1), strict=True):
+        s, r = sim[ia == i], ref[ib == i]
+        entry: dict[str, Any] = {
+            "column": col, "transform": "log10" if col in _LOG_COLUMNS else "none",
+            "bin": [finite_edges[i], finite_edges[i + 1]],
+            "n": {"sim": int(np.isfinite(s).sum()), "reference": int(np.isfinite(r).sum())},
+        }
+        if min(entry["n"].values()) < MIN_PER_BIN:
+            entry["skipped"] = f"fewer than {MIN_PER_BIN} galaxies per side"
+        else:
+            res = bootstrap_metrics(s, r, n_bootstrap=n_bootstrap, n_null=n_null, rng=brng,
+                                    confidence=confidence)
+            entry["metrics"] = {k: v for k, v in res.items() if k != "n"}
+        out.append(entry)
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# verdict
+# ----------------------------------------------------------------------------------
+def _fmt_ci(entry: Mapping[str, Any]) -> str:
+    lo, hi = entry["ci"]
+    return f"{entry['value']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _verdict(summary: Mapping[str, Any], *, min_galaxies: int) -> dict[str, Any]:
+    n = summary["n"]
+    if min(n["sim"], n["reference"]) < min_galaxies:
+        text = (f"No verdict: too few galaxies ({n['sim']} simulated, {n['reference']} "
+                f"reference; at least {min_galaxies} per side are needed).")
+        return {"text": text, "fine_structure": "too few galaxies",
+                "global_structure": "too few galaxies", "too_few_galaxies": True}
+    fine = summary["axes"]["fine_structure"]
+    what = ("likelihood ratio" if summary["column"] == "llr_nats"
+            else f"score {summary['column']}")
+    if fine["ci_contains_null_value"]:
+        f_txt = f"indistinguishable from observed galaxies (AUROC {_fmt_ci(fine)} on the {what})"
+        f_short = "indistinguishable"
+    elif fine["ci"][0] > 0.5:
+        f_txt = (f"less typical than observed galaxies (AUROC {_fmt_ci(fine)} on the {what}; "
+                 "0.5 = indistinguishable)")
+        f_short = "less typical"
+    else:
+        f_txt = (f"more typical than observed galaxies, i.e. smoother than the sky "
+                 f"(AUROC {_fmt_ci(fine)} on the {what})")
+        f_short = "more typical"
+    glob = summary["axes"]["global_structure"]
+    if glob.get("value") is None:
+        g_txt, g_short = "global structure was not measured", "not measured"
+    elif glob["ci_contains_null_value"]:
+        g_txt = f"global structure matches (classifier AUROC {_fmt_ci(glob)})"
+        g_short = "indistinguishable"
+    else:
+        g_txt = f"global structure differs (classifier AUROC {_fmt_ci(glob)}"
+        detail = _largest_shift(summary.get("morphology", {}))
+        g_txt += f"; {detail})" if detail else ")"
+        g_short = "differs"
+    text = f"On fine structure the simulated galaxies are {f_txt}; {g_txt}."
+    return {"text": text, "fine_structure": f_short, "global_structure": g_short,
+            "too_few_galaxies": False}
+
+
+def _largest_shift(morph: Mapping[str, Any]) -> str:
+    best, best_name = 0.0, None
+    for name, entry in morph.items():
+        a = entry.get("auroc")
+        if not a or a.get("ci_contains_null_value", True):
+            continue
+        if abs(a["value"] - 0.5) > best:
+            best, best_name = abs(a["value"] - 0.5), name
+    if best_name is None:
+        return ""
+    med = morph[best_name]["median"]
+    if best_name == "r_half_arcsec" and med["reference"] > 0:
+        ratio = med["sim"] / med["reference"]
+        return f"simulated half-light radii are {ratio:.2f}x the observed ones"
+    return (f"largest difference in {best_name}: median {med['sim']:.3g} simulated vs "
+            f"{med['reference']:.3g} observed")
+
+
+# ----------------------------------------------------------------------------------
+# files and league table
+# ----------------------------------------------------------------------------------
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_summary(summary: Mapping[str, Any], out: str | os.PathLike) -> Path:
+    """Write a summary record to ``out`` as JSON (atomically); returns the path."""
+    path = Path(out)
+    _atomic_write_text(path, json.dumps(_jsonable(summary), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def compare_files(
+    scores_path: str | os.PathLike, reference_path: str | os.PathLike, *,
+    out: str | os.PathLike, column: str = "llr_nats", **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`compare` two score files and write ``summary.json`` to ``out``.
+
+    Extra keyword options (``n_bootstrap``, ``n_null``, ``seed``, ``morphology``,
+    ``morphology_reference``, ...) are passed to :func:`compare`. Returns the summary.
+    """
+    summary = compare(scores_path, reference_path, column=column, **kwargs)
+    summary["inputs"] = {"scores": str(scores_path), "reference": str(reference_path)}
+    write_summary(summary, out)
+    return summary
+
+
+_LEAGUE_FIELDS = (
+    "rank", "name", "n_sim", "n_reference", "column",
+    "fine_auroc", "fine_ci_low", "fine_ci_high", "fine_null", "fine_ci_contains_0.5",
+    "global_auroc", "global_ci_low", "global_ci_high", "global_null", "global_ci_contains_0.5",
+    "departure", "verdict",
+)
+
+
+def league_table(summaries: Mapping[str, Any], *, out_dir: str | os.PathLike) -> list[dict]:
+    """Rank several simulations scored against one survey; writes JSON and CSV.
+
+    Ranking: by the larger of ``|AUROC - 0.5|`` over the two axes (fine structure and,
+    when measured, global structure), smallest first, ties broken by the fine-structure
+    departure. Summaries with too few galaxies rank last.
+
+    Parameters
+    ----------
+    summaries : mapping of name to summary dict or path of a summary.json
+    out_dir : path-like
+        Folder receiving ``league_table.json`` and ``league_table.csv``.
+
+    Returns
+    -------
+    list of dict
+        The rows in rank order (the fields of the CSV).
+    """
+    rows = []
+    for name, s in summaries.items():
+        if not isinstance(s, Mapping):
+            p = Path(s)
+            if not p.exists():
+                msg = f"summary {p} for {name!r} does not exist; run 'simcompare compare' first"
+                raise DataNotFoundError(msg)
+            s = json.loads(p.read_text())
+        if s.get("schema") != SCHEMA:
+            msg = f"summary for {name!r} is not a simcompare summary (schema {s.get('schema')!r})"
+            raise DataFormatError(msg)
+        fine = s["axes"]["fine_structure"] or {}
+        glob = s["axes"].get("global_structure") or {}
+
+        def part(e: Mapping[str, Any]) -> tuple:
+            if e.get("value") is None or e.get("ci") is None:
+                return (None, None, None, None, None)
+            null = (e.get("null") or {}).get("value")
+            return (e["value"], e["ci"][0], e["ci"][1], null, e.get("ci_contains_null_value"))
+
+        f, g = part(fine), part(glob)
+        deps = [abs(v - 0.5) for v in (f[0], g[0]) if v is not None]
+        too_few = bool(s.get("verdict", {}).get("too_few_galaxies"))
+        departure = max(deps) if deps and not too_few else None
+        rows.append(dict(zip(_LEAGUE_FIELDS, (
+            None, name, s["n"]["sim"], s["n"]["reference"], s["column"], *f, *g, departure,
+            s.get("verdict", {}).get("text", "")), strict=True)))
+    rows.sort(key=lambda r: (r["departure"] is None, r["departure"] or 0.0,
+                             abs((r["fine_auroc"] or 0.5) - 0.5), r["name"]))
+    for i, r in enumerate(rows, start=1):
+        r["rank"] = i
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": "simcompare.league", "schema_version": 1,
+           "ranking": "max over axes of |AUROC - 0.5|, smallest first", "rows": rows}
+    _atomic_write_text(out / "league_table.json", json.dumps(_jsonable(doc), indent=2) + "\n")
+    fd, tmp = tempfile.mkstemp(prefix=".league_table.csv.", suffix=".part", dir=out)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(_LEAGUE_FIELDS))
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        os.replace(tmp, out / "league_table.csv")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rows
