@@ -1,0 +1,327 @@
+"""Camera, cosmology, PSF and noise: from a deposited flux map to a survey image.
+
+* :class:`Camera`: stamp size, pixel scale and the physical size of a pixel at the
+  observation redshift (angular-diameter distance of the simulation's cosmology).
+  Fluxes already carry the luminosity distance (see :mod:`simcompare.sps`).
+* :class:`PSF`: the per-band *effective* PSF (atmosphere/optics convolved with the pixel
+  response), sampled at pixel centres, odd-sized, centred and normalised to sum 1, the
+  convention of every ImageSet. The particle map is pixel-integrated by the deposit, so
+  convolving it with this PSF counts the pixel response exactly once.
+* :class:`NoiseModel`: sky Gaussian noise from the descriptor's per-pixel ``sky_sigma``
+  plus source Poisson noise through the gain (electrons per flux unit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Cosmology, SurveyDescriptor
+from ..errors import ConfigError, DataFormatError, DataNotFoundError, RangeError
+
+__all__ = [
+    "NOISE_MODES",
+    "PSF",
+    "Camera",
+    "NoiseModel",
+    "choose_redshift",
+    "convolve",
+    "effective_psf",
+]
+
+NOISE_MODES = ("survey", "sky", "none")
+_MIN_REDSHIFT = 0.01
+
+
+def choose_redshift(
+    *, explicit: float | None, sim_observation_redshift: float | None, snapshot_redshift: float,
+    survey_default: float,
+) -> tuple[float, str]:
+    """The observation redshift and where it came from.
+
+    Precedence: ``explicit`` > the simulation descriptor's ``observation_redshift`` > the
+    snapshot redshift; a value below 0.01 (a z=0 snapshot) is replaced by the survey's
+    ``default_redshift``.
+
+    Returns
+    -------
+    (float, str)
+        Redshift and one of ``"explicit"``, ``"simulation"``, ``"snapshot"``,
+        ``"survey_default"``.
+    """
+    if explicit is not None:
+        z, source = float(explicit), "explicit"
+    elif sim_observation_redshift is not None:
+        z, source = float(sim_observation_redshift), "simulation"
+    else:
+        z, source = float(snapshot_redshift), "snapshot"
+    if not np.isfinite(z) or z < _MIN_REDSHIFT:
+        if source == "explicit":
+            msg = (f"observation redshift {z} is below {_MIN_REDSHIFT}: a galaxy that close "
+                   "has no meaningful angular size; give redshift >= 0.01")
+            raise RangeError(msg, value=z, min=_MIN_REDSHIFT)
+        z, source = float(survey_default), "survey_default"
+    return z, source
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pixel grid of a stamp at the observation redshift.
+
+    Parameters
+    ----------
+    stamp_size : int
+        Stamp side P [pixels].
+    pixel_scale_arcsec : float
+        Pixel side [arcsec].
+    redshift : float
+        Observation redshift.
+    kpc_per_arcsec : float
+        Physical (proper) kpc per arcsec at ``redshift`` from the angular-diameter
+        distance.
+    """
+
+    stamp_size: int
+    pixel_scale_arcsec: float
+    redshift: float
+    kpc_per_arcsec: float
+
+    @classmethod
+    def at_redshift(
+        cls, *, stamp_size: int, pixel_scale_arcsec: float, redshift: float,
+        cosmology: Cosmology,
+    ) -> Camera:
+        """Camera for a stamp observed at ``redshift`` in ``cosmology`` (astropy)."""
+        if stamp_size < 4:
+            msg = f"stamp_size must be at least 4 pixels, got {stamp_size}"
+            raise ConfigError(msg)
+        d_a_kpc = float(cosmology.astropy().angular_diameter_distance(redshift).to("kpc").value)
+        return cls(stamp_size=int(stamp_size), pixel_scale_arcsec=float(pixel_scale_arcsec),
+                   redshift=float(redshift), kpc_per_arcsec=d_a_kpc * math.pi / 180.0 / 3600.0)
+
+    @property
+    def kpc_per_pixel(self) -> float:
+        """Physical kpc per pixel."""
+        return self.kpc_per_arcsec * self.pixel_scale_arcsec
+
+    @property
+    def center_pix(self) -> float:
+        """Pixel coordinate of the stamp centre, ``(P - 1) / 2``."""
+        return (self.stamp_size - 1) / 2.0
+
+    def to_pixels(self, xy_kpc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Projected (N, 2) kpc offsets from the galaxy centre -> pixel x, y coordinates."""
+        s = 1.0 / self.kpc_per_pixel
+        return xy_kpc[:, 0] * s + self.center_pix, xy_kpc[:, 1] * s + self.center_pix
+
+
+@dataclass(frozen=True, eq=False)
+class PSF:
+    """Per-band effective PSF images.
+
+    ``image`` is (B, Q, Q), Q odd, each band normalised to sum 1 and centred on pixel
+    ``(Q - 1) / 2``. It is the *effective* PSF: it includes the pixel response
+    (``includes_pixel`` is always True). It must therefore be applied to a
+    pixel-integrated map (as :func:`simcompare.mock.project.deposit` makes) by plain
+    discrete convolution, never drawn through another pixel: that way the pixel
+    response is counted exactly once.
+
+    Parameters
+    ----------
+    image : ndarray, float64, shape (B, Q, Q)
+    description : dict
+        What it is: kind, FWHM per band [arcsec], beta, source file.
+    """
+
+    image: np.ndarray
+    description: dict
+    includes_pixel: bool = True
+
+    @classmethod
+    def from_survey(
+        cls, survey: SurveyDescriptor, *, bands: Sequence[str], workspace: str | Path = ".",
+    ) -> PSF:
+        """Build the PSF the survey descriptor describes (``[psf]`` table)."""
+        cfg = survey.psf
+        size = int(cfg.size) | 1  # odd
+        if cfg.kind == "image":
+            return cls._from_file(survey, bands=bands, size=size, workspace=workspace)
+        fwhm = {b: float(v) for b, v in cfg.fwhm_arcsec.items()}
+        missing = [b for b in bands if b not in fwhm]
+        if missing:
+            msg = f"survey {survey.name!r}: psf.fwhm_arcsec lacks band(s) {missing}"
+            raise ConfigError(msg)
+        imgs = [effective_psf(cfg.kind, fwhm_arcsec=fwhm[b], beta=cfg.beta,
+                              pixel_scale_arcsec=survey.pixel_scale_arcsec, size=size)
+                for b in bands]
+        desc = {"kind": cfg.kind, "fwhm_arcsec": {b: fwhm[b] for b in bands},
+                "beta": cfg.beta if cfg.kind == "moffat" else None, "size": size,
+                "includes_pixel": True,
+                "method": "galsim profile drawn with its pixel response, sampled at pixel centres"}
+        return cls(image=np.stack(imgs), description=desc)
+
+    @classmethod
+    def _from_file(
+        cls, survey: SurveyDescriptor, *, bands: Sequence[str], size: int, workspace: str | Path,
+    ) -> PSF:
+        from astropy.io import fits
+
+        imgs = []
+        files = []
+        for i, b in enumerate(bands):
+            path = Path(survey.psf.image.replace("{band}", b))
+            if not path.is_absolute():
+                path = Path(workspace) / path
+            if not path.is_file():
+                msg = f"survey {survey.name!r}: PSF image {path} not found; fix psf.image"
+                raise DataNotFoundError(msg)
+            with fits.open(path) as hdul:
+                data = [h.data for h in hdul if getattr(h, "data", None) is not None]
+            if not data:
+                msg = f"{path}: no image data in the PSF file"
+                raise DataFormatError(msg)
+            arr = np.asarray(data[0], np.float64)
+            if arr.ndim == 3:  # a (B, Q, Q) cube in band order of the descriptor
+                arr = arr[list(survey.bands).index(b)]
+            elif len(data) > 1 and "{band}" not in survey.psf.image:
+                arr = np.asarray(data[list(survey.bands).index(b)], np.float64)
+            imgs.append(_fit_size(arr, size))
+            files.append(str(path))
+            del i
+        desc = {"kind": "image", "files": files, "size": size, "includes_pixel": True}
+        return cls(image=np.stack(imgs), description=desc)
+
+
+def effective_psf(
+    kind: str, *, fwhm_arcsec: float, pixel_scale_arcsec: float, size: int, beta: float = 3.5,
+) -> np.ndarray:
+    """Pixel-convolved PSF sampled at pixel centres (galsim), normalised to sum 1.
+
+    Parameters
+    ----------
+    kind : {"moffat", "kolmogorov", "gaussian"}
+    fwhm_arcsec : float
+        FWHM of the atmospheric/optical PSF (before the pixel) [arcsec].
+    pixel_scale_arcsec : float
+    size : int
+        Odd stamp side [pixels].
+    beta : float, optional
+        Moffat index (default 3.5).
+
+    Returns
+    -------
+    ndarray, shape (size, size)
+    """
+    import galsim
+
+    if not (fwhm_arcsec > 0):
+        msg = f"PSF FWHM must be positive, got {fwhm_arcsec}"
+        raise RangeError(msg, value=fwhm_arcsec, min=0.0)
+    if kind == "moffat":
+        prof = galsim.Moffat(beta=beta, fwhm=fwhm_arcsec)
+    elif kind == "kolmogorov":
+        prof = galsim.Kolmogorov(fwhm=fwhm_arcsec)
+    elif kind == "gaussian":
+        prof = galsim.Gaussian(fwhm=fwhm_arcsec)
+    else:
+        msg = f"psf.kind must be moffat, kolmogorov, gaussian or image, got {kind!r}"
+        raise ConfigError(msg)
+    # method="auto" convolves with the pixel: the result is the effective PSF.
+    img = prof.drawImage(nx=size, ny=size, scale=pixel_scale_arcsec, method="auto").array
+    img = np.asarray(img, np.float64)
+    return img / img.sum()
+
+
+def _fit_size(arr: np.ndarray, size: int) -> np.ndarray:
+    """Crop or zero-pad a PSF image to (size, size) about its centre and renormalise."""
+    arr = np.asarray(arr, np.float64)
+    if arr.ndim != 2:
+        msg = f"a PSF image must be 2-D, got shape {arr.shape}"
+        raise DataFormatError(msg)
+    out = np.zeros((size, size))
+    h, w = arr.shape
+    cy, cx = (h - 1) // 2, (w - 1) // 2
+    c = (size - 1) // 2
+    r = min(c, cy, cx, h - 1 - cy, w - 1 - cx)
+    out[c - r:c + r + 1, c - r:c + r + 1] = arr[cy - r:cy + r + 1, cx - r:cx + r + 1]
+    total = out.sum()
+    if not (np.isfinite(total) and total > 0):
+        msg = "PSF image has no positive flux"
+        raise DataFormatError(msg)
+    return out / total
+
+
+def convolve(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    """Convolve each band of a (B, P, P) pixel-integrated map with a (B, Q, Q) PSF (FFT).
+
+    Output has the input's shape (``mode="same"``, PSF centre on its middle pixel);
+    light scattered beyond the stamp is lost, as in a real cutout.
+    """
+    from scipy.signal import fftconvolve
+
+    out = fftconvolve(image, psf, mode="same", axes=(1, 2))
+    return out
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """Sky and source noise per band.
+
+    Parameters
+    ----------
+    sky_sigma : tuple of float
+        Per-pixel sky standard deviation per band [flux units].
+    gain : tuple of float
+        Electrons per flux unit per band; 0 disables source Poisson noise in that band.
+    mode : {"survey", "sky", "none"}
+        ``survey``: sky + source Poisson; ``sky``: sky only; ``none``: noise-free images
+        (the variance still describes the survey noise the image would have).
+    """
+
+    sky_sigma: tuple[float, ...]
+    gain: tuple[float, ...]
+    mode: str = "survey"
+
+    def __post_init__(self) -> None:
+        if self.mode not in NOISE_MODES:
+            msg = f"noise must be one of {', '.join(NOISE_MODES)}, got {self.mode!r}"
+            raise ConfigError(msg)
+
+    @classmethod
+    def from_survey(cls, survey: SurveyDescriptor, *, bands: Sequence[str], mode: str) -> NoiseModel:
+        """The descriptor's ``[noise]`` table for ``bands``."""
+        sky = {b: float(v) for b, v in survey.noise.sky_sigma.items()}
+        gain = {b: float(v) for b, v in survey.noise.gain.items()}
+        missing = [b for b in bands if b not in sky]
+        if missing:
+            msg = f"survey {survey.name!r}: noise.sky_sigma lacks band(s) {missing}"
+            raise ConfigError(msg)
+        return cls(sky_sigma=tuple(sky[b] for b in bands),
+                   gain=tuple(gain.get(b, 0.0) for b in bands), mode=mode)
+
+    def variance(self, model: np.ndarray) -> np.ndarray:
+        """Per-pixel variance [flux units^2] of a noise-free (B, P, P) model image."""
+        sky = np.asarray(self.sky_sigma)[:, None, None] ** 2
+        gain = np.asarray(self.gain)[:, None, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            src = np.where(gain > 0, np.clip(model, 0.0, None) / np.where(gain > 0, gain, 1.0), 0.0)
+        if self.mode == "sky":
+            src = np.zeros_like(src)
+        return sky + src
+
+    def apply(self, model: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+        """Return ``model`` plus a noise realisation (a new array)."""
+        if self.mode == "none":
+            return model.copy()
+        sky = np.asarray(self.sky_sigma)[:, None, None]
+        out = model + sky * rng.standard_normal(model.shape)
+        if self.mode == "survey":
+            gain = np.asarray(self.gain)
+            for b in np.flatnonzero(gain > 0):
+                lam = np.clip(model[b], 0.0, None) * gain[b]
+                out[b] += (rng.poisson(lam) - lam) / gain[b]
+        return out
