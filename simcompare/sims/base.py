@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DataFormatError
 
-__all__ = ["Galaxy", "StarParticles"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..config import Cosmology
+
+__all__ = ["Galaxy", "SimReader", "StarParticles"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,3 +86,57 @@ class Galaxy:
     object_id: int
     particles: StarParticles
     row: dict[str, Any] = field(default_factory=dict)
+
+
+class SimReader(ABC):
+    """What every simulation reader offers (see ``docs/ARCHITECTURE.md``).
+
+    Attributes
+    ----------
+    name : str
+        Simulation name (descriptor name).
+    snapshot : int
+        Snapshot number being read.
+    redshift : float
+        Redshift of that snapshot (from the data's own header).
+    cosmology : Cosmology
+        Cosmology of the data.
+    box_size_ckpc_h : float or None
+        Periodic box size [ckpc/h], None when unknown (API cutouts without it).
+    exclusion_ids : dict of str to list of int
+        Object ids skipped, by reason; :attr:`exclusions` counts them.
+    """
+
+    name: str = ""
+    snapshot: int = -1
+    redshift: float = float("nan")
+    cosmology: Cosmology
+    box_size_ckpc_h: float | None = None
+
+    def __init__(self) -> None:
+        self._excluded: dict[str, dict[int, None]] = {}
+
+    @property
+    def exclusions(self) -> dict[str, int]:
+        """Number of skipped objects per reason (wind-only, too few particles, ...)."""
+        return {reason: len(ids) for reason, ids in self._excluded.items()}
+
+    @property
+    def exclusion_ids(self) -> dict[str, list[int]]:
+        """Ids of the skipped objects per reason, in the order they were met."""
+        return {reason: list(ids) for reason, ids in self._excluded.items()}
+
+    def _exclude(self, reason: str, object_id: int) -> None:
+        self._excluded.setdefault(reason, {})[int(object_id)] = None
+
+    def _clear_exclusions(self, reasons: Sequence[str]) -> None:
+        for reason in reasons:
+            self._excluded.pop(reason, None)
+
+    @abstractmethod
+    def select(self, *, n_galaxies: int | None = None) -> pd.DataFrame:
+        """One catalogue row per selected object, sorted by ``object_id``."""
+
+    @abstractmethod
+    def galaxies(self, ids: Sequence[int]) -> Iterator[Galaxy]:
+        """Yield the galaxies ``ids`` one at a time (excluded ones are skipped and counted)."""
