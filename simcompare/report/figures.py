@@ -1,0 +1,488 @@
+"""Figures of the report: deterministic PNG files from serialised results.
+
+Every function here is pure: it takes arrays or tables and writes one PNG. Plots go
+through matplotlib's Agg backend (imported lazily) with the PNG metadata switched off,
+so the same inputs give byte-identical files. Image stamps are written by a small
+stand-alone PNG encoder (:func:`write_png`), which is deterministic by construction.
+
+Colour composites follow Lupton et al. (2004, PASP 116, 133): the mean intensity
+``I = (R + G + B) / 3`` is mapped through ``f(I) = asinh(Q I / s) / Q`` and each channel
+is scaled by ``f(I) / I`` (colours are kept; a pixel whose brightest channel exceeds 1
+is scaled down as a whole). :func:`asinh_scale` chooses ``s`` so that a given
+intensity (e.g. the 99.5th percentile of the observed stamps) maps to 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "LUPTON_Q",
+    "asinh_grey",
+    "asinh_scale",
+    "binned_medians",
+    "diverging_rgb",
+    "histogram_panels",
+    "lupton_rgb",
+    "rgb_band_choice",
+    "saliency_maps",
+    "save_figure",
+    "trend_panels",
+    "write_png",
+]
+
+log = logging.getLogger(__name__)
+
+#: Softening parameter Q of the asinh stretch used for every composite and stamp.
+LUPTON_Q = 8.0
+
+_SIM_COLOUR = "#c0392b"
+_OBS_COLOUR = "#2471a3"
+
+
+# --------------------------------------------------------------------------- PNG output
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> Path:
+    """Write an 8-bit greyscale ``(H, W)`` or RGB ``(H, W, 3)`` array as a PNG file.
+
+    The encoder writes only the IHDR, IDAT and IEND chunks (no time, no software
+    tag), so identical arrays give identical bytes.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file.
+    rgb : ndarray of uint8, shape (H, W) or (H, W, 3)
+        Pixel values; row 0 is the top of the image.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    arr = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if arr.ndim == 2:
+        colour_type, channels = 0, 1
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        colour_type, channels = 2, 3
+    else:
+        msg = f"write_png needs an (H, W) or (H, W, 3) uint8 array, got shape {arr.shape}"
+        raise ValueError(msg)
+    h, w = arr.shape[:2]
+    rows = arr.reshape(h, w * channels)
+    raw = b"".join(b"\x00" + rows[i].tobytes() for i in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        body = tag + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+    path = Path(path)
+    path.write_bytes(png)
+    return path
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG without metadata and close it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or Path
+    dpi : int, optional
+        Resolution in dots per inch (default 100).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7,
+          "xtick.labelsize": 8, "ytick.labelsize": 8}
+
+
+def _style() -> Any:
+    """A context manager applying the report's matplotlib style locally."""
+    return _pyplot().rc_context(_STYLE)
+
+
+def _figure(nrows: int, ncols: int, *, width: float, height: float) -> tuple[Any, np.ndarray]:
+    """A grid of axes with fixed margins in inches (cheaper than constrained layout)."""
+    fig, axes = _pyplot().subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(
+        left=0.6 / width, right=1.0 - 0.15 / width, bottom=0.5 / height, top=1.0 - 0.3 / height,
+        wspace=0.75 * ncols / width if ncols > 1 else 0.2,
+        hspace=0.8 * nrows / height if nrows > 1 else 0.2,
+    )
+    return fig, axes
+
+
+# --------------------------------------------------------------------------- stretches
+
+
+def rgb_band_choice(bands: Sequence[str]) -> tuple[int, int, int] | None:
+    """Indices of the bands shown as red, green and blue in colour composites.
+
+    ``(i, r, g)`` when the set has those three bands; otherwise the first three bands
+    in the order stored, reddest last, i.e. ``(bands[2], bands[1], bands[0])``.
+
+    Parameters
+    ----------
+    bands : sequence of str
+        Band names in storage order (blue to red).
+
+    Returns
+    -------
+    tuple of int or None
+        ``(red, green, blue)`` indices, or None for fewer than three bands (grey).
+    """
+    names = [b.lower() for b in bands]
+    if all(b in names for b in ("i", "r", "g")):
+        return names.index("i"), names.index("r"), names.index("g")
+    if len(bands) >= 3:
+        return 2, 1, 0
+    return None
+
+
+def asinh_scale(reference: np.ndarray, *, q: float = LUPTON_Q, percentile: float = 99.5) -> float:
+    """The stretch ``s`` that maps the ``percentile`` of ``reference`` to 1.
+
+    Solves ``asinh(Q p / s) / Q = 1`` for ``s``, i.e. ``s = Q p / sinh(Q)``.
+
+    Parameters
+    ----------
+    reference : ndarray
+        Intensities (flux units) the stretch is calibrated on; non-finite values ignored.
+    q : float, optional
+        Asinh softening ``Q`` (default :data:`LUPTON_Q`).
+    percentile : float, optional
+        Percentile of ``reference`` that maps to full brightness (default 99.5).
+
+    Returns
+    -------
+    float
+        ``s`` in flux units (1.0 when ``reference`` has no positive finite value).
+    """
+    vals = np.asarray(reference, float)
+    vals = vals[np.isfinite(vals)]
+    p = float(np.percentile(vals, percentile)) if vals.size else 0.0
+    if not p > 0:
+        return 1.0
+    return q * p / float(np.sinh(q))
+
+
+def _asinh_factor(intensity: np.ndarray, *, stretch: float, q: float) -> np.ndarray:
+    x = np.clip(intensity, 0.0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.arcsinh(q * x / stretch) / q
+        factor = np.where(x > 0, f / x, 0.0)
+    return factor
+
+
+def lupton_rgb(
+    red: np.ndarray, green: np.ndarray, blue: np.ndarray, *, stretch: float, q: float = LUPTON_Q,
+) -> np.ndarray:
+    """Lupton et al. (2004) asinh colour composite.
+
+    Parameters
+    ----------
+    red, green, blue : ndarray, shape (H, W)
+        Images in flux units (sky-subtracted); negative values show as black.
+    stretch : float
+        Linear scale ``s`` of the asinh stretch, flux units (see :func:`asinh_scale`).
+    q : float, optional
+        Softening ``Q`` (default :data:`LUPTON_Q`).
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W, 3)
+    """
+    rgb = np.stack([np.asarray(c, float) for c in (red, green, blue)], axis=-1)
+    rgb = np.where(np.isfinite(rgb), rgb, 0.0)
+    rgb = np.clip(rgb, 0.0, None)
+    intensity = rgb.mean(axis=-1)
+    out = rgb * _asinh_factor(intensity, stretch=stretch, q=q)[..., None]
+    peak = out.max(axis=-1, keepdims=True)
+    out = np.where(peak > 1.0, out / np.where(peak > 0, peak, 1.0), out)
+    return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def asinh_grey(image: np.ndarray, *, stretch: float, q: float = LUPTON_Q) -> np.ndarray:
+    """One band shown with the same asinh stretch as the composites.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Flux units.
+    stretch : float
+        Linear scale ``s`` (flux units).
+    q : float, optional
+        Softening ``Q``.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W)
+    """
+    x = np.asarray(image, float)
+    x = np.where(np.isfinite(x), x, 0.0)
+    f = np.arcsinh(q * np.clip(x, 0.0, None) / stretch) / q
+    return np.round(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def diverging_rgb(values: np.ndarray, *, limit: float | None = None) -> np.ndarray:
+    """Map a signed map to RGB with matplotlib's ``RdBu_r`` (red positive, blue negative).
+
+    Parameters
+    ----------
+    values : ndarray, shape (H, W)
+    limit : float, optional
+        Symmetric colour limit; default the maximum of ``|values|``.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W, 3)
+    """
+    from matplotlib import colormaps
+
+    v = np.asarray(values, float)
+    v = np.where(np.isfinite(v), v, 0.0)
+    lim = float(np.max(np.abs(v))) if limit is None else float(limit)
+    if not lim > 0:
+        lim = 1.0
+    rgba = colormaps["RdBu_r"](np.clip(0.5 + 0.5 * v / lim, 0.0, 1.0))
+    return np.round(rgba[..., :3] * 255.0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def binned_medians(
+    x: np.ndarray, y: np.ndarray, *, edges: np.ndarray, rng: np.random.Generator,
+    n_bootstrap: int = 200, confidence: float = 0.95, min_count: int = 3,
+) -> dict[str, np.ndarray]:
+    """Median of ``y`` in bins of ``x`` with percentile-bootstrap confidence intervals.
+
+    Parameters
+    ----------
+    x, y : ndarray, shape (N,)
+        Non-finite pairs are dropped.
+    edges : ndarray, shape (K + 1,)
+        Bin edges in the units of ``x``; the last bin includes its right edge.
+    rng : numpy.random.Generator
+        Drives the bootstrap.
+    n_bootstrap : int, optional
+        Bootstrap resamples per bin (default 200).
+    confidence : float, optional
+        Two-sided confidence level of the interval (default 0.95).
+    min_count : int, optional
+        Bins with fewer points get NaN (default 3).
+
+    Returns
+    -------
+    dict
+        ``centre``, ``median``, ``lo``, ``hi`` (shape (K,)) and ``count`` (int, (K,)).
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    k = len(edges) - 1
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, k - 1)
+    inside = (x >= edges[0]) & (x <= edges[-1])
+    out = {name: np.full(k, np.nan) for name in ("median", "lo", "hi")}
+    out["centre"] = 0.5 * (np.asarray(edges[:-1], float) + np.asarray(edges[1:], float))
+    out["count"] = np.zeros(k, int)
+    alpha = 0.5 * (1.0 - confidence)
+    for j in range(k):
+        vals = y[inside & (which == j)]
+        out["count"][j] = vals.size
+        if vals.size < min_count:
+            continue
+        out["median"][j] = np.median(vals)
+        boots = np.median(rng.choice(vals, size=(n_bootstrap, vals.size), replace=True), axis=1)
+        out["lo"][j], out["hi"][j] = np.quantile(boots, [alpha, 1.0 - alpha])
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def histogram_panels(
+    panels: Sequence[Mapping[str, Any]], *, path: str | Path, ncols: int = 2,
+    sim_label: str = "simulated", ref_label: str = "observed (held out)",
+) -> Path:
+    """Overlaid normalised histograms of simulated and observed values, one panel each.
+
+    Parameters
+    ----------
+    panels : sequence of mapping
+        Each with ``title`` (str), ``xlabel`` (str), ``sim`` and ``ref`` (1-D arrays;
+        ``ref`` may be None). Non-finite values are dropped.
+    path : str or Path
+        Output PNG.
+    ncols : int, optional
+        Panels per row (default 2).
+    sim_label, ref_label : str, optional
+        Legend labels.
+
+    Returns
+    -------
+    Path
+    """
+    with _style():
+        return _histogram_panels(panels, path=path, ncols=ncols, sim_label=sim_label,
+                                 ref_label=ref_label)
+
+
+def _histogram_panels(
+    panels: Sequence[Mapping[str, Any]], *, path: str | Path, ncols: int, sim_label: str,
+    ref_label: str,
+) -> Path:
+    n = len(panels)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = _figure(nrows, ncols, width=3.4 * ncols, height=2.5 * nrows)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        sim = _finite(panel["sim"])
+        ref = None if panel.get("ref") is None else _finite(panel["ref"])
+        both = sim if ref is None else np.concatenate([sim, ref])
+        if both.size == 0:
+            ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+        else:
+            lo, hi = np.percentile(both, [0.5, 99.5])
+            if not hi > lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            bins = np.linspace(lo, hi, 31)
+            if sim.size:
+                ax.hist(np.clip(sim, lo, hi), bins=bins, density=True, histtype="stepfilled",
+                        alpha=0.35, color=_SIM_COLOUR, label=f"{sim_label} (N={sim.size})")
+            if ref is not None and ref.size:
+                ax.hist(np.clip(ref, lo, hi), bins=bins, density=True, histtype="step",
+                        linewidth=1.6, color=_OBS_COLOUR, label=f"{ref_label} (N={ref.size})")
+            ax.legend(fontsize=7, frameon=False)
+        ax.set_title(panel["title"])
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel("density")
+    return save_figure(fig, path)
+
+
+def trend_panels(panels: Sequence[Mapping[str, Any]], *, path: str | Path) -> Path:
+    """Binned medians with confidence intervals of the score against galaxy properties.
+
+    Parameters
+    ----------
+    panels : sequence of mapping
+        Each with ``xlabel``, ``ylabel`` and ``series``: a list of mappings with
+        ``label``, ``kind`` ("sim" or "ref") and the output of :func:`binned_medians`
+        under ``bins``, plus the raw ``x`` and ``y`` (drawn as faint points).
+    path : str or Path
+        Output PNG.
+
+    Returns
+    -------
+    Path
+    """
+    with _style():
+        return _trend_panels(panels, path=path)
+
+
+def _trend_panels(panels: Sequence[Mapping[str, Any]], *, path: str | Path) -> Path:
+    n = len(panels)
+    fig, axes = _figure(1, n, width=3.4 * n, height=2.8)
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        for k, series in enumerate(panel["series"]):
+            colour = _SIM_COLOUR if series["kind"] == "sim" else _OBS_COLOUR
+            ax.scatter(series["x"], series["y"], s=3, alpha=0.15, color=colour, linewidths=0)
+            b = series["bins"]
+            good = np.isfinite(b["median"])
+            offset = (k - 0.5) * 0.02 * (np.nanmax(b["centre"]) - np.nanmin(b["centre"]) + 1e-12)
+            ax.errorbar(
+                b["centre"][good] + offset, b["median"][good],
+                yerr=[b["median"][good] - b["lo"][good], b["hi"][good] - b["median"][good]],
+                fmt="o-" if series["kind"] == "sim" else "s--", color=colour, markersize=4,
+                capsize=2, linewidth=1.2, label=series["label"],
+            )
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        ax.legend(fontsize=7, frameon=False)
+    return save_figure(fig, path)
+
+
+def _finite(values: Any) -> np.ndarray:
+    arr = np.asarray(values, float).ravel()
+    return arr[np.isfinite(arr)]
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+def saliency_maps(
+    images: np.ndarray, *, log_prob: Callable[[Any], Any],
+    log_prob_background: Callable[[Any], Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient-times-input map of the score, summed over bands.
+
+    The score is ``s(x) = log p_obs(x) - log p_bg(x)`` (or ``log p_obs(x)`` without a
+    background model). The map is ``sum_b x_b * ds/dx_b`` per pixel: its sum over the
+    image is the first-order (Taylor) change in score between a blank stamp and this
+    one, so negative pixels are those that pull the galaxy's score down (make it less
+    like the observed galaxies), in nats.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, B, H, W)
+        Stamps in flux units, exactly as they were scored.
+    log_prob : callable
+        Maps a float32 ``torch.Tensor`` of shape (N, B, H, W) to a (N,) tensor of nats,
+        differentiable in its input.
+    log_prob_background : callable, optional
+        The background model's ``log_prob``.
+
+    Returns
+    -------
+    maps : ndarray, shape (N, H, W)
+        Per-pixel contribution in nats.
+    scores : ndarray, shape (N,)
+        The score ``s(x)`` of each image, nats.
+    """
+    import torch
+
+    x = torch.as_tensor(np.asarray(images, np.float32)).clone().requires_grad_(True)
+    score = log_prob(x)
+    if log_prob_background is not None:
+        score = score - log_prob_background(x)
+    (grad,) = torch.autograd.grad(score.sum(), x)
+    maps = (grad * x).sum(dim=1).detach().cpu().numpy().astype(np.float64)
+    return maps, score.detach().cpu().numpy().astype(np.float64)

@@ -1,0 +1,1041 @@
+"""The HTML report of one run, and the league table over all reports.
+
+:func:`write_report` reads only the serialised results named in ``<run>/run.json``
+(image sets, score tables, summary, morphology tables, the density model folder) and
+writes ``<out>/index.html`` with its figures in ``<out>/figures/``, beside copies of
+``summary.json`` and ``scores.parquet``. A missing or unreadable input turns its
+section into a note that says what is missing and how to produce it; it never stops
+the rest of the report. :func:`write_index` writes ``<reports>/index.html``, ranking
+every report in the folder.
+
+The HTML is deterministic: the same inputs give byte-identical pages and figures (no
+timestamps, sorted keys, PNGs without metadata), so its structure can be snapshot
+tested. The page needs no network and no JavaScript.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataFormatError, DataNotFoundError, SimcompareError
+from . import figures
+
+__all__ = ["GALLERY_SIZE", "REPORT_SCHEMA", "write_index", "write_report"]
+
+log = logging.getLogger(__name__)
+
+#: Number of galaxies in each gallery (least and most typical).
+GALLERY_SIZE = 12
+#: Schema name of the small ``report.json`` written beside each report for the index.
+REPORT_SCHEMA = "simcompare.report"
+
+_PATH_KEYS = ("mocks", "observed", "model", "sim_scores", "reference_scores", "summary",
+              "morphology_sim", "morphology_reference")
+_HOW_TO_MAKE = {
+    "mocks": "render the simulation with 'simcompare render'",
+    "observed": "ingest the survey sample with 'simcompare ingest'",
+    "model": "train the density model with 'simcompare train'",
+    "sim_scores": "score the mocks with 'simcompare evaluate'",
+    "reference_scores": "score the observed test split with 'simcompare evaluate --split test'",
+    "summary": "run 'simcompare compare'",
+    "morphology_sim": "measure the mocks with 'simcompare morphology'",
+    "morphology_reference": "measure the observed stamps with 'simcompare morphology'",
+}
+_MORPH_COLUMNS = (
+    ("gini", "Gini coefficient G", ""),
+    ("m20", "M20", ""),
+    ("concentration", "concentration C", ""),
+    ("asymmetry", "asymmetry A", ""),
+    ("smoothness", "smoothness S", ""),
+    ("sersic_n", "Sérsic index n", ""),
+    ("r_half_arcsec", "half-light radius", "arcsec"),
+    ("ellipticity", "ellipticity", ""),
+)
+_SCORE_COLUMNS = (
+    ("llr_nats", "likelihood ratio", "log p_obs − log p_bg [nats]"),
+    ("log_prob_nats", "raw log-likelihood", "log p_obs [nats]"),
+    ("bits_per_dim", "bits per dimension", "bits/dim"),
+)
+_HEADLINE = ("auroc", "typical_fraction")
+_METRIC_NAMES = {
+    "auroc": "AUROC (sim vs observed)",
+    "typical_fraction": "typical-set fraction",
+    "wasserstein": "Wasserstein distance",
+    "median_shift": "median shift",
+    "ks_pvalue": "KS p-value",
+    "ad_pvalue": "Anderson-Darling p-value",
+}
+
+
+class SectionUnavailable(SimcompareError):
+    """A report section cannot be drawn; the message says what is missing."""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits; an en dash for missing values."""
+    if value is None or isinstance(value, bool):
+        return "–" if value is None else str(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.{digits}g}"
+
+
+def _ci(ci: Any) -> str:
+    if not isinstance(ci, Sequence) or isinstance(ci, str) or len(ci) != 2:
+        return "–"
+    return f"[{_num(ci[0])}, {_num(ci[1])}]"
+
+
+def _stat(entry: Any) -> str:
+    """``value [lo, hi]`` (plus ``p = ...`` when present) of a summary statistic."""
+    if not isinstance(entry, Mapping):
+        return _num(entry)
+    parts = []
+    if "value" in entry:
+        parts.append(_num(entry["value"]))
+    if "ci" in entry:
+        parts.append(_ci(entry["ci"]))
+    for key in ("pvalue", "p_value"):
+        if key in entry:
+            parts.append(f"p = {_num(entry[key], 2)}")
+    return " ".join(parts) if parts else "–"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Run:
+    """run.json and lazily loaded inputs, with reasons for what is missing."""
+
+    folder: Path
+    meta: dict[str, Any]
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, folder: Path) -> _Run:
+        path = folder / "run.json"
+        if not path.is_file():
+            msg = (f"{path}: no run.json; point --run at a run folder written by "
+                   "'simcompare score' (<workspace>/.simcompare/runs/<sim>_<survey>/)")
+            raise DataNotFoundError(msg)
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            msg = f"{path}: not valid JSON ({exc}); re-run 'simcompare score' to rewrite it"
+            raise DataFormatError(msg) from None
+        if not isinstance(meta, dict):
+            msg = f"{path}: expected a JSON object, got {type(meta).__name__}"
+            raise DataFormatError(msg)
+        return cls(folder=folder, meta=meta)
+
+    @property
+    def name(self) -> str:
+        return f"{self.meta.get('sim', '?')}_{self.meta.get('survey', '?')}"
+
+    def path(self, key: str) -> Path:
+        paths = self.meta.get("paths") or {}
+        value = paths.get(key)
+        if not value:
+            msg = f"run.json names no '{key}' file; {_HOW_TO_MAKE.get(key, 'produce it')}"
+            raise SectionUnavailable(msg)
+        p = Path(value)
+        if not p.is_absolute():
+            p = self.folder / p
+        if not p.exists():
+            msg = (f"the '{key}' file named in run.json ({value}) does not exist; "
+                   f"{_HOW_TO_MAKE.get(key, 'produce it')}")
+            raise SectionUnavailable(msg)
+        return p
+
+    def _cached(self, key: str, load: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            try:
+                self.cache[key] = load()
+            except SectionUnavailable as exc:
+                self.cache[key] = exc
+            except (SimcompareError, OSError, ValueError, KeyError) as exc:
+                self.cache[key] = SectionUnavailable(f"could not read the '{key}' input: {exc}")
+        value = self.cache[key]
+        if isinstance(value, SectionUnavailable):
+            raise value
+        return value
+
+    def table(self, key: str) -> Any:
+        import pandas as pd
+
+        return self._cached(key, lambda: pd.read_parquet(self.path(key)))
+
+    def summary(self) -> dict[str, Any]:
+        def load() -> dict[str, Any]:
+            data = json.loads(self.path("summary").read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("schema") != "simcompare.summary":
+                msg = "summary file is not a simcompare.summary JSON object; re-run 'simcompare compare'"
+                raise SectionUnavailable(msg)
+            return data
+
+        return self._cached("summary", load)
+
+    def catalog(self, key: str) -> dict[str, np.ndarray]:
+        from .. import imageset
+
+        return self._cached(f"{key}:catalog", lambda: imageset.read_catalog(self.path(key)))
+
+    def header(self, key: str) -> Any:
+        """The ImageSet with only its first image read (bands, provenance, pixel scale)."""
+        from .. import imageset
+
+        def load() -> Any:
+            n = len(self.catalog(key)["object_id"])
+            if n == 0:
+                msg = f"the '{key}' image set is empty"
+                raise SectionUnavailable(msg)
+            return imageset.read(self.path(key), index=np.array([0]))
+
+        return self._cached(f"{key}:header", load)
+
+    def images(self, key: str, rows: Sequence[int]) -> np.ndarray:
+        """Images of ``rows`` (in that order), masked pixels set to 0, shape (K, B, H, W)."""
+        from .. import imageset
+
+        rows = np.asarray(rows, int)
+        if rows.size == 0:
+            return np.zeros((0, 0, 0, 0), np.float32)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        try:
+            s = imageset.read(self.path(key), index=uniq)
+        except (SimcompareError, OSError) as exc:
+            msg = f"could not read the '{key}' images: {exc}"
+            raise SectionUnavailable(msg) from None
+        img = s.images if s.mask is None else np.where(s.mask == 0, s.images, 0.0)
+        return np.asarray(img, np.float32)[inverse]
+
+
+def _rows_for(ids: np.ndarray, catalog_ids: np.ndarray, *, same_order: bool) -> np.ndarray:
+    """Row of each id in an image set (-1 where absent); positional when ``same_order``."""
+    if same_order:
+        return np.arange(len(ids))
+    first: dict[int, int] = {}
+    for i, oid in enumerate(np.asarray(catalog_ids).tolist()):
+        first.setdefault(int(oid), i)
+    return np.array([first.get(int(o), -1) for o in np.asarray(ids).tolist()], int)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _section(sid: str, title: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one section builder; an unavailable input becomes the section's note."""
+    try:
+        body = build()
+        return {"id": sid, "title": title, "ok": True, "missing": [], **body}
+    except SectionUnavailable as exc:
+        log.warning("report section %r not drawn: %s", sid, exc)
+        return {"id": sid, "title": title, "ok": False, "missing": [str(exc)]}
+
+
+def _score_column(run: _Run) -> str:
+    try:
+        column = run.summary().get("column")
+    except SectionUnavailable:
+        column = None
+    return str(column or "llr_nats")
+
+
+def _metric_row(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    null = entry.get("null") or {}
+    return {
+        "key": name,
+        "name": _METRIC_NAMES.get(name, name.replace("_", " ")),
+        "value": _num(entry.get("value")),
+        "ci": _ci(entry.get("ci")),
+        "null_value": _num(entry.get("null_value")),
+        "null": _num(null.get("value")) if isinstance(null, Mapping) else "–",
+        "null_ci": _ci(null.get("ci")) if isinstance(null, Mapping) else "–",
+        "contains": entry.get("ci_contains_null_value"),
+    }
+
+
+def _verdict(run: _Run) -> dict[str, Any]:
+    s = run.summary()
+    metrics = s.get("metrics") or {}
+    verdict = s.get("verdict") or {}
+    axes = []
+    for key, title, what in (
+        ("fine_structure", "Fine structure", "structure beyond a smooth profile (likelihood ratio)"),
+        ("global_structure", "Global structure", "sizes, profiles, morphology"),
+    ):
+        ax = (s.get("axes") or {}).get(key)
+        if not isinstance(ax, Mapping):
+            axes.append({"key": key, "title": title, "what": what, "present": False,
+                         "sentence": verdict.get(key, "")})
+            continue
+        metric = str(ax.get("metric", "?"))
+        null = ax.get("null") or {}
+        m = metrics.get(metric) if isinstance(metrics.get(metric), Mapping) else {}
+        axes.append({
+            "key": key, "title": title, "what": what, "present": True,
+            "metric": _METRIC_NAMES.get(metric, metric.replace("_", " ")),
+            "column": ax.get("column", ""),
+            "value": _num(ax.get("value")), "ci": _ci(ax.get("ci")),
+            "null": _num(null.get("value")), "null_ci": _ci(null.get("ci")),
+            "contains": m.get("ci_contains_null_value"),
+            "sentence": verdict.get(key, ""),
+        })
+    headline = [_metric_row(k, metrics[k]) for k in _HEADLINE if isinstance(metrics.get(k), Mapping)]
+    table = [_metric_row(k, metrics[k]) for k in sorted(metrics) if isinstance(metrics[k], Mapping)]
+    n = s.get("n") or {}
+    return {
+        "text": verdict.get("text", ""),
+        "axes": axes,
+        "headline": headline,
+        "metrics": table,
+        "n_sim": _num(n.get("sim")), "n_ref": _num(n.get("reference")),
+        "column": s.get("column", ""), "confidence": _num(s.get("confidence")),
+        "n_bootstrap": _num(s.get("n_bootstrap")), "n_null": _num(s.get("n_null")),
+    }
+
+
+def _scores(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    sim = run.table("sim_scores")
+    try:
+        ref = run.table("reference_scores")
+        missing = []
+    except SectionUnavailable as exc:
+        ref, missing = None, [str(exc)]
+    panels, rows = [], []
+    for col, title, unit in _SCORE_COLUMNS:
+        if col not in sim.columns:
+            continue
+        r = ref[col].to_numpy(float) if ref is not None and col in ref.columns else None
+        s_vals = sim[col].to_numpy(float)
+        panels.append({"title": title, "xlabel": unit, "sim": s_vals, "ref": r})
+        rows.append({
+            "name": title, "unit": unit,
+            "sim_median": _num(np.nanmedian(s_vals) if np.isfinite(s_vals).any() else None),
+            "ref_median": _num(np.nanmedian(r) if r is not None and np.isfinite(r).any() else None),
+            "sim_nonfinite": int((~np.isfinite(s_vals)).sum()),
+            "ref_nonfinite": "–" if r is None else int((~np.isfinite(r)).sum()),
+        })
+    if not panels:
+        msg = (f"the sim_scores table has none of the score columns "
+               f"{[c for c, _, _ in _SCORE_COLUMNS]}; re-run 'simcompare evaluate'")
+        raise SectionUnavailable(msg)
+    figures.histogram_panels(panels, path=fig_dir / "scores.png", ncols=len(panels))
+    return {"figure": "figures/scores.png", "rows": rows, "notes": missing}
+
+
+def _log_edges(x: np.ndarray, n_bins: int) -> np.ndarray | None:
+    x = x[np.isfinite(x)]
+    if x.size < 3:
+        return None
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)))
+    return edges if edges.size >= 2 else None
+
+
+def _trends(run: _Run, fig_dir: Path, *, seed: int, confidence: float) -> dict[str, Any]:
+    sim = run.table("sim_scores")
+    column = _score_column(run)
+    if column not in sim.columns:
+        msg = f"the sim_scores table has no '{column}' column (the summary's score column)"
+        raise SectionUnavailable(msg)
+    try:
+        ref = run.table("reference_scores")
+    except SectionUnavailable:
+        ref = None
+    sizes = {}
+    for key, frame in (("morphology_sim", sim), ("morphology_reference", ref)):
+        try:
+            morph = run.table(key).drop_duplicates("object_id").set_index("object_id")
+            if frame is not None and "r_half_arcsec" in morph.columns:
+                sizes[key] = frame["object_id"].map(morph["r_half_arcsec"]).to_numpy(float)
+        except (SectionUnavailable, KeyError):
+            pass
+    rng = np.random.default_rng(seed)
+    panels, notes = [], []
+
+    def values(frame: Any, col: str, *, log10: bool, floor: float | None = None) -> np.ndarray | None:
+        if frame is None or col not in frame.columns:
+            return None
+        v = frame[col].to_numpy(float)
+        if floor is not None:
+            v = np.where(np.isfinite(v), np.maximum(v, floor), v)
+        if log10:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
+        return v
+
+    specs: list[tuple[str, str, Callable[[Any, str], np.ndarray | None]]] = [
+        ("stellar mass", "log10 M* [Msun]",
+         lambda f, _k: values(f, "stellar_mass_msun", log10=True)),
+    ]
+    if "morphology_sim" in sizes:
+        specs.append(("size", "log10 r_half (statmorph, same stamps) [arcsec]",
+                      lambda _f, k: _log10(sizes[k]) if k in sizes else None))
+    else:
+        for col, label in (("half_light_radius_arcsec", "log10 r_half [arcsec]"),
+                           ("half_mass_radius_kpc", "log10 r_half,mass [kpc]")):
+            if col in sim.columns:
+                specs.append(("size", label, lambda f, _k, c=col: values(f, c, log10=True)))
+                break
+    specs.append(("star formation rate", "log10 SFR [Msun/yr] (floored at 1e-3)",
+                  lambda f, _k: values(f, "sfr_msun_per_yr", log10=True, floor=1e-3)))
+    y_sim = sim[column].to_numpy(float)
+    y_ref = None if ref is None or column not in ref.columns else ref[column].to_numpy(float)
+    for what, xlabel, get in specs:
+        xs = get(sim, "morphology_sim")
+        if xs is None or np.isfinite(xs).sum() < 3:
+            notes.append(f"no {what} for the simulated galaxies: trend not drawn")
+            continue
+        edges = _log_edges(xs, 5)
+        if edges is None:
+            notes.append(f"too few distinct {what} values for bins")
+            continue
+        series = [{"label": "simulated", "kind": "sim", "x": xs, "y": y_sim,
+                   "bins": figures.binned_medians(xs, y_sim, edges=edges, rng=rng,
+                                                  confidence=confidence)}]
+        xr = get(ref, "morphology_reference") if y_ref is not None else None
+        if xr is not None and np.isfinite(xr).sum() >= 3:
+            series.append({"label": "observed (held out)", "kind": "ref", "x": xr, "y": y_ref,
+                           "bins": figures.binned_medians(xr, y_ref, edges=edges, rng=rng,
+                                                          confidence=confidence)})
+        else:
+            notes.append(f"no {what} for the held-out observed galaxies")
+        panels.append({"what": what, "xlabel": xlabel, "ylabel": f"score {column}", "series": series})
+    if not panels:
+        msg = "no galaxy property (stellar mass, size, SFR) in the score tables; trends not drawn"
+        raise SectionUnavailable(msg)
+    figures.trend_panels(panels, path=fig_dir / "trends.png")
+    per_bin, matched = [], []
+    try:
+        s = run.summary()
+        per_bin = _generic_rows(s.get("per_bin"))
+        matched = [{"key": k, "value": _stat(v) if isinstance(v, Mapping) and "value" in v else
+                    _json(v) if isinstance(v, Mapping | list) else _num(v)}
+                   for k, v in sorted((s.get("matched") or {}).items())]
+    except SectionUnavailable as exc:
+        notes.append(str(exc))
+    return {"figure": "figures/trends.png", "whats": [p["what"] for p in panels], "notes": notes,
+            "per_bin": per_bin, "matched": matched, "column": column,
+            "confidence": _num(confidence)}
+
+
+def _generic_rows(entries: Any) -> dict[str, Any]:
+    """A table (header, rows) from a list of flat-ish dicts such as ``per_bin``."""
+    if not isinstance(entries, list) or not entries:
+        return {}
+    keys: list[str] = []
+    for e in entries:
+        if isinstance(e, Mapping):
+            keys += [k for k in e if k not in keys]
+    rows = []
+    for e in entries:
+        if not isinstance(e, Mapping):
+            continue
+        cells = []
+        for k in keys:
+            v = e.get(k)
+            if isinstance(v, Mapping):
+                cells.append(_stat(v))
+            elif isinstance(v, list | tuple):
+                cells.append(_ci(v) if len(v) == 2 else ", ".join(_num(x) for x in v))
+            else:
+                cells.append(_num(v))
+        rows.append(cells)
+    return {"header": keys, "rows": rows}
+
+
+@dataclass
+class _Stamps:
+    """Writes composites and per-band stamps with one shared stretch."""
+
+    fig_dir: Path
+    bands: tuple[str, ...]
+    stretch: float
+    choice: tuple[int, int, int] | None
+
+    def write(self, stem: str, image: np.ndarray) -> dict[str, Any]:
+        if self.choice is None:
+            comp = figures.asinh_grey(image.mean(axis=0), stretch=self.stretch)
+        else:
+            r, g, b = (image[i] for i in self.choice)
+            comp = figures.lupton_rgb(r, g, b, stretch=self.stretch)
+        figures.write_png(self.fig_dir / f"{stem}.png", comp)
+        bands = []
+        for i, band in enumerate(self.bands):
+            name = f"{stem}_{_safe(band)}.png"
+            figures.write_png(self.fig_dir / name, figures.asinh_grey(image[i], stretch=self.stretch))
+            bands.append({"band": band, "src": f"figures/{name}"})
+        return {"src": f"figures/{stem}.png", "bands": bands}
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))
+
+
+def _ranked(run: _Run) -> dict[str, Any]:
+    """Least and most typical simulated galaxies, their image rows and look-alikes."""
+    def build() -> dict[str, Any]:
+        sim = run.table("sim_scores")
+        column = _score_column(run)
+        if column not in sim.columns:
+            msg = f"the sim_scores table has no '{column}' column"
+            raise SectionUnavailable(msg)
+        score = sim[column].to_numpy(float)
+        ids = sim["object_id"].to_numpy()
+        mock_ids = run.catalog("mocks")["object_id"]
+        same = len(mock_ids) == len(ids) and np.array_equal(mock_ids, ids)
+        rows = _rows_for(ids, mock_ids, same_order=same)
+        good = np.flatnonzero(np.isfinite(score) & (rows >= 0))
+        if good.size == 0:
+            msg = "no simulated galaxy has both a finite score and an image"
+            raise SectionUnavailable(msg)
+        try:
+            ref = run.table("reference_scores")
+            ref_scores = ref[column].to_numpy(float) if column in ref.columns else None
+        except SectionUnavailable:
+            ref = ref_scores = None
+        centre = (np.nanmedian(ref_scores) if ref_scores is not None and np.isfinite(ref_scores).any()
+                  else float(np.median(score[good])))
+        k = min(GALLERY_SIZE, good.size)
+        least = good[np.argsort(score[good], kind="stable")[:k]]
+        most = good[np.argsort(np.abs(score[good] - centre), kind="stable")[:k]]
+        return {"sim": sim, "score": score, "rows": rows, "least": least, "most": most,
+                "centre": centre, "column": column, "ref": ref,
+                "n_unranked": int(len(score) - good.size)}
+
+    return run._cached("ranked", build)
+
+
+def _lookalikes(run: _Run, sim_pos: np.ndarray) -> dict[str, Any]:
+    """Nearest observed galaxy to each simulated galaxy at ``sim_pos`` (rows of sim_scores)."""
+    ranked = _ranked(run)
+    sim = ranked["sim"]
+    obs_cat = run.catalog("observed")
+    obs_ids = np.asarray(obs_cat["object_id"])
+    pool = np.arange(len(obs_ids))
+    ref = ranked["ref"]
+    pool_note = "all observed galaxies in the sample"
+    if ref is not None and "object_id" in ref.columns:
+        in_ref = np.isin(obs_ids, ref["object_id"].to_numpy())
+        if in_ref.any():
+            pool = np.flatnonzero(in_ref)
+            pool_note = "the held-out observed galaxies (the reference of the comparison)"
+    feats_sim, feats_obs, names = [], [], []
+    if "stellar_mass_msun" in sim.columns and "stellar_mass_msun" in obs_cat:
+        feats_sim.append(_log10(sim["stellar_mass_msun"].to_numpy(float)[sim_pos]))
+        feats_obs.append(_log10(np.asarray(obs_cat["stellar_mass_msun"], float)[pool]))
+        names.append("log10 stellar mass (catalogue)")
+    try:
+        ms = run.table("morphology_sim").drop_duplicates("object_id").set_index("object_id")
+        mr = run.table("morphology_reference").drop_duplicates("object_id").set_index("object_id")
+        if "r_half_arcsec" in ms.columns and "r_half_arcsec" in mr.columns:
+            rs = sim["object_id"].iloc[sim_pos].map(ms["r_half_arcsec"]).to_numpy(float)
+            ro = pd_series(obs_ids[pool]).map(mr["r_half_arcsec"]).to_numpy(float)
+            if np.isfinite(ro).sum() >= 1 and np.isfinite(rs).all():
+                feats_sim.append(_log10(rs))
+                feats_obs.append(_log10(ro))
+                names.append("log10 half-light radius (statmorph on the same stamps)")
+    except SectionUnavailable:
+        pass
+    if names and all(np.isfinite(f).all() for f in feats_sim):
+        fo = np.stack(feats_obs, axis=1)
+        keep = np.isfinite(fo).all(axis=1)
+        fo, pool_k = fo[keep], pool[keep]
+        if pool_k.size:
+            std = fo.std(axis=0)
+            std = np.where(std > 0, std, 1.0)
+            fs = np.stack(feats_sim, axis=1)
+            d = np.sqrt((((fs[:, None, :] - fo[None, :, :]) / std) ** 2).sum(axis=2))
+            best = np.argmin(d, axis=1)
+            return {"rows": pool_k[best], "distance": d[np.arange(len(best)), best],
+                    "definition": (f"nearest in {' and '.join(names)}, each standardised by "
+                                   f"its spread among {pool_note} (Euclidean distance)"),
+                    "ids": obs_ids[pool_k[best]]}
+    # pixel space: flux-normalised images, Euclidean distance
+    pool = pool[:2000]
+    sim_img = run.images("mocks", ranked["rows"][sim_pos])
+    obs_img = run.images("observed", pool)
+    if sim_img.shape[1:] != obs_img.shape[1:]:
+        msg = "simulated and observed stamps differ in shape; no look-alikes can be matched"
+        raise SectionUnavailable(msg)
+    a = _normalised(sim_img)
+    b = _normalised(obs_img)
+    d = np.sqrt(np.maximum(
+        (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T, 0.0))
+    best = np.argmin(d, axis=1)
+    return {"rows": pool[best], "distance": d[np.arange(len(best)), best],
+            "definition": (f"nearest in pixel space among {pool_note} (first 2000): "
+                           "Euclidean distance between stamps each divided by its total flux"),
+            "ids": obs_ids[pool[best]]}
+
+
+def pd_series(values: np.ndarray) -> Any:
+    """A pandas Series of ``values`` (kept as a helper so pandas stays a lazy import)."""
+    import pandas as pd
+
+    return pd.Series(values)
+
+
+def _normalised(images: np.ndarray) -> np.ndarray:
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    total = np.abs(flat).sum(axis=1, keepdims=True)
+    return flat / np.where(total > 0, total, 1.0)
+
+
+def _log10(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
+
+
+def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    ranked = _ranked(run)
+    header = run.header("mocks")
+    bands = tuple(header.bands)
+    sim, score, column = ranked["sim"], ranked["score"], ranked["column"]
+    notes = []
+    if ranked["n_unranked"]:
+        notes.append(f"{ranked['n_unranked']} simulated galaxies with a non-finite score or no "
+                     "image are not ranked")
+    positions = np.concatenate([ranked["least"], ranked["most"]])
+    try:
+        look = _lookalikes(run, positions)
+        obs_bands = tuple(run.header("observed").bands)
+        if obs_bands != bands:
+            msg = f"observed bands {list(obs_bands)} differ from simulated bands {list(bands)}"
+            raise SectionUnavailable(msg)
+        obs_img = run.images("observed", look["rows"])
+    except SectionUnavailable as exc:
+        look, obs_img = None, None
+        notes.append(f"no observed look-alikes: {exc}")
+    sim_img = run.images("mocks", ranked["rows"][positions])
+    calib = obs_img if obs_img is not None and len(obs_img) else sim_img
+    choice = figures.rgb_band_choice(bands)
+    intensity = calib[:, list(choice)].mean(axis=1) if choice else calib.mean(axis=1)
+    stretch = figures.asinh_scale(intensity)
+    stamps = _Stamps(fig_dir=fig_dir, bands=bands, stretch=stretch, choice=choice)
+    ref_ids = None if ranked["ref"] is None else ranked["ref"]["object_id"].to_numpy()
+    ref_scores = (None if ranked["ref"] is None or column not in ranked["ref"].columns
+                  else ranked["ref"][column].to_numpy(float))
+    groups = []
+    for gid, title, pos_slice in (("least-typical", "least typical", slice(0, len(ranked["least"]))),
+                                  ("most-typical", "most typical",
+                                   slice(len(ranked["least"]), len(positions)))):
+        items = []
+        for j in range(pos_slice.start, pos_slice.stop):
+            p = positions[j]
+            rank = j - pos_slice.start + 1
+            stem = f"{gid}_{rank:02d}"
+            item = {"rank": rank, "object_id": int(sim["object_id"].iloc[p]),
+                    "score": _num(score[p]),
+                    "percentile": (_num(sim["percentile"].iloc[p]) if "percentile" in sim.columns
+                                   else "–"),
+                    "sim": stamps.write(f"{stem}_sim", sim_img[j]), "obs": None}
+            if look is not None:
+                oid = int(look["ids"][j])
+                obs_score = "–"
+                if ref_ids is not None and ref_scores is not None:
+                    hit = np.flatnonzero(ref_ids == oid)
+                    obs_score = _num(ref_scores[hit[0]]) if hit.size else "–"
+                item["obs"] = {"object_id": oid, "distance": _num(look["distance"][j]),
+                               "score": obs_score, **stamps.write(f"{stem}_obs", obs_img[j])}
+            items.append(item)
+        groups.append({"id": gid, "title": title, "items": items})
+    rgb = ("grey (mean of all bands)" if choice is None
+           else f"R = {bands[choice[0]]}, G = {bands[choice[1]]}, B = {bands[choice[2]]}")
+    return {
+        "groups": groups, "notes": notes, "column": column, "centre": _num(ranked["centre"]),
+        "definition": None if look is None else look["definition"],
+        "stretch": {"rgb": rgb, "q": _num(figures.LUPTON_Q), "s": _num(stretch),
+                    "unit": header.flux_unit,
+                    "calibrated_on": ("the observed look-alike stamps" if obs_img is not None
+                                      else "the simulated stamps shown")},
+    }
+
+
+def _density_scorers(model_dir: Path) -> tuple[Callable, Callable | None, str]:
+    """``log_prob`` of the observed model and of the background model (if any)."""
+    try:
+        from ..density import DensityModel
+    except ImportError as exc:
+        msg = f"the density model code cannot be imported ({exc})"
+        raise SectionUnavailable(msg) from None
+    main = model_dir / "model" if (model_dir / "model").is_dir() else model_dir
+    try:
+        model = DensityModel.load(main, device="cpu")
+        background = None
+        if (model_dir / "background").is_dir():
+            background = DensityModel.load(model_dir / "background", device="cpu")
+    except Exception as exc:  # any load failure becomes the note
+        msg = f"the density model in {model_dir} could not be loaded ({type(exc).__name__}: {exc})"
+        raise SectionUnavailable(msg) from None
+    for m in (model, background):
+        if m is not None and hasattr(m, "eval"):
+            m.eval()
+    what = ("log p_obs − log p_bg (observed model over the smooth-Sérsic background model)"
+            if background is not None else "log p_obs (no background model in the model folder)")
+    return model.log_prob, None if background is None else background.log_prob, what
+
+
+def _mismatch(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    ranked = _ranked(run)
+    model_dir = run.path("model")
+    log_prob, log_prob_bg, what = _density_scorers(model_dir)
+    pos = ranked["least"]
+    images = run.images("mocks", ranked["rows"][pos])
+    try:
+        maps, scores = figures.saliency_maps(images, log_prob=log_prob,
+                                             log_prob_background=log_prob_bg)
+    except Exception as exc:  # torch or model failures become the note
+        msg = f"the gradient of the score could not be computed ({type(exc).__name__}: {exc})"
+        raise SectionUnavailable(msg) from None
+    bands = tuple(run.header("mocks").bands)
+    choice = figures.rgb_band_choice(bands)
+    intensity = images[:, list(choice)].mean(axis=1) if choice else images.mean(axis=1)
+    stretch = figures.asinh_scale(intensity)
+    sim = ranked["sim"]
+    items = []
+    for j, p in enumerate(pos):
+        stem = f"mismatch_{j + 1:02d}"
+        if choice is None:
+            comp = figures.asinh_grey(images[j].mean(axis=0), stretch=stretch)
+        else:
+            comp = figures.lupton_rgb(*(images[j][i] for i in choice), stretch=stretch)
+        figures.write_png(fig_dir / f"{stem}_image.png", comp)
+        limit = float(np.max(np.abs(maps[j]))) if np.isfinite(maps[j]).any() else 0.0
+        figures.write_png(fig_dir / f"{stem}_map.png", figures.diverging_rgb(maps[j], limit=limit))
+        items.append({
+            "rank": j + 1, "object_id": int(sim["object_id"].iloc[p]),
+            "image": f"figures/{stem}_image.png", "map": f"figures/{stem}_map.png",
+            "score": _num(ranked["score"][p]), "recomputed": _num(scores[j]),
+            "limit": _num(limit), "total": _num(float(np.nansum(maps[j]))),
+            "negative": _num(float(np.nansum(np.minimum(maps[j], 0.0)))),
+        })
+    return {"items": items, "what": what, "model": str((run.meta.get("paths") or {}).get("model"))}
+
+
+def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    ms = run.table("morphology_sim")
+    notes = []
+    try:
+        mr = run.table("morphology_reference")
+    except SectionUnavailable as exc:
+        mr = None
+        notes.append(str(exc))
+
+    def good(frame: Any, col: str) -> np.ndarray | None:
+        if frame is None or col not in frame.columns:
+            return None
+        v = frame[col].to_numpy(float)
+        if "flag" in frame.columns:
+            v = v[frame["flag"].to_numpy() == 0]
+        return v[np.isfinite(v)]
+
+    panels, rows = [], []
+    summary_morph: Mapping[str, Any] = {}
+    try:
+        summary_morph = run.summary().get("morphology") or {}
+    except SectionUnavailable as exc:
+        notes.append(str(exc))
+    for col, title, unit in _MORPH_COLUMNS:
+        vs = good(ms, col)
+        if vs is None:
+            continue
+        vr = good(mr, col)
+        label = f"{title} [{unit}]" if unit else title
+        panels.append({"title": label, "xlabel": label, "sim": vs, "ref": vr})
+        stats = summary_morph.get(col) if isinstance(summary_morph, Mapping) else None
+        rows.append({
+            "name": label,
+            "sim_median": _num(np.median(vs)) if vs.size else "–",
+            "ref_median": _num(np.median(vr)) if vr is not None and vr.size else "–",
+            "n_sim": int(vs.size), "n_ref": "–" if vr is None else int(vr.size),
+            "stats": ([{"name": k.replace("_", " "), "value": _stat(v)}
+                       for k, v in sorted(stats.items())] if isinstance(stats, Mapping) else []),
+        })
+    if not panels:
+        msg = "the morphology_sim table has none of the statmorph columns; re-run 'simcompare morphology'"
+        raise SectionUnavailable(msg)
+    figures.histogram_panels(panels, path=fig_dir / "morphology.png", ncols=4)
+    flags = []
+    for label, frame in (("simulated", ms), ("observed", mr)):
+        if frame is None:
+            continue
+        n = len(frame)
+        entry = {"population": label, "n": n, "flagged": "–", "values": [], "reasons": []}
+        if "flag" in frame.columns and n:
+            f = frame["flag"].to_numpy()
+            entry["flagged"] = f"{100.0 * float(np.mean(f != 0)):.1f}%"
+            vals, counts = np.unique(f, return_counts=True)
+            entry["values"] = [{"flag": int(v), "count": int(c)} for v, c in zip(vals, counts, strict=True)]
+        if "failure_reason" in frame.columns:
+            reasons = frame["failure_reason"].dropna().astype(str)
+            reasons = reasons[reasons != ""]
+            entry["reasons"] = [{"reason": r, "count": int(c)}
+                                for r, c in sorted(reasons.value_counts().items())]
+        flags.append(entry)
+    return {"figure": "figures/morphology.png", "rows": rows, "flags": flags, "notes": notes}
+
+
+def _exclusion_rows(exclusions: Any) -> list[dict[str, Any]]:
+    rows = []
+    if not isinstance(exclusions, Mapping):
+        return rows
+    for reason, v in sorted(exclusions.items()):
+        ids: list[Any] = []
+        if isinstance(v, Mapping):
+            count = v.get("count", len(v.get("ids", []) or []))
+            ids = list(v.get("ids", []) or [])
+        elif isinstance(v, list | tuple):
+            count, ids = len(v), list(v)
+        else:
+            count = v
+        shown = ", ".join(str(i) for i in ids[:20]) + (f" … ({len(ids) - 20} more)" if len(ids) > 20 else "")
+        rows.append({"reason": str(reason), "count": _num(count), "ids": shown})
+    return rows
+
+
+def _provenance(run: _Run) -> dict[str, Any]:
+    meta = run.meta
+    prov = meta.get("provenance") or {}
+    versions = dict(prov.get("versions") or {})
+    if "simcompare" in prov:
+        versions = {"simcompare": prov["simcompare"], **versions}
+    exclusions, notes = [], []
+    for key, label in (("mocks", "simulated (mock image set)"), ("observed", "observed image set")):
+        try:
+            rows = _exclusion_rows(run.header(key).provenance.get("exclusions"))
+            exclusions.append({"population": label, "rows": rows})
+        except SectionUnavailable as exc:
+            notes.append(str(exc))
+    if isinstance(prov.get("exclusions"), Mapping):
+        exclusions.append({"population": "run", "rows": _exclusion_rows(prov["exclusions"])})
+    paths = [{"key": k, "path": str((meta.get("paths") or {}).get(k, "–"))}
+             for k in _PATH_KEYS]
+    timings = meta.get("timings_s") or {}
+    return {
+        "versions": [{"name": k, "version": str(v)} for k, v in sorted(versions.items())],
+        "hashes": [{"name": k, "hash": str(v)} for k, v in sorted((prov.get("input_hashes") or {}).items())],
+        "seeds": [{"name": k, "seed": str(v)} for k, v in sorted((prov.get("seeds") or {}).items())],
+        "timings": [{"stage": k, "seconds": _num(v)} for k, v in sorted(timings.items())],
+        "total_time": _num(sum(float(v) for v in timings.values()
+                               if isinstance(v, int | float))) if timings else "–",
+        "config": _json(meta.get("config") or {}),
+        "extra": _json({k: v for k, v in prov.items()
+                        if k not in ("simcompare", "versions", "input_hashes", "seeds", "exclusions")}),
+        "exclusions": exclusions, "paths": paths, "notes": notes,
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=jinja2.select_autoescape(("html", "j2")),
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["num"] = _num
+    return env
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(run: Path, *, out: Path) -> Path:
+    """Write the HTML report of one run.
+
+    Parameters
+    ----------
+    run : Path
+        Run folder holding ``run.json`` (written by ``simcompare score``).
+    out : Path
+        Report folder, usually ``<workspace>/reports/<sim>_<survey>/``; created if
+        needed. Receives ``index.html``, ``figures/``, ``summary.json``,
+        ``scores.parquet`` (the simulated scores) and ``report.json``.
+
+    Returns
+    -------
+    Path
+        The written ``index.html``.
+
+    Raises
+    ------
+    DataNotFoundError
+        ``run`` has no ``run.json``.
+    DataFormatError
+        ``run.json`` is not a JSON object.
+    """
+    run_obj = _Run.open(Path(run))
+    out = Path(out)
+    fig_dir = out / "figures"
+    if fig_dir.is_dir():
+        shutil.rmtree(fig_dir)
+    fig_dir.mkdir(parents=True)
+    seed, confidence = 0, 0.95
+    try:
+        s = run_obj.summary()
+        seed = int((s.get("seeds") or {}).get("bootstrap", 0))
+        confidence = float(s.get("confidence", 0.95))
+    except (SectionUnavailable, TypeError, ValueError):
+        pass
+    sections = [
+        _section("verdict", "Verdict", lambda: _verdict(run_obj)),
+        _section("scores", "Score distributions", lambda: _scores(run_obj, fig_dir)),
+        _section("trends", "Trends with galaxy properties",
+                 lambda: _trends(run_obj, fig_dir, seed=seed, confidence=confidence)),
+        _section("galleries", "Galleries", lambda: _galleries(run_obj, fig_dir)),
+        _section("mismatch", "Where the mismatch is", lambda: _mismatch(run_obj, fig_dir)),
+        _section("morphology", "Classical morphology", lambda: _morphology(run_obj, fig_dir)),
+        _section("provenance", "Provenance", lambda: _provenance(run_obj)),
+    ]
+    copied = []
+    for key, name in (("summary", "summary.json"), ("sim_scores", "scores.parquet")):
+        try:
+            shutil.copyfile(run_obj.path(key), out / name)
+            copied.append(name)
+        except SectionUnavailable:
+            (out / name).unlink(missing_ok=True)
+    meta = {"schema": REPORT_SCHEMA, "schema_version": 1, "sim": run_obj.meta.get("sim"),
+            "survey": run_obj.meta.get("survey"), "files": copied}
+    _write_text(out / "report.json", _json(meta) + "\n")
+    html = _environment().get_template("report.html.j2").render(
+        sim=str(run_obj.meta.get("sim", "?")), survey=str(run_obj.meta.get("survey", "?")),
+        version=str((run_obj.meta.get("provenance") or {}).get("simcompare", "?")),
+        sections={s["id"]: s for s in sections}, order=[s["id"] for s in sections],
+        copied=copied,
+    )
+    index = out / "index.html"
+    _write_text(index, html)
+    log.info("report written to %s", index)
+    return index
+
+
+def _index_entry(folder: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            msg = "not a JSON object"
+            raise TypeError(msg)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        log.warning("skipping %s in the league table: %s", folder, exc)
+        return {"skipped": f"{folder.name}: unreadable summary.json ({exc})"}
+    meta: dict[str, Any] = {}
+    try:
+        meta = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    sim, survey = meta.get("sim"), meta.get("survey")
+    if not sim or not survey:
+        sim, _, survey = folder.name.rpartition("_")
+        sim = sim or folder.name
+        survey = survey or "?"
+    axes = summary.get("axes") or {}
+    metrics = summary.get("metrics") or {}
+
+    def axis(key: str) -> dict[str, Any]:
+        a = axes.get(key)
+        if not isinstance(a, Mapping):
+            return {"present": False, "distance": math.inf}
+        null = a.get("null") or {}
+        try:
+            distance = abs(float(a["value"]) - float(null.get("value", 0.5)))
+        except (KeyError, TypeError, ValueError):
+            distance = math.inf
+        metric = str(a.get("metric", "?"))
+        return {"present": True, "metric": _METRIC_NAMES.get(metric, metric),
+                "value": _num(a.get("value")), "ci": _ci(a.get("ci")),
+                "null": _num(null.get("value")), "null_ci": _ci(null.get("ci")),
+                "distance": distance}
+
+    tf = metrics.get("typical_fraction") if isinstance(metrics.get("typical_fraction"), Mapping) else {}
+    n = summary.get("n") or {}
+    has_page = (folder / "index.html").is_file()
+    return {"sim": str(sim), "survey": str(survey), "href": f"{folder.name}/index.html" if has_page else None,
+            "fine": axis("fine_structure"), "global": axis("global_structure"),
+            "typical": {"value": _num(tf.get("value")), "ci": _ci(tf.get("ci"))},
+            "n_sim": _num(n.get("sim")), "n_ref": _num(n.get("reference")),
+            "verdict": str((summary.get("verdict") or {}).get("text", ""))}
+
+
+def write_index(reports_dir: Path) -> Path:
+    """Write the league table ``<reports_dir>/index.html`` over every report in it.
+
+    Every ``<reports_dir>/*/summary.json`` becomes a row; rows are grouped by survey
+    and ranked by the fine-structure axis: the absolute difference between its value
+    and the observed-vs-observed null value (closest to the null first), ties broken
+    by the global-structure axis, then by name.
+
+    Parameters
+    ----------
+    reports_dir : Path
+        The reports folder, usually ``<workspace>/reports``.
+
+    Returns
+    -------
+    Path
+        The written ``index.html``.
+
+    Raises
+    ------
+    DataNotFoundError
+        ``reports_dir`` does not exist.
+    """
+    reports_dir = Path(reports_dir)
+    if not reports_dir.is_dir():
+        msg = f"{reports_dir}: no such reports folder; write a report first with 'simcompare report'"
+        raise DataNotFoundError(msg)
+    found = [_index_entry(f) for f in sorted(p.parent for p in reports_dir.glob("*/summary.json"))]
+    entries = [e for e in found if "skipped" not in e]
+    skipped = [e["skipped"] for e in found if "skipped" in e]
+    surveys = []
+    for survey in sorted({e["survey"] for e in entries}):
+        rows = sorted((e for e in entries if e["survey"] == survey),
+                      key=lambda e: (e["fine"]["distance"], e["global"]["distance"], e["sim"]))
+        for rank, row in enumerate(rows, start=1):
+            row["rank"] = rank
+        surveys.append({"name": survey, "rows": rows})
+    html = _environment().get_template("index.html.j2").render(
+        surveys=surveys, n=len(entries), skipped=skipped)
+    index = reports_dir / "index.html"
+    _write_text(index, html)
+    log.info("league table written to %s (%d reports)", index, len(entries))
+    return index

@@ -1,0 +1,702 @@
+"""Tests of the HTML report and league table, on a realistic fake run folder."""
+
+from __future__ import annotations
+
+import filecmp
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simcompare import imageset
+from simcompare.errors import DataFormatError, DataNotFoundError
+from simcompare.report import figures, write_index, write_report
+from simcompare.report import html as report_html
+
+REPO = Path(__file__).resolve().parent.parent
+BANDS = ("g", "r", "i")
+STAMP = 32
+PIXEL = 0.168
+
+
+# --------------------------------------------------------------------------- fake run
+
+
+def _galaxies(rng: np.random.Generator, n: int, *, size_scale: float, clumps: bool) -> tuple:
+    """Exponential discs (plus clumps) in g, r, i with sky noise; returns images and sizes."""
+    yy, xx = np.mgrid[:STAMP, :STAMP] - (STAMP - 1) / 2
+    images = np.empty((n, len(BANDS), STAMP, STAMP), np.float32)
+    log_mass = rng.uniform(9.5, 11.5, n)
+    r_d = 1.8 * 10 ** (0.25 * (log_mass - 10)) * size_scale * 10 ** rng.normal(0, 0.08, n)
+    for k in range(n):
+        q = rng.uniform(0.4, 1.0)
+        theta = rng.uniform(0, np.pi)
+        xr = xx * np.cos(theta) + yy * np.sin(theta)
+        yr = (-xx * np.sin(theta) + yy * np.cos(theta)) / q
+        disc = np.exp(-np.hypot(xr, yr) / r_d[k])
+        bulge = np.exp(-np.hypot(xx, yy) / 0.8)
+        flux = 10 ** (0.4 * (log_mass[k] - 9.0)) * 40
+        for b, colour in enumerate((0.6, 1.0, 1.3)):
+            img = flux * colour * (disc / disc.sum() + 0.3 * bulge / bulge.sum())
+            if clumps:
+                for _ in range(4):
+                    cx, cy = rng.normal(0, r_d[k], 2)
+                    img += 0.05 * flux * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 1.0) / (
+                        2 * np.pi) * (1.4 - 0.4 * b)
+            images[k, b] = img + rng.normal(0, 1.0, img.shape)
+    return images, log_mass, r_d * PIXEL
+
+
+def _psf() -> np.ndarray:
+    yy, xx = np.mgrid[:9, :9] - 4
+    p = np.exp(-(xx**2 + yy**2) / (2 * 1.2**2))
+    return np.repeat((p / p.sum())[None], len(BANDS), axis=0).astype(np.float32)
+
+
+def _morph(rng: np.random.Generator, ids: np.ndarray, r_half: np.ndarray, *, clumpy: bool) -> pd.DataFrame:
+    n = len(ids)
+    flag = (rng.uniform(size=n) < (0.15 if clumpy else 0.05)).astype(np.int64)
+    reason = np.where(flag == 1, "sersic fit did not converge", "")
+    return pd.DataFrame({
+        "object_id": ids, "flag": flag, "failure_reason": reason,
+        "r_half_arcsec": r_half * rng.normal(1, 0.05, n),
+        "sersic_n": rng.normal(1.4 if clumpy else 1.2, 0.3, n),
+        "concentration": rng.normal(2.9, 0.3, n), "asymmetry": rng.normal(0.2 if clumpy else 0.08, 0.04, n),
+        "smoothness": rng.normal(0.08 if clumpy else 0.03, 0.02, n), "gini": rng.normal(0.5, 0.05, n),
+        "m20": rng.normal(-1.8, 0.2, n), "ellipticity": rng.uniform(0, 0.6, n),
+        "snr": rng.uniform(20, 80, n), "colour_g_r": rng.normal(0.6, 0.1, n),
+    })
+
+
+def _summary(llr_sim: np.ndarray, llr_ref: np.ndarray) -> dict:
+    def m(value, ci, null_value, null, null_ci):
+        return {"value": value, "ci": ci, "null_value": null_value,
+                "ci_contains_null_value": bool(ci[0] <= null_value <= ci[1]),
+                "null": {"value": null, "ci": null_ci}}
+
+    return {
+        "schema": "simcompare.summary", "schema_version": 1, "column": "llr_nats",
+        "n": {"sim": len(llr_sim), "reference": len(llr_ref)}, "seeds": {"bootstrap": 7},
+        "n_bootstrap": 1000, "n_null": 50, "confidence": 0.95,
+        "metrics": {
+            "auroc": m(0.713, [0.652, 0.771], 0.5, 0.497, [0.431, 0.562]),
+            "typical_fraction": m(0.62, [0.51, 0.72], 0.95, 0.94, [0.90, 0.98]),
+            "wasserstein": m(3.2, [2.1, 4.4], 0.0, 0.8, [0.3, 1.4]),
+            "median_shift": m(-2.7, [-3.9, -1.5], 0.0, 0.1, [-0.9, 1.0]),
+            "ks_pvalue": {"value": 1.2e-5},
+            "ad_pvalue": {"value": 1e-3},
+        },
+        "matched": {"bins": "stellar_mass_msun", "auroc": {"value": 0.70, "ci": [0.63, 0.77]}},
+        "per_bin": [
+            {"variable": "stellar_mass_msun", "lo": 3.2e9, "hi": 1e10, "n_sim": 20, "n_reference": 14,
+             "auroc": {"value": 0.68, "ci": [0.55, 0.8]}},
+            {"variable": "stellar_mass_msun", "lo": 1e10, "hi": 3.2e11, "n_sim": 20, "n_reference": 16,
+             "auroc": {"value": 0.74, "ci": [0.61, 0.86]}},
+        ],
+        "axes": {
+            "fine_structure": {"metric": "auroc", "column": "llr_nats", "value": 0.713,
+                               "ci": [0.652, 0.771], "null": {"value": 0.497, "ci": [0.431, 0.562]}},
+            "global_structure": {"metric": "median_shift", "column": "r_half_arcsec", "value": 0.083,
+                                 "ci": [0.051, 0.117], "null": {"value": 0.002, "ci": [-0.02, 0.024]}},
+        },
+        "morphology": {
+            "r_half_arcsec": {"median_shift": {"value": 0.083, "ci": [0.051, 0.117]},
+                              "ks": {"value": 0.41, "pvalue": 2e-4},
+                              "wasserstein": {"value": 0.09, "ci": [0.06, 0.13]}},
+            "asymmetry": {"median_shift": {"value": 0.12, "ci": [0.1, 0.14]},
+                          "ks": {"value": 0.8, "pvalue": 1e-9}},
+        },
+        "verdict": {
+            "text": "The simulated galaxies differ from the observed ones in fine structure and are larger.",
+            "fine_structure": "Fine structure: distinguishable (AUROC 0.71, null 0.50).",
+            "global_structure": "Global structure: simulated galaxies are larger by 0.08 arcsec.",
+        },
+    }
+
+
+def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc",
+             n_sim: int = 40, n_obs: int = 60) -> Path:
+    """A run folder with every artefact run.json names (small but realistic)."""
+    rng = np.random.default_rng(seed)
+    data = root / "data"
+    data.mkdir(parents=True)
+    sim_img, sim_mass, sim_rh = _galaxies(rng, n_sim, size_scale=1.25, clumps=True)
+    obs_img, obs_mass, obs_rh = _galaxies(rng, n_obs, size_scale=1.0, clumps=False)
+    sim_ids = np.arange(1000, 1000 + n_sim, dtype=np.int64)
+    obs_ids = np.arange(5000, 5000 + n_obs, dtype=np.int64) * 3
+    sfr = 10 ** rng.normal(0.0, 0.6, n_sim)
+    sfr[:3] = 0.0
+    var = np.ones_like(sim_img)
+    imageset.write(data / "mocks.h5", imageset.ImageSet(
+        images=sim_img, variance=var, psf=_psf(), kind="mock", survey=survey, bands=BANDS,
+        pixel_scale_arcsec=PIXEL, zero_point=27.0,
+        catalog={"object_id": sim_ids, "stellar_mass_msun": 10**sim_mass,
+                 "half_mass_radius_kpc": sim_rh / PIXEL * 0.8, "sfr_msun_per_yr": sfr,
+                 "redshift": np.full(n_sim, 0.3)},
+        provenance={"exclusions": {"too_few_star_particles": {"count": 3, "ids": [11, 12, 13]},
+                                   "wind_only": 1}, "seed": 0}))
+    mask = np.zeros(obs_img.shape, np.uint8)
+    mask[0, :, 0, 0] = 1
+    imageset.write(data / "observed.h5", imageset.ImageSet(
+        images=obs_img, variance=np.ones_like(obs_img), mask=mask, psf=_psf(), kind="observed",
+        survey=survey, bands=BANDS, pixel_scale_arcsec=PIXEL, zero_point=27.0,
+        catalog={"object_id": obs_ids, "stellar_mass_msun": 10**obs_mass,
+                 "half_light_radius_arcsec": obs_rh, "redshift": np.full(n_obs, 0.3)},
+        provenance={"exclusions": {"low_snr": [15003, 15006]}}))
+    llr_sim = rng.normal(-3.0, 2.0, n_sim)
+    llr_sim[5] = np.nan
+    test = np.arange(n_obs) % 2 == 0
+    llr_ref = rng.normal(0.0, 2.0, test.sum())
+    pd.DataFrame({
+        "object_id": sim_ids, "log_prob_nats": rng.normal(-2500, 30, n_sim),
+        "bits_per_dim": rng.normal(1.2, 0.01, n_sim),
+        "log_prob_background_nats": rng.normal(-2500, 30, n_sim),
+        "llr_nats": llr_sim, "percentile": rng.uniform(0, 100, n_sim),
+        "stellar_mass_msun": 10**sim_mass, "half_mass_radius_kpc": sim_rh / PIXEL * 0.8,
+        "sfr_msun_per_yr": sfr,
+    }).to_parquet(data / "sim_scores.parquet")
+    pd.DataFrame({
+        "object_id": obs_ids[test], "log_prob_nats": rng.normal(-2490, 30, test.sum()),
+        "bits_per_dim": rng.normal(1.19, 0.01, test.sum()),
+        "log_prob_background_nats": rng.normal(-2490, 30, test.sum()), "llr_nats": llr_ref,
+        "percentile": rng.uniform(0, 100, test.sum()), "stellar_mass_msun": 10 ** obs_mass[test],
+        "half_light_radius_arcsec": obs_rh[test],
+    }).to_parquet(data / "reference_scores.parquet")
+    _morph(rng, sim_ids, sim_rh, clumpy=True).to_parquet(data / "morphology_sim.parquet")
+    _morph(rng, obs_ids, obs_rh, clumpy=False).to_parquet(data / "morphology_reference.parquet")
+    (data / "summary.json").write_text(json.dumps(_summary(llr_sim, llr_ref), indent=2))
+    (data / "model").mkdir()
+    run = root / "run"
+    run.mkdir()
+    meta = {
+        "sim": sim, "survey": survey,
+        "config": {"sim": sim, "survey": survey, "render": {"stamp_size": STAMP, "noise": "survey"},
+                   "train": {"levels": 2, "blocks": 4, "epochs": 3}},
+        "timings_s": {"render": 12.1, "train": 40.25, "evaluate": 3.5, "compare": 1.0},
+        "paths": {"mocks": "../data/mocks.h5", "observed": str(data / "observed.h5"),
+                  "model": "../data/model", "sim_scores": "../data/sim_scores.parquet",
+                  "reference_scores": "../data/reference_scores.parquet",
+                  "summary": "../data/summary.json", "morphology_sim": "../data/morphology_sim.parquet",
+                  "morphology_reference": "../data/morphology_reference.parquet"},
+        "provenance": {"simcompare": "0.1.0", "versions": {"torch": "2.13.0", "numpy": "2.1.0"},
+                       "input_hashes": {"mocks": "sha256:ab12", "observed": "sha256:cd34"},
+                       "seeds": {"render": 0, "train": 1, "bootstrap": 7}},
+    }
+    (run / "run.json").write_text(json.dumps(meta, indent=2))
+    return run
+
+
+def _fake_scorers(model_dir: Path):
+    """Differentiable stand-ins for the two flows: Gaussian log-densities in flux units."""
+    def log_prob(x):
+        return -0.5 * (x**2).flatten(1).sum(1) / 4.0
+
+    def log_prob_bg(x):
+        return -0.5 * (x**2).flatten(1).sum(1) / 9.0
+
+    return log_prob, log_prob_bg, "log p_obs − log p_bg (test stand-in Gaussians)"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("fake"))
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reports") / "demo_hsc"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_html, "_density_scorers", _fake_scorers)
+        return write_report(run_dir, out=out)
+
+
+class _Outline(HTMLParser):
+    """Section ids, headings (with their ids), image sources, scripts and links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outline: list[str] = []
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.scripts = 0
+        self._heading: str | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.outline.append(f"section#{a.get('id')}")
+        elif tag in ("h1", "h2", "h3"):
+            self._heading, self._text = f"{tag}#{a.get('id', '')}", ""
+        elif tag == "img":
+            self.images.append(a["src"])
+        elif tag in ("a", "link"):
+            self.links.append(a.get("href", ""))
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag in ("h1", "h2", "h3") and self._heading is not None:
+            self.outline.append(f"{self._heading} {' '.join(self._text.split())}")
+            self._heading = None
+
+
+def _outline(page: Path) -> _Outline:
+    p = _Outline()
+    p.feed(page.read_text(encoding="utf-8"))
+    return p
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_report_has_every_section_and_no_missing_notes(report: Path, run_dir: Path):
+    text = report.read_text(encoding="utf-8")
+    assert 'class="missing"' not in text
+    out = report.parent
+    assert filecmp.cmp(out / "summary.json", run_dir.parent / "data" / "summary.json", shallow=False)
+    assert filecmp.cmp(out / "scores.parquet", run_dir.parent / "data" / "sim_scores.parquet",
+                       shallow=False)
+    meta = json.loads((out / "report.json").read_text())
+    assert (meta["sim"], meta["survey"]) == ("demo", "hsc")
+
+
+def test_report_is_self_contained(report: Path):
+    p = _outline(report)
+    text = report.read_text(encoding="utf-8")
+    assert p.scripts == 0
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)
+    assert "@import" not in text and "url(" not in text
+    # 12 least + 12 most typical, each sim + look-alike, each 1 composite + 3 bands; 12 maps x 2;
+    # plus the score, trend and morphology figures
+    assert len(p.images) == 2 * 12 * 2 * (1 + len(BANDS)) + 12 * 2 + 3
+    for src in p.images:
+        assert not src.startswith("/")
+        path = report.parent / src
+        assert path.is_file(), src
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_structure_snapshot(report: Path):
+    assert _outline(report).outline == [
+        "h1# Does demo look like hsc?",
+        "section#verdict", "h2# Verdict",
+        "h3# Fine structure", "h3# Global structure",
+        "section#scores", "h2# Score distributions",
+        "section#trends", "h2# Trends with galaxy properties",
+        "h3#matched-bins Comparison in matched bins",
+        "section#galleries", "h2# Galleries",
+        "h3#least-typical The 12 least typical simulated galaxies",
+        "h3#most-typical The 12 most typical simulated galaxies",
+        "section#mismatch", "h2# Where the mismatch is",
+        "section#morphology", "h2# Classical morphology",
+        "h3#morphology-flags Flag rates",
+        "section#provenance", "h2# Provenance",
+        "h3#exclusions Excluded objects", "h3#versions Software versions", "h3#seeds Seeds",
+        "h3#timings Stage timings", "h3#inputs Inputs and their hashes",
+        "h3#config Full configuration",
+    ]
+
+
+def test_report_is_byte_identical_when_rewritten(run_dir: Path, report: Path, tmp_path: Path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_html, "_density_scorers", _fake_scorers)
+        again = write_report(run_dir, out=tmp_path / "demo_hsc")
+    assert again.read_bytes() == report.read_bytes()
+    cmp = filecmp.dircmp(report.parent / "figures", again.parent / "figures")
+    assert cmp.left_only == [] and cmp.right_only == []
+    _, mismatch, errors = filecmp.cmpfiles(report.parent / "figures", again.parent / "figures",
+                                           cmp.common_files, shallow=False)
+    assert mismatch == [] and errors == []
+    assert len(cmp.common_files) > 100
+
+
+def _verdict_text(report: Path) -> str:
+    text = report.read_text(encoding="utf-8")
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text.split('id="scores"')[0])).split())
+
+
+def test_verdict_shows_both_axes_cis_and_null(report: Path):
+    v = _verdict_text(report)
+    assert "The simulated galaxies differ from the observed ones in fine structure and are larger." in v
+    assert "0.713 [0.652, 0.771]" in v          # fine-structure axis and CI
+    assert "null test (observed vs observed): 0.497 [0.431, 0.562]" in v
+    assert "0.083 [0.051, 0.117]" in v          # global-structure axis
+    assert "null test (observed vs observed): 0.002 [-0.02, 0.024]" in v
+    assert "typical-set fraction 0.62 [0.51, 0.72] 0.95 0.94 [0.9, 0.98]" in v
+    assert "CI excludes the no-difference value" in v
+    assert "Global structure: simulated galaxies are larger by 0.08 arcsec." in v
+
+
+def _gallery_ids(report: Path, group: str) -> list[int]:
+    text = report.read_text(encoding="utf-8")
+    block = text.split(f'id="{group}"')[1].split("</div>\n</div>\n</div>\n</div>")[0]
+    block = block.split("<h3")[0]
+    return [int(m) for m in re.findall(r'alt="simulated galaxy (\d+)"', block)]
+
+
+def test_galleries_rank_by_score(report: Path, run_dir: Path):
+    data = run_dir.parent / "data"
+    sim = pd.read_parquet(data / "sim_scores.parquet")
+    ref = pd.read_parquet(data / "reference_scores.parquet")
+    finite = sim[np.isfinite(sim["llr_nats"])]
+    least = finite.sort_values("llr_nats", kind="stable")["object_id"].tolist()[:12]
+    dist = (finite["llr_nats"] - ref["llr_nats"].median()).abs()
+    most = finite.loc[dist.sort_values(kind="stable").index, "object_id"].tolist()[:12]
+    assert _gallery_ids(report, "least-typical") == least
+    assert _gallery_ids(report, "most-typical") == most
+    assert 1005 not in least + most                     # NaN score is not ranked
+    assert "1 simulated galaxies with a non-finite score" in report.read_text()
+
+
+def test_lookalike_is_nearest_in_mass_and_size(report: Path, run_dir: Path):
+    data = run_dir.parent / "data"
+    sim = pd.read_parquet(data / "sim_scores.parquet")
+    ref = pd.read_parquet(data / "reference_scores.parquet")
+    ms = pd.read_parquet(data / "morphology_sim.parquet").set_index("object_id")
+    mr = pd.read_parquet(data / "morphology_reference.parquet").set_index("object_id")
+    cat = imageset.read_catalog(data / "observed.h5")
+    pool = np.isin(cat["object_id"], ref["object_id"])
+    fo = np.stack([np.log10(cat["stellar_mass_msun"][pool]),
+                   np.log10(mr.loc[cat["object_id"][pool], "r_half_arcsec"].to_numpy())], axis=1)
+    worst = sim[np.isfinite(sim["llr_nats"])].sort_values("llr_nats", kind="stable").iloc[0]
+    fs = np.array([np.log10(worst["stellar_mass_msun"]),
+                   np.log10(ms.loc[worst["object_id"], "r_half_arcsec"])])
+    d = np.sqrt((((fo - fs) / fo.std(axis=0)) ** 2).sum(axis=1))
+    expected = int(cat["object_id"][pool][np.argmin(d)])
+    text = report.read_text(encoding="utf-8")
+    block = text.split('id="least-typical"')[1]
+    first_obs = re.search(r'alt="observed look-alike (\d+)"', block).group(1)
+    assert int(first_obs) == expected
+    assert "nearest in log10 stellar mass (catalogue) and log10 half-light radius" in text
+
+
+def test_mismatch_maps_state_method_and_sum(report: Path):
+    text = report.read_text(encoding="utf-8")
+    block = text.split('id="mismatch"')[1].split('id="morphology"')[0]
+    assert "Method: gradient × input" in block
+    assert block.count("score gradient map of galaxy") == 12
+    # Gaussian stand-ins: the score is a quadratic form, so (Euler) sum(x · grad) = 2 × score
+    totals = [float(t) for t in re.findall(r"sum (-?[\d.e+-]+), negative part", block)]
+    scores = [float(t) for t in re.findall(r"\(recomputed (-?[\d.e+-]+)\)", block)]
+    assert len(totals) == len(scores) == 12
+    assert np.allclose(totals, 2 * np.array(scores), rtol=0.01)
+    assert all(t < 0 for t in totals)
+
+
+def test_morphology_flag_rates(report: Path, run_dir: Path):
+    data = run_dir.parent / "data"
+    ms = pd.read_parquet(data / "morphology_sim.parquet")
+    text = report.read_text(encoding="utf-8")
+    block = text.split('id="morphology-flags"')[1]
+    rate = f"{100 * (ms['flag'] != 0).mean():.1f}%"
+    assert f"<td>simulated</td><td class=\"num\">{len(ms)}</td><td class=\"num\">{rate}</td>" in block
+    assert "sersic fit did not converge: " in block
+    assert "asymmetry" in text and "median shift: 0.12 [0.1, 0.14]" in text
+
+
+def test_provenance_lists_exclusions_versions_and_config(report: Path):
+    text = html.unescape(report.read_text(encoding="utf-8"))
+    block = text.split('id="provenance"')[1]
+    assert "too_few_star_particles</td><td class=\"num\">3</td><td>11, 12, 13" in block
+    assert "wind_only</td><td class=\"num\">1</td>" in block
+    assert "low_snr</td><td class=\"num\">2</td><td>15003, 15006" in block
+    assert "<th>torch</th><td>2.13.0</td>" in block
+    assert "<th>simcompare</th><td>0.1.0</td>" in block
+    assert "sha256:ab12" in block
+    assert '"epochs": 3' in block
+    assert "<th>total</th><th class=\"num\">56.9</th>" in block
+
+
+def test_missing_inputs_become_notes(tmp_path: Path):
+    run = make_run(tmp_path / "a", n_sim=15, n_obs=20)
+    meta = json.loads((run / "run.json").read_text())
+    for key in ("morphology_sim", "observed"):
+        del meta["paths"][key]
+    meta["paths"]["reference_scores"] = "../data/nowhere.parquet"
+    (run / "run.json").write_text(json.dumps(meta))
+    page = write_report(run, out=tmp_path / "out")
+    text = page.read_text(encoding="utf-8")
+    sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', text, flags=re.S))
+    assert "run.json names no &#39;morphology_sim&#39; file" in sections["morphology"]
+    assert "nowhere.parquet) does not exist" in sections["scores"]
+    assert "no observed look-alikes" in sections["galleries"]
+    assert 'class="missing"' not in sections["verdict"]
+    assert "0.713" in sections["verdict"]
+    assert (tmp_path / "out" / "scores.parquet").is_file()
+    # the real model loader on an empty model folder: the section says so instead of failing
+    assert 'class="missing"' in sections["mismatch"]
+    assert "density model" in sections["mismatch"]
+    del meta["paths"]["model"]
+    (run / "run.json").write_text(json.dumps(meta))
+    text = write_report(run, out=tmp_path / "out").read_text(encoding="utf-8")
+    assert "run.json names no &#39;model&#39; file" in text
+
+
+def test_run_folder_errors(tmp_path: Path):
+    with pytest.raises(DataNotFoundError, match=r"no run\.json"):
+        write_report(tmp_path, out=tmp_path / "out")
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(DataFormatError, match="not valid JSON"):
+        write_report(tmp_path, out=tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- the league table
+
+
+def test_index_ranks_by_fine_structure_distance(tmp_path: Path, report: Path):
+    reports = tmp_path / "reports"
+    shutil.copytree(report.parent, reports / "demo_hsc")
+    close = json.loads((report.parent / "summary.json").read_text())
+    close["axes"]["fine_structure"].update(value=0.52, ci=[0.47, 0.57])
+    (reports / "tng100_hsc").mkdir()
+    (reports / "tng100_hsc" / "summary.json").write_text(json.dumps(close))
+    (reports / "eagle100_sdss").mkdir()
+    (reports / "eagle100_sdss" / "summary.json").write_text(json.dumps(close))
+    (reports / "broken_hsc").mkdir()
+    (reports / "broken_hsc" / "summary.json").write_text("{")
+    page = write_index(reports)
+    text = page.read_text(encoding="utf-8")
+    p = _outline(page)
+    assert [s for s in p.outline if s.startswith("section")] == ["section#survey-hsc", "section#survey-sdss"]
+    hsc = text.split('id="survey-hsc"')[1].split("</section>")[0]
+    assert hsc.index("tng100") < hsc.index("demo")
+    assert '<a href="demo_hsc/index.html">demo</a>' in hsc
+    assert "broken" not in hsc
+    assert "Not ranked: broken_hsc: unreadable summary.json" in text
+    assert write_index(reports).read_bytes() == page.read_bytes()
+    assert "0.713" in hsc and "[0.652, 0.771]" in hsc
+
+
+def test_index_of_empty_folder(tmp_path: Path):
+    text = write_index(tmp_path).read_text(encoding="utf-8")
+    assert "No reports found" in text
+    with pytest.raises(DataNotFoundError):
+        write_index(tmp_path / "absent")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_write_png_round_trip(tmp_path: Path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, (4, 9), dtype=np.uint8)
+    with Image.open(figures.write_png(tmp_path / "a.png", rgb)) as im:
+        assert np.array_equal(np.asarray(im), rgb)
+    with Image.open(figures.write_png(tmp_path / "b.png", grey)) as im:
+        assert np.array_equal(np.asarray(im), grey)
+
+
+def test_lupton_rgb_known_values():
+    q, s = 8.0, 0.5
+    x = np.array([[0.0, 0.01, 0.1, 1.0, -1.0]])
+    grey = figures.lupton_rgb(x, x, x, stretch=s, q=q)
+    expected = np.clip(np.arcsinh(q * np.clip(x, 0, None) / s) / q, 0, 1)
+    assert np.allclose(grey[..., 0] / 255, expected, atol=0.5 / 255)
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+    # colour is kept: channel ratios survive the stretch (below saturation)
+    col = figures.lupton_rgb(np.array([[0.2]]), np.array([[0.1]]), np.array([[0.05]]),
+                             stretch=s, q=q).astype(float)[0, 0]
+    assert col[0] / col[1] == pytest.approx(2.0, rel=0.02)
+    assert col[1] / col[2] == pytest.approx(2.0, rel=0.05)
+    # the calibrating percentile maps to full scale
+    ref = np.linspace(0, 10, 1001)
+    s_fit = figures.asinh_scale(ref, q=q, percentile=99.5)
+    assert np.arcsinh(q * np.percentile(ref, 99.5) / s_fit) / q == pytest.approx(1.0)
+    assert figures.asinh_scale(np.zeros(4)) == 1.0
+
+
+def test_rgb_band_choice():
+    assert figures.rgb_band_choice(("g", "r", "i", "z", "y")) == (2, 1, 0)
+    assert figures.rgb_band_choice(("z", "i", "r", "g")) == (1, 2, 3)
+    assert figures.rgb_band_choice(("u", "v", "w", "x")) == (2, 1, 0)
+    assert figures.rgb_band_choice(("vis",)) is None
+
+
+def test_binned_medians_known_answer():
+    rng = np.random.default_rng(3)
+    x = np.repeat([0.5, 1.5, 2.5], 101)
+    y = np.concatenate([rng.normal(m, 0.1, 101) for m in (1.0, 2.0, 3.0)])
+    y[0] = np.nan
+    out = figures.binned_medians(x, y, edges=np.array([0.0, 1.0, 2.0, 3.0, 4.0]), rng=rng)
+    assert list(out["count"]) == [100, 101, 101, 0]
+    assert np.allclose(out["median"][:3], [np.nanmedian(y[:101]), np.median(y[101:202]),
+                                           np.median(y[202:])])
+    assert np.all(out["lo"][:3] <= out["median"][:3]) and np.all(out["hi"][:3] >= out["median"][:3])
+    assert np.all(out["hi"][:3] - out["lo"][:3] < 0.1)
+    assert np.isnan(out["median"][3])
+
+
+def test_saliency_is_gradient_times_input():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 2, (3, 2, 5, 5)).astype(np.float32)
+    w = torch.as_tensor(rng.normal(0, 1, (2, 5, 5)).astype(np.float32))
+
+    def log_prob(t):
+        return -0.5 * (t**2).flatten(1).sum(1) + (w * t).flatten(1).sum(1)
+
+    def log_prob_bg(t):
+        return -0.125 * (t**2).flatten(1).sum(1)
+
+    maps, scores = figures.saliency_maps(x, log_prob=log_prob, log_prob_background=log_prob_bg)
+    grad = -x + w.numpy() + 0.25 * x
+    assert np.allclose(maps, (grad * x).sum(axis=1), rtol=1e-5, atol=1e-5)
+    expect = (-0.5 * x**2 + w.numpy() * x + 0.125 * x**2).reshape(3, -1).sum(1)
+    assert np.allclose(scores, expect, rtol=1e-5)
+    maps_raw, _ = figures.saliency_maps(x, log_prob=log_prob)
+    assert np.allclose(maps_raw, ((-x + w.numpy()) * x).sum(axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_score_figure_is_deterministic(tmp_path: Path):
+    rng = np.random.default_rng(5)
+    panels = [{"title": "t", "xlabel": "x", "sim": rng.normal(size=50), "ref": rng.normal(size=40)}]
+    a = figures.histogram_panels(panels, path=tmp_path / "a.png")
+    b = figures.histogram_panels(panels, path=tmp_path / "b.png")
+    assert a.read_bytes() == b.read_bytes()
+    assert b"tEXt" not in a.read_bytes() and b"Software" not in a.read_bytes()
+
+
+def test_import_is_light():
+    code = ("import sys, simcompare.report; "
+            "print(any(m in sys.modules for m in ('matplotlib', 'jinja2', 'torch')))")
+    out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+_PROBE = """<script>
+window.__errors = [];
+window.addEventListener("error", function (e) {
+  var t = e.target;
+  var src = t && t.getAttribute && t.getAttribute("src");
+  window.__errors.push(src ? "failed to load " + src : "error: " + e.message);
+}, true);
+["error", "warn"].forEach(function (level) {
+  var orig = console[level];
+  console[level] = function () {
+    window.__errors.push("console." + level + ": " + Array.prototype.join.call(arguments, " "));
+    orig.apply(console, arguments);
+  };
+});
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                   .map(function (i) { return i.getAttribute("src"); });
+  var pre = document.createElement("pre");
+  pre.id = "__probe";
+  pre.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: window.__errors,
+                                    height: document.documentElement.scrollHeight,
+                                    width: document.documentElement.scrollWidth});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium: found on PATH, else installed from Debian's packages when possible."""
+    path = _browser()
+    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        try:
+            if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
+                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+                subprocess.run(cmd, env=env, capture_output=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        path = _browser()
+    if path is None:
+        pytest.skip("headless Chromium is not installed and cannot be installed here (needs root "
+                    "and apt-get: run ci/install-browser.sh, or apt-get install chromium)")
+    return path
+
+
+def _chromium_args(chromium: str, profile: Path) -> list[str]:
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+            "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",
+            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0"]
+
+
+def _probe(chromium: str, page: Path, tmp: Path) -> dict:
+    """Open a copy of ``page`` with the probe script and return what it saw."""
+    text = page.read_text(encoding="utf-8")
+    probe_page = page.with_name("_probe.html")
+    probe_page.write_text(text.replace("<head>", "<head>\n" + _PROBE, 1), encoding="utf-8")
+    res = subprocess.run(
+        [*_chromium_args(chromium, tmp / "profile-probe"), "--virtual-time-budget=10000",
+         "--dump-dom", probe_page.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    probe_page.unlink()
+    m = re.search(r'<pre id="__probe">(.*?)</pre>', res.stdout, flags=re.S)
+    assert m, f"no probe output (rc {res.returncode}): {res.stderr[-2000:]}"
+    out = json.loads(html.unescape(m.group(1)))
+    out["console"] = [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln]
+    return out
+
+
+@pytest.mark.browser
+def test_browser_probe_catches_a_broken_image(chromium: str, tmp_path: Path):
+    """The probe can fail: a page with a missing image and a console error is caught."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><title>x</title></head><body>'
+                    '<img src="absent.png" alt="x"><script>console.error("boom")</script></body></html>')
+    seen = _probe(chromium, page, tmp_path)
+    assert seen["broken"] == ["absent.png"]
+    assert any("absent.png" in e for e in seen["errors"])
+    assert any("boom" in e for e in seen["errors"])
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(chromium: str, report: Path, tmp_path: Path):
+    site = tmp_path / "site"
+    shutil.copytree(report.parent, site)
+    seen = _probe(chromium, site / "index.html", tmp_path)
+    assert seen["errors"] == [] and seen["console"] == []
+    assert seen["broken"] == []
+    assert seen["images"] == len(_outline(report).images)
+    assert seen["width"] <= 1280 + 1                      # no horizontal overflow at 1280 px
+    artifacts = Path(os.environ.get("SIMCOMPARE_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "report-demo_hsc.png"
+    height = min(int(seen["height"]), 16000)
+    res = subprocess.run(
+        [*_chromium_args(chromium, tmp_path / "profile-shot"), f"--window-size=1280,{height}",
+         "--virtual-time-budget=10000", f"--screenshot={shot}", (site / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert shot.is_file(), res.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size[0] == 1280 and im.size[1] > 2000
+    index = write_index(site.parent)
+    res = subprocess.run(
+        [*_chromium_args(chromium, tmp_path / "profile-index"), "--window-size=1280,600",
+         f"--screenshot={artifacts / 'reports-index.png'}", index.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert (artifacts / "reports-index.png").is_file(), res.stderr[-2000:]
