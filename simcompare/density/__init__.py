@@ -1,0 +1,24 @@
+"""The density model: a normflows Glow over bands-as-channels, trained on observed stamps.
+
+Importing this package imports torch. :class:`DensityModel` gives
+``log_prob(x) -> (batch,)`` in nats for images in flux units; :func:`train` fits a main
+model and a smooth-Sersic background model; :func:`evaluate` scores an ImageSet with
+the log-likelihood ratio and its percentile among held-out observed galaxies.
+"""
+
+from __future__ import annotations
+
+from .evaluate import SCORE_COLUMNS, evaluate, percentile_of
+from .model import DensityModel, bits_per_dim, build_glow
+from .train import TrainOptions, train
+
+__all__ = [
+    "SCORE_COLUMNS",
+    "DensityModel",
+    "TrainOptions",
+    "bits_per_dim",
+    "build_glow",
+    "evaluate",
+    "percentile_of",
+    "train",
+]

@@ -1,0 +1,196 @@
+"""Score an ImageSet with a trained model folder: log p, bits/dim, ratio, percentile.
+
+Columns of the result (one row per image):
+
+``object_id``
+``log_prob_nats``            log-density of the image in flux units (nats), ensemble mean
+``bits_per_dim``             ``-log_prob_nats / (D ln 2)``
+``log_prob_background_nats`` same under the background model (NaN when ``background="none"``)
+``llr_nats``                 ``log_prob_nats - log_prob_background_nats`` (NaN without background)
+``percentile``               percent of the model's held-out observed test-split scores below
+                             this image's score (ties count half); the score is ``llr_nats``,
+                             or ``log_prob_nats`` when the model has no background
+``*_std``                    spread (sample standard deviation) across ensemble members;
+                             NaN for a single model
+``n_members``, ``score_flag`` (0 = finite score, 1 = non-finite main score, 2 = non-finite
+                             background score), then the ImageSet's catalogue columns
+                             (prefixed ``catalog_`` where a name collides).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import imageset as _imageset
+from ..errors import ConfigError, DataFormatError, DataNotFoundError
+
+__all__ = ["SCORE_COLUMNS", "evaluate", "percentile_of"]
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("object_id", "log_prob_nats", "bits_per_dim", "log_prob_background_nats",
+                 "llr_nats", "percentile")
+
+
+def percentile_of(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Percent of finite ``reference`` values below each value (ties count half); NaN stays NaN."""
+    ref = np.sort(np.asarray(reference, float)[np.isfinite(reference)])
+    values = np.asarray(values, float)
+    out = np.full(values.shape, np.nan)
+    if ref.size == 0:
+        return out
+    ok = np.isfinite(values)
+    lo = np.searchsorted(ref, values[ok], side="left")
+    hi = np.searchsorted(ref, values[ok], side="right")
+    out[ok] = 100.0 * (lo + 0.5 * (hi - lo)) / ref.size
+    return out
+
+
+def _write_parquet(df: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_training(model: Path) -> dict[str, Any]:
+    path = model / "training.json"
+    if not path.exists():
+        msg = f"{model}: not a trained model folder (no training.json); run 'simcompare train'"
+        raise DataNotFoundError(msg)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        msg = f"{path}: damaged ({exc}); retrain the model"
+        raise DataFormatError(msg) from None
+
+
+def evaluate(
+    model: str | os.PathLike, images: str | os.PathLike, *, out: str | os.PathLike | None,
+    split: str | None = None, device: str = "auto", batch_size: int = 64,
+    progress: bool = False, _reference: bool = False,
+) -> Any:
+    """Score every image of ``images`` with the trained model folder ``model``.
+
+    Parameters
+    ----------
+    model : path
+        Folder written by :func:`simcompare.density.train`.
+    images : path
+        Any ImageSet with the model's bands and stamp size (mock or observed).
+    out : path or None
+        Parquet file to write (atomically); None writes nothing.
+    split : {None, "train", "validation", "test"}
+        Score only that part of the model's own training split (ids from split.json).
+    device : {"auto", "cpu", "cuda"}
+    batch_size : int
+        Starting batch size (halved automatically on out-of-memory).
+    progress : bool
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns described in the module docstring.
+    """
+    import pandas as pd
+
+    from ..score import log_prob_batched, resolve_device
+    from .data import prepared_images
+    from .model import DensityModel
+
+    model = Path(model)
+    info = _load_training(model)
+    dev = resolve_device(device)
+    s = _imageset.read(images)
+    if split is not None:
+        if split not in ("train", "validation", "test"):
+            msg = f"split must be train, validation or test, got {split!r}"
+            raise ConfigError(msg)
+        ids_wanted = set(json.loads((model / "split.json").read_text())[split])
+        keep = np.array([int(i) in ids_wanted for i in s.object_id])
+        if not keep.any():
+            msg = f"{images} holds none of the model's {split} split; pass the training image set"
+            raise ConfigError(msg)
+        s = s.subset(keep)
+    if list(s.bands) != list(info["bands"]) or s.images.shape[-1] != info["stamp_size"]:
+        msg = (f"{images}: bands {list(s.bands)} / stamp {s.images.shape[-1]} differ from the "
+               f"model's {info['bands']} / {info['stamp_size']}; render with the same survey "
+               "bands and stamp size")
+        raise ConfigError(msg)
+    sigma = np.asarray(info["noise_sigma"])
+    x = prepared_images(s, sigma=sigma, seed=int(info["seed"]))
+    d = x.shape[1] * x.shape[2] * x.shape[3]
+    main, back = [], []
+    for member in info["members"]:
+        m = DensityModel.load(model / member["model"], device=dev)
+        main.append(log_prob_batched(m, x, batch_size=batch_size, device=dev,
+                                     progress=progress, desc=member["model"]))
+        if "background" in member:
+            b = DensityModel.load(model / member["background"], device=dev)
+            back.append(log_prob_batched(b, x, batch_size=batch_size, device=dev,
+                                         progress=progress, desc=member["background"]))
+    main_a = np.vstack(main)
+    k = main_a.shape[0]
+
+    def spread(a: np.ndarray) -> np.ndarray:
+        return a.std(axis=0, ddof=1) if a.shape[0] > 1 else np.full(a.shape[1], np.nan)
+
+    lp = main_a.mean(axis=0)
+    if back:
+        back_a = np.vstack(back)
+        llr_a = main_a - back_a
+        lpb, llr = back_a.mean(axis=0), llr_a.mean(axis=0)
+        lpb_std, llr_std = spread(back_a), spread(llr_a)
+    else:
+        lpb = llr = lpb_std = llr_std = np.full(len(lp), np.nan)
+    score = llr if back else lp
+    flag = np.zeros(len(lp), np.int64)
+    if back:
+        flag[~np.isfinite(lpb)] = 2
+    flag[~np.isfinite(lp)] = 1
+    if _reference:
+        reference = score
+    else:
+        ref_path = model / "reference_scores.parquet"
+        if not ref_path.exists():
+            msg = f"{ref_path} is missing; retrain the model (train writes it)"
+            raise DataNotFoundError(msg)
+        ref = pd.read_parquet(ref_path)
+        reference = ref["llr_nats" if back else "log_prob_nats"].to_numpy()
+    df = pd.DataFrame({
+        "object_id": s.object_id.astype(np.int64),
+        "log_prob_nats": lp,
+        "bits_per_dim": -lp / (d * np.log(2.0)),
+        "log_prob_background_nats": lpb,
+        "llr_nats": llr,
+        "percentile": percentile_of(score, reference),
+        "log_prob_nats_std": spread(main_a),
+        "bits_per_dim_std": spread(main_a) / (d * np.log(2.0)),
+        "log_prob_background_nats_std": lpb_std,
+        "llr_nats_std": llr_std,
+        "n_members": np.full(len(lp), k, np.int64),
+        "score_flag": flag.astype(np.int64),
+    })
+    for key, col in s.catalog.items():
+        if key == "object_id":
+            continue
+        name = key if key not in df.columns else f"catalog_{key}"
+        df[name] = np.asarray(col)
+    n_bad = int((flag != 0).sum())
+    if n_bad:
+        log.warning("%d of %d images have non-finite scores (score_flag != 0)", n_bad, len(df))
+    if out is not None:
+        _write_parquet(df, Path(out))
+    return df

@@ -1,0 +1,135 @@
+"""Fast batched log-density scoring on CPU or CUDA.
+
+:func:`log_prob_batched` runs a :class:`~simcompare.density.DensityModel` over a
+stack of images under ``torch.inference_mode`` (no autograd bookkeeping), in float32,
+with channels-last convolutions on CPU and CUDA when present (``device="auto"``). On a
+CUDA out-of-memory error the batch size is halved and the batch retried.
+
+torch is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._optional import progress as _progress
+from .errors import ConfigError, SimcompareError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .density.model import DensityModel
+
+__all__ = ["is_out_of_memory", "log_prob_batched", "prepare_for_scoring", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | Any = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:N"`` as given.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name, or ``cuda`` on a machine without a usable GPU.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            msg = f"device {device!r} requested but no CUDA GPU is available; use --device cpu or auto"
+            raise ConfigError(msg)
+        return torch.device(name)
+    msg = f"unknown device {device!r}; use auto, cpu or cuda"
+    raise ConfigError(msg)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a (CUDA or allocator) out-of-memory error."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def prepare_for_scoring(model: DensityModel, device: torch.device) -> DensityModel:
+    """Move ``model`` to ``device`` in eval mode, float32, channels-last on CPU."""
+    import torch
+
+    model.to(device=device, dtype=torch.float32)
+    model.eval()
+    model.set_channels_last(device.type == "cpu")
+    return model
+
+
+def log_prob_batched(
+    model: DensityModel, images: np.ndarray, *, batch_size: int = 64, device: Any = "auto",
+    progress: bool = False, desc: str = "scoring",
+) -> np.ndarray:
+    """``model.log_prob`` over ``images`` in batches; returns float64 nats, shape ``(N,)``.
+
+    Parameters
+    ----------
+    model : DensityModel
+        An initialised model (it is moved to ``device`` and put in eval mode).
+    images : ndarray, (N, B, H, W)
+        Flux units, all pixels finite (fill masked pixels first).
+    batch_size : int
+        Starting batch size; halved automatically on out-of-memory.
+    device : {"auto", "cpu", "cuda"} or torch.device
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    ndarray of float64
+        Log-density in nats; non-finite results are returned as NaN.
+    """
+    import torch
+
+    if batch_size < 1:
+        msg = f"batch_size must be >= 1, got {batch_size}"
+        raise ConfigError(msg)
+    dev = resolve_device(device)
+    prepare_for_scoring(model, dev)
+    n = len(images)
+    out = np.full(n, np.nan)
+    start, bs = 0, int(batch_size)
+    n_batches = -(-n // bs)
+    with torch.inference_mode():
+        bar = iter(_progress(range(n_batches), desc=desc, total=n_batches, enable=progress,
+                             unit="batch"))
+        while start < n:
+            stop = min(n, start + bs)
+            try:
+                x = torch.from_numpy(np.ascontiguousarray(images[start:stop], np.float32)).to(dev)
+                lp = model.log_prob(x)
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                if bs == 1:
+                    msg = "out of memory scoring a single image; use a smaller model or the CPU"
+                    raise SimcompareError(msg) from None
+                bs = max(1, bs // 2)
+                log.warning("out of memory at batch size %d; retrying with %d", bs * 2, bs)
+                continue
+            out[start:stop] = lp.double().cpu().numpy()
+            start = stop
+            next(bar, None)
+        for _ in bar:  # close the bar
+            pass
+    out[~np.isfinite(out)] = np.nan
+    return out
