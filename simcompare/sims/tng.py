@@ -594,11 +594,28 @@ class TNGReader(SimReader):
             raw = il.snapshot.loadSubhalo(str(self.base_path), self.snapshot, oid, 4,
                                           fields=list(self.star_fields))
         except Exception as exc:  # illustris_python raises bare Exception, OSError, KeyError
+            broken = self._unreadable_files()
+            which = (f"unreadable file(s): {', '.join(map(str, broken))}; download them again"
+                     if broken else "re-download the chunks of this snapshot")
             msg = (f"reading the star particles of subhalo {oid} from {self.base_path} "
                    f"(snapshot {self.snapshot}) failed: {type(exc).__name__}: {_short(exc)}; "
-                   "re-download the chunk it names and run the basePath check again")
+                   f"{which}")
             raise DataFormatError(msg) from exc
         return raw
+
+    def _unreadable_files(self) -> list[Path]:
+        """Chunks (and offsets file) that are missing or do not open, for error messages."""
+        paths = [*self.layout.snapshot_chunks, *self.layout.groupcat_chunks]
+        if self.layout.offsets is not None:
+            paths.append(self.layout.offsets)
+        broken = []
+        for p in paths:
+            try:
+                with h5py.File(p, "r"):
+                    pass
+            except OSError:
+                broken.append(p)
+        return broken
 
     def galaxies(self, ids: Sequence[int]) -> Iterator[Galaxy]:
         """Yield galaxies one at a time, in the order of ``ids``.
