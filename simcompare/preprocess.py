@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,9 +85,10 @@ class NeighbourConfig:
     ----------
     nsigma : float
         Detection threshold on the smoothed band-summed S/N image, in units of its own
-        noise (default 2.5).
+        noise (default 3).
     npixels : int
-        Minimum connected pixels of a source (default 5).
+        Minimum connected pixels of a source (default 10; the smoothing correlates the
+        noise, and smaller footprints let noise peaks through).
     smooth_fwhm_pix : float
         FWHM (pixels) of the Gaussian detection kernel (default 2.0; 0 disables).
     contrast : float
@@ -104,8 +106,8 @@ class NeighbourConfig:
         wings, never into the target's footprint.
     """
 
-    nsigma: float = 2.5
-    npixels: int = 5
+    nsigma: float = 3.0
+    npixels: int = 10
     smooth_fwhm_pix: float = 2.0
     contrast: float = 0.1
     centre_radius_pix: float = 3.0
@@ -274,6 +276,7 @@ def find_neighbours(
     n_neighbours : int
     """
     from photutils.segmentation import deblend_sources, detect_sources
+    from photutils.utils.exceptions import NoDetectionsWarning
     from scipy import ndimage, signal
 
     cfg = config or NeighbourConfig()
@@ -286,7 +289,9 @@ def find_neighbours(
         noise = float(np.sqrt(np.sum(kern * kern)))
     else:
         sm, noise = det, 1.0
-    segm = detect_sources(sm, cfg.nsigma * noise, cfg.npixels)
+    with warnings.catch_warnings():  # an empty stamp is a normal outcome here
+        warnings.simplefilter("ignore", NoDetectionsWarning)
+        segm = detect_sources(sm, cfg.nsigma * noise, cfg.npixels)
     if segm is None:
         return empty, empty.copy(), 0
     labels = segm.data
