@@ -1,0 +1,140 @@
+"""train() / evaluate(): split, outputs, NaN guard, resume after a kill, masked pixels."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from simcompare import imageset
+from simcompare.density import DensityModel, evaluate, train
+from simcompare.density.data import fill_masked, make_split
+from simcompare.errors import ConfigError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _density_fixtures import galaxy_imageset
+
+TINY = {"levels": 2, "blocks": 2, "hidden": 8, "batch_size": 16, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("train")
+    obs = galaxy_imageset(d / "obs.h5", n=60, mask_fraction=0.01)
+    with torch.random.fork_rng():
+        out = train(obs, out=d / "model", epochs=2, background="none", **TINY)
+    return obs, out
+
+
+def test_outputs_split_and_scores(trained) -> None:
+    obs, out = trained
+    split = json.loads((out / "split.json").read_text())
+    ids = set(imageset.read_catalog(obs)["object_id"].tolist())
+    parts = [set(split[k]) for k in ("train", "validation", "test")]
+    assert set.union(*parts) == ids and sum(map(len, parts)) == len(ids)
+    assert len(split["test"]) == 12 and len(split["validation"]) == 6
+    info = json.loads((out / "training.json").read_text())
+    hist = info["models"][0]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert all(np.isfinite(h["val_bits_per_dim"]) for h in hist)
+    model = DensityModel.load(out / "model")
+    assert model.config["levels"] == 2
+    ref = pd.read_parquet(out / "reference_scores.parquet")
+    assert sorted(ref["object_id"]) == split["test"]
+    df = evaluate(out, obs, out=out / "all.parquet", device="cpu")
+    for col in ("object_id", "log_prob_nats", "bits_per_dim", "log_prob_background_nats",
+                "llr_nats", "percentile", "llr_nats_std", "stellar_mass_msun"):
+        assert col in df.columns
+    assert len(df) == 60 and np.all(np.isfinite(df["log_prob_nats"]))
+    # background "none": no background score, no ratio; percentile from log_prob_nats
+    assert df["llr_nats"].isna().all() and df["log_prob_background_nats"].isna().all()
+    d = 2 * 16 * 16
+    np.testing.assert_allclose(df["bits_per_dim"], -df["log_prob_nats"] / (d * np.log(2)))
+    test = df[df["object_id"].isin(split["test"])].set_index("object_id").sort_index()
+    np.testing.assert_allclose(test["log_prob_nats"], ref.set_index("object_id").sort_index()
+                               ["log_prob_nats"], rtol=1e-6)
+    worst = df["log_prob_nats"].idxmin()
+    assert df.loc[worst, "percentile"] <= 100 / 12
+    # masked pixels are filled the same way whichever subset an image is in
+    test_only = evaluate(out, obs, out=None, split="test", device="cpu")
+    np.testing.assert_allclose(np.sort(test_only["log_prob_nats"]), np.sort(ref["log_prob_nats"]))
+
+
+def test_split_is_fixed_by_seed() -> None:
+    ids = np.arange(100, 150)
+    a, b = make_split(ids, seed=3), make_split(ids, seed=3)
+    assert a == b and a != make_split(ids, seed=4)
+    with pytest.raises(ConfigError, match="too few"):
+        make_split(np.arange(3), seed=0)
+
+
+def test_fill_masked_uses_variance() -> None:
+    rng = np.random.default_rng(0)
+    img = np.zeros((1, 1, 200, 200), np.float32)
+    mask = np.zeros(img.shape, np.uint8)
+    mask[..., :100, :] = 1
+    var = np.full(img.shape, 9.0, np.float32)
+    out = fill_masked(img, mask=mask, variance=var, sigma=[1.0], rng=rng)
+    assert np.std(out[..., :100, :]) == pytest.approx(3.0, rel=0.03)
+    assert np.all(out[..., 100:, :] == 0)
+
+
+def test_nan_guard_restores_and_logs(tmp_path, monkeypatch, caplog) -> None:
+    obs = galaxy_imageset(tmp_path / "obs.h5", n=40)
+    original = DensityModel.log_prob
+    calls = {"n": 0}
+
+    def flaky(self, x):
+        calls["n"] += 1
+        out = original(self, x)
+        if self.training and calls["n"] == 3:
+            return out * float("nan")
+        return out
+
+    monkeypatch.setattr(DensityModel, "log_prob", flaky)
+    with caplog.at_level(logging.WARNING, logger="simcompare.density.train"):
+        out = train(obs, out=tmp_path / "m", epochs=2, background="none", **TINY)
+    assert any("non-finite" in r.getMessage() for r in caplog.records)
+    info = json.loads((out / "training.json").read_text())
+    assert info["nan_guard_events"] == 1
+    model = DensityModel.load(out / "model")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_resume_after_kill_ends_at_same_epoch_count(tmp_path) -> None:
+    obs = galaxy_imageset(tmp_path / "obs.h5", n=200, size=16)
+    out = tmp_path / "m"
+    epochs = 4
+    script = (
+        "import sys, torch; torch.set_num_threads(1)\n"
+        "from simcompare.density import train\n"
+        f"train({str(obs)!r}, out={str(out)!r}, epochs={epochs}, background='none', "
+        "levels=2, blocks=2, hidden=16, batch_size=8, device='cpu', resume=len(sys.argv) > 1)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    ckpt = out / "model" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "the run ended before writing its first checkpoint"
+    state = torch.load(ckpt, weights_only=False)
+    assert not state["done"] and state["epoch"] < epochs  # really interrupted
+    assert not (out / "training.json").exists()
+    subprocess.run([sys.executable, "-c", script, "resume"], env=env, check=True, timeout=300)
+    info = json.loads((out / "training.json").read_text())
+    hist = info["models"][0]["history"]
+    assert [h["epoch"] for h in hist] == list(range(1, epochs + 1))
+    assert (out / "reference_scores.parquet").exists()
