@@ -123,8 +123,12 @@ def _summary(llr_sim: np.ndarray, llr_ref: np.ndarray) -> dict:
 
 
 def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc",
-             n_sim: int = 40, n_obs: int = 60) -> Path:
-    """A run folder with every artefact run.json names (small but realistic)."""
+             n_sim: int = 40, n_obs: int = 60, train_model: bool = False) -> Path:
+    """A run folder with every artefact run.json names (small but realistic).
+
+    Scores, summary and morphology are made up (so tests know the answers); the
+    density model is really trained (tiny) on the observed set when ``train_model``.
+    """
     rng = np.random.default_rng(seed)
     data = root / "data"
     data.mkdir(parents=True)
@@ -173,7 +177,13 @@ def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc
     _morph(rng, sim_ids, sim_rh, clumpy=True).to_parquet(data / "morphology_sim.parquet")
     _morph(rng, obs_ids, obs_rh, clumpy=False).to_parquet(data / "morphology_reference.parquet")
     (data / "summary.json").write_text(json.dumps(_summary(llr_sim, llr_ref), indent=2))
-    (data / "model").mkdir()
+    if train_model:
+        from simcompare.density import train
+
+        train(data / "observed.h5", out=data / "model", levels=2, blocks=1, hidden=8, epochs=2,
+              batch_size=16, background="sersic", device="cpu", seed=seed)
+    else:
+        (data / "model").mkdir()
     run = root / "run"
     run.mkdir()
     meta = {
@@ -207,15 +217,12 @@ def _fake_scorers(model_dir: Path):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_run(tmp_path_factory.mktemp("fake"))
+    return make_run(tmp_path_factory.mktemp("fake"), train_model=True)
 
 
 @pytest.fixture(scope="module")
 def report(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reports") / "demo_hsc"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_html, "_density_scorers", _fake_scorers)
-        return write_report(run_dir, out=out)
+    return write_report(run_dir, out=tmp_path_factory.mktemp("reports") / "demo_hsc")
 
 
 class _Outline(HTMLParser):
@@ -280,8 +287,8 @@ def test_report_is_self_contained(report: Path):
     assert not re.search(r"(src|href)=\"(https?:)?//", text)
     assert "@import" not in text and "url(" not in text
     # 12 least + 12 most typical, each sim + look-alike, each 1 composite + 3 bands; 12 maps x 2;
-    # plus the score, trend and morphology figures
-    assert len(p.images) == 2 * 12 * 2 * (1 + len(BANDS)) + 12 * 2 + 3
+    # plus the score, trend, training-curve and morphology figures
+    assert len(p.images) == 2 * 12 * 2 * (1 + len(BANDS)) + 12 * 2 + 4
     for src in p.images:
         assert not src.startswith("/")
         path = report.parent / src
@@ -301,6 +308,7 @@ def test_report_structure_snapshot(report: Path):
         "h3#least-typical The 12 least typical simulated galaxies",
         "h3#most-typical The 12 most typical simulated galaxies",
         "section#mismatch", "h2# Where the mismatch is",
+        "section#model", "h2# Density model",
         "section#morphology", "h2# Classical morphology",
         "h3#morphology-flags Flag rates",
         "section#provenance", "h2# Provenance",
@@ -311,9 +319,7 @@ def test_report_structure_snapshot(report: Path):
 
 
 def test_report_is_byte_identical_when_rewritten(run_dir: Path, report: Path, tmp_path: Path):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_html, "_density_scorers", _fake_scorers)
-        again = write_report(run_dir, out=tmp_path / "demo_hsc")
+    again = write_report(run_dir, out=tmp_path / "demo_hsc")
     assert again.read_bytes() == report.read_bytes()
     cmp = filecmp.dircmp(report.parent / "figures", again.parent / "figures")
     assert cmp.left_only == [] and cmp.right_only == []
@@ -383,17 +389,30 @@ def test_lookalike_is_nearest_in_mass_and_size(report: Path, run_dir: Path):
     assert "nearest in log10 stellar mass (catalogue) and log10 half-light radius" in text
 
 
-def test_mismatch_maps_state_method_and_sum(report: Path):
+def test_mismatch_maps_use_the_real_model(report: Path, run_dir: Path):
+    from simcompare.density import evaluate
+
     text = report.read_text(encoding="utf-8")
-    block = text.split('id="mismatch"')[1].split('id="morphology"')[0]
+    block = text.split('id="mismatch"')[1].split('id="model"')[0]
     assert "Method: gradient × input" in block
+    assert "log p_obs − log p_bg (observed model over the smooth-Sérsic background model)" in block
     assert block.count("score gradient map of galaxy") == 12
-    # Gaussian stand-ins: the score is a quadratic form, so (Euler) sum(x · grad) = 2 × score
-    totals = [float(t) for t in re.findall(r"sum (-?[\d.e+-]+), negative part", block)]
-    scores = [float(t) for t in re.findall(r"\(recomputed (-?[\d.e+-]+)\)", block)]
-    assert len(totals) == len(scores) == 12
-    assert np.allclose(totals, 2 * np.array(scores), rtol=0.01)
-    assert all(t < 0 for t in totals)
+    ids = [int(i) for i in re.findall(r'alt="score gradient map of galaxy (\d+)"', block)]
+    assert ids == _gallery_ids(report, "least-typical")
+    # the score recomputed through autograd is the one evaluate() gives for the same images
+    data = run_dir.parent / "data"
+    scored = evaluate(data / "model", data / "mocks.h5", out=None, device="cpu").set_index("object_id")
+    shown = [float(v) for v in re.findall(r"\(recomputed (-?[\d.e+-]+)\)", block)]
+    assert np.allclose(shown, scored.loc[ids, "llr_nats"].to_numpy(), rtol=5e-3, atol=0.05)
+
+
+def test_model_section_shows_training_record(report: Path, run_dir: Path):
+    info = json.loads((run_dir.parent / "data" / "model" / "training.json").read_text())
+    block = report.read_text(encoding="utf-8").split('id="model"')[1].split("</section>")[0]
+    assert html.escape(info["preprocessing"]) in block
+    assert "<td>model</td>" in block and "<td>background</td>" in block
+    assert 'src="figures/training.png"' in block
+    assert "1 ensemble member" in block
 
 
 def test_morphology_flag_rates(report: Path, run_dir: Path):
@@ -427,22 +446,34 @@ def test_missing_inputs_become_notes(tmp_path: Path):
         del meta["paths"][key]
     meta["paths"]["reference_scores"] = "../data/nowhere.parquet"
     (run / "run.json").write_text(json.dumps(meta))
-    page = write_report(run, out=tmp_path / "out")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_html, "_density_scorers", _fake_scorers)
+        page = write_report(run, out=tmp_path / "out")
     text = page.read_text(encoding="utf-8")
     sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', text, flags=re.S))
     assert "run.json names no &#39;morphology_sim&#39; file" in sections["morphology"]
     assert "nowhere.parquet) does not exist" in sections["scores"]
     assert "no observed look-alikes" in sections["galleries"]
+    assert "no readable training.json" in sections["model"]
     assert 'class="missing"' not in sections["verdict"]
     assert "0.713" in sections["verdict"]
     assert (tmp_path / "out" / "scores.parquet").is_file()
-    # the real model loader on an empty model folder: the section says so instead of failing
-    assert 'class="missing"' in sections["mismatch"]
-    assert "density model" in sections["mismatch"]
+    # stand-in quadratic scores: the map sums to sum(x · grad s) = 2 s (Euler), per galaxy
+    totals = [float(t) for t in re.findall(r"sum (-?[\d.e+-]+), negative part", sections["mismatch"])]
+    scores = [float(t) for t in re.findall(r"\(recomputed (-?[\d.e+-]+)\)", sections["mismatch"])]
+    assert len(totals) == len(scores) == 12
+    assert np.allclose(totals, 2 * np.array(scores), rtol=0.01)
+    assert all(t < 0 for t in totals)
     del meta["paths"]["model"]
     (run / "run.json").write_text(json.dumps(meta))
     text = write_report(run, out=tmp_path / "out").read_text(encoding="utf-8")
     assert "run.json names no &#39;model&#39; file" in text
+
+
+def test_unloadable_model_folder_is_a_note(tmp_path: Path):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(report_html.SectionUnavailable, match="could not be loaded"):
+        report_html._density_scorers(tmp_path)
 
 
 def test_run_folder_errors(tmp_path: Path):
@@ -519,6 +550,23 @@ def test_lupton_rgb_known_values():
     s_fit = figures.asinh_scale(ref, q=q, percentile=99.5)
     assert np.arcsinh(q * np.percentile(ref, 99.5) / s_fit) / q == pytest.approx(1.0)
     assert figures.asinh_scale(np.zeros(4)) == 1.0
+
+
+def test_asinh_calibration_anchors():
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:41, :41] - 20
+    galaxy = 500.0 * np.exp(-np.hypot(xx, yy) / 3.0)
+    stamps = galaxy[None] + rng.normal(0, 2.0, (20, 41, 41))
+    q, s = figures.asinh_calibration(stamps, noise_brightness=0.08, percentile=99.9)
+    edge = np.concatenate([stamps[:, :2].ravel(), stamps[:, -2:].ravel(),
+                           stamps[:, :, :2].ravel(), stamps[:, :, -2:].ravel()])
+    sigma = 1.4826 * np.median(np.abs(edge - np.median(edge)))
+    assert sigma == pytest.approx(2.0, rel=0.05)
+    assert np.arcsinh(q * sigma / s) / q == pytest.approx(0.08, rel=1e-6)
+    assert np.arcsinh(q * np.percentile(stamps, 99.9) / s) / q == pytest.approx(1.0, rel=1e-6)
+    # faint stamps: a linear stretch with the percentile at full scale
+    q_lin, s_lin = figures.asinh_calibration(rng.normal(0, 1.0, (5, 20, 20)))
+    assert q_lin < 0.01 and s_lin > 0
 
 
 def test_rgb_band_choice():
@@ -649,7 +697,8 @@ def _probe(chromium: str, page: Path, tmp: Path) -> dict:
     probe_page = page.with_name("_probe.html")
     probe_page.write_text(text.replace("<head>", "<head>\n" + _PROBE, 1), encoding="utf-8")
     res = subprocess.run(
-        [*_chromium_args(chromium, tmp / "profile-probe"), "--virtual-time-budget=10000",
+        [*_chromium_args(chromium, tmp / "profile-probe"), "--window-size=1280,900",
+         "--virtual-time-budget=10000",
          "--dump-dom", probe_page.as_uri()],
         capture_output=True, text=True, timeout=180)
     probe_page.unlink()

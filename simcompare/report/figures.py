@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "LUPTON_Q",
+    "asinh_calibration",
     "asinh_grey",
     "asinh_scale",
     "binned_medians",
@@ -34,6 +35,7 @@ __all__ = [
     "rgb_band_choice",
     "saliency_maps",
     "save_figure",
+    "training_curves",
     "trend_panels",
     "write_png",
 ]
@@ -201,6 +203,66 @@ def asinh_scale(reference: np.ndarray, *, q: float = LUPTON_Q, percentile: float
     return q * p / float(np.sinh(q))
 
 
+def asinh_calibration(
+    intensity: np.ndarray, *, noise_brightness: float = 0.08, percentile: float = 99.9,
+    border: int = 2,
+) -> tuple[float, float]:
+    """``(Q, s)`` of the asinh stretch from two anchors on a set of stamps.
+
+    The sky noise (1 sigma, from the median absolute deviation of the pixels within
+    ``border`` pixels of the stamp edges) is shown at ``noise_brightness`` of full
+    scale, and the ``percentile`` of all pixels at full scale:
+    ``asinh(Q sigma / s) / Q = noise_brightness`` and ``asinh(Q p / s) / Q = 1``.
+    When the stamps are too faint for both (``p <= sigma / noise_brightness``) the
+    stretch is linear (``Q -> 0``) with ``p`` at full scale.
+
+    Parameters
+    ----------
+    intensity : ndarray, shape (N, H, W)
+        Intensity stamps in flux units (e.g. the mean of the three composite bands).
+    noise_brightness : float, optional
+        Brightness of a 1-sigma sky pixel, fraction of full scale (default 0.08).
+    percentile : float, optional
+        Percentile of the pixel values shown at full scale (default 99.9).
+    border : int, optional
+        Width of the edge region used to measure the sky noise, pixels (default 2).
+
+    Returns
+    -------
+    Q : float
+        Asinh softening (dimensionless).
+    s : float
+        Linear scale, flux units.
+    """
+    stamps = np.asarray(intensity, float)
+    if stamps.ndim == 2:
+        stamps = stamps[None]
+    finite = stamps[np.isfinite(stamps)]
+    if finite.size == 0:
+        return LUPTON_Q, 1.0
+    p = float(np.percentile(finite, percentile))
+    edge = np.concatenate([stamps[:, :border].ravel(), stamps[:, -border:].ravel(),
+                           stamps[:, :, :border].ravel(), stamps[:, :, -border:].ravel()])
+    edge = edge[np.isfinite(edge)]
+    sigma = 1.4826 * float(np.median(np.abs(edge - np.median(edge)))) if edge.size else 0.0
+    if not p > 0:
+        return LUPTON_Q, 1.0
+    if not sigma > 0 or p <= sigma / noise_brightness * 1.01:
+        return 1e-3, p
+    # solve asinh(u sigma) = a asinh(u p) for u = Q / s by bisection in log u
+    lo, hi = np.log(1e-6 / p), np.log(1e6 / sigma)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        u = np.exp(mid)
+        if np.arcsinh(u * sigma) - noise_brightness * np.arcsinh(u * p) < 0:
+            lo = mid
+        else:
+            hi = mid
+    u = float(np.exp(0.5 * (lo + hi)))
+    q = float(np.arcsinh(u * p))
+    return q, q / u
+
+
 def _asinh_factor(intensity: np.ndarray, *, stretch: float, q: float) -> np.ndarray:
     x = np.clip(intensity, 0.0, None)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -346,8 +408,9 @@ def histogram_panels(
     Parameters
     ----------
     panels : sequence of mapping
-        Each with ``title`` (str), ``xlabel`` (str), ``sim`` and ``ref`` (1-D arrays;
-        ``ref`` may be None). Non-finite values are dropped.
+        Each with ``title`` (str, may be empty), ``xlabel`` (str), ``sim`` and ``ref``
+        (1-D arrays; ``ref`` may be None). Non-finite values are dropped. The legend
+        (with sample sizes) is drawn in the first panel and in panels with ``legend``.
     path : str or Path
         Output PNG.
     ncols : int, optional
@@ -371,10 +434,11 @@ def _histogram_panels(
     n = len(panels)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = _figure(nrows, ncols, width=3.4 * ncols, height=2.5 * nrows)
+    titled = any(p.get("title") for p in panels)
+    fig, axes = _figure(nrows, ncols, width=3.2 * ncols, height=(2.6 if titled else 2.4) * nrows)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    for ax, panel in zip(axes.flat, panels, strict=False):
+    for k, (ax, panel) in enumerate(zip(axes.flat, panels, strict=False)):
         sim = _finite(panel["sim"])
         ref = None if panel.get("ref") is None else _finite(panel["ref"])
         both = sim if ref is None else np.concatenate([sim, ref])
@@ -384,15 +448,20 @@ def _histogram_panels(
             lo, hi = np.percentile(both, [0.5, 99.5])
             if not hi > lo:
                 lo, hi = lo - 0.5, hi + 0.5
-            bins = np.linspace(lo, hi, 31)
+            # Rice rule on the larger sample, between 8 and 40 bins
+            n_bins = int(np.clip(2.0 * max(sim.size, 0 if ref is None else ref.size) ** (1 / 3), 8, 40))
+            bins = np.linspace(lo, hi, n_bins + 1)
             if sim.size:
                 ax.hist(np.clip(sim, lo, hi), bins=bins, density=True, histtype="stepfilled",
                         alpha=0.35, color=_SIM_COLOUR, label=f"{sim_label} (N={sim.size})")
             if ref is not None and ref.size:
                 ax.hist(np.clip(ref, lo, hi), bins=bins, density=True, histtype="step",
                         linewidth=1.6, color=_OBS_COLOUR, label=f"{ref_label} (N={ref.size})")
-            ax.legend(fontsize=7, frameon=False)
-        ax.set_title(panel["title"])
+            if k == 0 or panel.get("legend", False):
+                ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(0.0, 1.0))
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
+        if panel.get("title"):
+            ax.set_title(panel["title"])
         ax.set_xlabel(panel["xlabel"])
         ax.set_ylabel("density")
     return save_figure(fig, path)
@@ -438,6 +507,37 @@ def _trend_panels(panels: Sequence[Mapping[str, Any]], *, path: str | Path) -> P
         ax.set_ylabel(panel["ylabel"])
         ax.legend(fontsize=7, frameon=False)
     return save_figure(fig, path)
+
+
+def training_curves(curves: Sequence[Mapping[str, Any]], *, path: str | Path) -> Path:
+    """Training and validation bits/dim per epoch, one line pair per trained model.
+
+    Parameters
+    ----------
+    curves : sequence of mapping
+        Each with ``label`` and arrays ``epoch``, ``train`` and ``val`` (bits/dim).
+    path : str or Path
+        Output PNG.
+
+    Returns
+    -------
+    Path
+    """
+    with _style():
+        plt = _pyplot()
+        fig, axes = _figure(1, 1, width=6.0, height=3.0)
+        ax = axes[0, 0]
+        colours = plt.get_cmap("tab10")
+        for k, c in enumerate(curves):
+            colour = colours(k % 10)
+            ax.plot(c["epoch"], c["train"], "-", color=colour, linewidth=1.2,
+                    label=f"{c['label']}: training")
+            ax.plot(c["epoch"], c["val"], "o--", color=colour, markersize=3, linewidth=1.2,
+                    label=f"{c['label']}: validation (held out)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("bits per dimension")
+        ax.legend(frameon=False, fontsize=7)
+        return save_figure(fig, path)
 
 
 def _finite(values: Any) -> np.ndarray:

@@ -97,6 +97,8 @@ def _num(value: Any, digits: int = 3) -> str:
         return str(value)
     if not math.isfinite(v):
         return "–"
+    if 1e3 <= abs(v) < 1e6:
+        return f"{v:.0f}"
     return f"{v:.{digits}g}"
 
 
@@ -333,7 +335,7 @@ def _scores(run: _Run, fig_dir: Path) -> dict[str, Any]:
             continue
         r = ref[col].to_numpy(float) if ref is not None and col in ref.columns else None
         s_vals = sim[col].to_numpy(float)
-        panels.append({"title": title, "xlabel": unit, "sim": s_vals, "ref": r})
+        panels.append({"title": title, "xlabel": unit, "sim": s_vals, "ref": r, "legend": True})
         rows.append({
             "name": title, "unit": unit,
             "sim_median": _num(np.nanmedian(s_vals) if np.isfinite(s_vals).any() else None),
@@ -475,22 +477,35 @@ class _Stamps:
 
     fig_dir: Path
     bands: tuple[str, ...]
+    q: float
     stretch: float
     choice: tuple[int, int, int] | None
 
-    def write(self, stem: str, image: np.ndarray) -> dict[str, Any]:
+    def composite(self, image: np.ndarray) -> np.ndarray:
         if self.choice is None:
-            comp = figures.asinh_grey(image.mean(axis=0), stretch=self.stretch)
-        else:
-            r, g, b = (image[i] for i in self.choice)
-            comp = figures.lupton_rgb(r, g, b, stretch=self.stretch)
-        figures.write_png(self.fig_dir / f"{stem}.png", comp)
-        bands = []
+            return figures.asinh_grey(image.mean(axis=0), stretch=self.stretch, q=self.q)
+        r, g, b = (image[i] for i in self.choice)
+        return figures.lupton_rgb(r, g, b, stretch=self.stretch, q=self.q)
+
+    def write(self, stem: str, image: np.ndarray, *, bands: bool = True) -> dict[str, Any]:
+        figures.write_png(self.fig_dir / f"{stem}.png", self.composite(image))
+        if not bands:
+            return {"src": f"figures/{stem}.png", "bands": []}
+        out = []
         for i, band in enumerate(self.bands):
             name = f"{stem}_{_safe(band)}.png"
-            figures.write_png(self.fig_dir / name, figures.asinh_grey(image[i], stretch=self.stretch))
-            bands.append({"band": band, "src": f"figures/{name}"})
-        return {"src": f"figures/{stem}.png", "bands": bands}
+            figures.write_png(self.fig_dir / name,
+                              figures.asinh_grey(image[i], stretch=self.stretch, q=self.q))
+            out.append({"band": band, "src": f"figures/{name}"})
+        return {"src": f"figures/{stem}.png", "bands": out}
+
+
+def _stamp_writer(fig_dir: Path, bands: tuple[str, ...], calib: np.ndarray) -> _Stamps:
+    """A stamp writer whose asinh stretch is calibrated on the stamps ``calib``."""
+    choice = figures.rgb_band_choice(bands)
+    intensity = calib[:, list(choice)].mean(axis=1) if choice else calib.mean(axis=1)
+    q, stretch = figures.asinh_calibration(intensity)
+    return _Stamps(fig_dir=fig_dir, bands=bands, q=q, stretch=stretch, choice=choice)
 
 
 def _safe(text: str) -> str:
@@ -635,10 +650,9 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
         notes.append(f"no observed look-alikes: {exc}")
     sim_img = run.images("mocks", ranked["rows"][positions])
     calib = obs_img if obs_img is not None and len(obs_img) else sim_img
-    choice = figures.rgb_band_choice(bands)
-    intensity = calib[:, list(choice)].mean(axis=1) if choice else calib.mean(axis=1)
-    stretch = figures.asinh_scale(intensity)
-    stamps = _Stamps(fig_dir=fig_dir, bands=bands, stretch=stretch, choice=choice)
+    stamps = _stamp_writer(fig_dir, bands, calib)
+    run.cache["stamps"] = stamps
+    choice, stretch = stamps.choice, stamps.stretch
     ref_ids = None if ranked["ref"] is None else ranked["ref"]["object_id"].to_numpy()
     ref_scores = (None if ranked["ref"] is None or column not in ranked["ref"].columns
                   else ranked["ref"][column].to_numpy(float))
@@ -671,35 +685,82 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
     return {
         "groups": groups, "notes": notes, "column": column, "centre": _num(ranked["centre"]),
         "definition": None if look is None else look["definition"],
-        "stretch": {"rgb": rgb, "q": _num(figures.LUPTON_Q), "s": _num(stretch),
+        "stretch": {"rgb": rgb, "q": _num(stamps.q), "s": _num(stretch),
                     "unit": header.flux_unit,
                     "calibrated_on": ("the observed look-alike stamps" if obs_img is not None
                                       else "the simulated stamps shown")},
     }
 
 
+def _training_info(model_dir: Path) -> dict[str, Any] | None:
+    """``training.json`` of a model folder (None when absent or unreadable)."""
+    try:
+        info = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def _density_scorers(model_dir: Path) -> tuple[Callable, Callable | None, str]:
-    """``log_prob`` of the observed model and of the background model (if any)."""
+    """``log_prob`` of the observed model and of the background model (if any).
+
+    With an ensemble (``training.json`` lists several members) both are the mean over
+    the members, as in :func:`simcompare.density.evaluate`.
+    """
     try:
         from ..density import DensityModel
     except ImportError as exc:
         msg = f"the density model code cannot be imported ({exc})"
         raise SectionUnavailable(msg) from None
-    main = model_dir / "model" if (model_dir / "model").is_dir() else model_dir
+    info = _training_info(model_dir) or {}
+    members = info.get("members")
+    if not isinstance(members, list) or not members:
+        main = "model" if (model_dir / "model").is_dir() else "."
+        members = [{"model": main, **({"background": "background"}
+                                      if (model_dir / "background").is_dir() else {})}]
     try:
-        model = DensityModel.load(main, device="cpu")
-        background = None
-        if (model_dir / "background").is_dir():
-            background = DensityModel.load(model_dir / "background", device="cpu")
+        models = [DensityModel.load(model_dir / m["model"], device="cpu") for m in members]
+        backgrounds = [DensityModel.load(model_dir / m["background"], device="cpu")
+                       for m in members if m.get("background")]
     except Exception as exc:  # any load failure becomes the note
         msg = f"the density model in {model_dir} could not be loaded ({type(exc).__name__}: {exc})"
         raise SectionUnavailable(msg) from None
-    for m in (model, background):
-        if m is not None and hasattr(m, "eval"):
-            m.eval()
+    if backgrounds and len(backgrounds) != len(models):
+        msg = f"{model_dir}: some ensemble members lack a background model; retrain the model"
+        raise SectionUnavailable(msg)
+
+    def mean_log_prob(ms: list[Any]) -> Callable:
+        def log_prob(x: Any) -> Any:
+            total = ms[0].log_prob(x)
+            for m in ms[1:]:
+                total = total + m.log_prob(x)
+            return total / len(ms)
+
+        return log_prob
+
+    ens = f" (mean over {len(models)} ensemble members)" if len(models) > 1 else ""
     what = ("log p_obs − log p_bg (observed model over the smooth-Sérsic background model)"
-            if background is not None else "log p_obs (no background model in the model folder)")
-    return model.log_prob, None if background is None else background.log_prob, what
+            if backgrounds else "log p_obs (no background model in the model folder)") + ens
+    return mean_log_prob(models), mean_log_prob(backgrounds) if backgrounds else None, what
+
+
+def _scored_images(run: _Run, rows: np.ndarray) -> np.ndarray:
+    """Mock images of ``rows`` exactly as the scorer saw them (masked pixels filled)."""
+    info = _training_info(run.path("model"))
+    if info is None or "noise_sigma" not in info:
+        return run.images("mocks", rows)
+    from .. import imageset
+
+    uniq, inverse = np.unique(np.asarray(rows, int), return_inverse=True)
+    try:
+        from ..density.data import prepared_images
+
+        s = imageset.read(run.path("mocks"), index=uniq)
+        x = prepared_images(s, sigma=info["noise_sigma"], seed=int(info.get("seed", 0)))
+    except (ImportError, SimcompareError, OSError, KeyError, ValueError, TypeError) as exc:
+        msg = f"could not prepare the mock images as the scorer does ({exc})"
+        raise SectionUnavailable(msg) from None
+    return np.asarray(x, np.float32)[inverse]
 
 
 def _mismatch(run: _Run, fig_dir: Path) -> dict[str, Any]:
@@ -707,27 +768,23 @@ def _mismatch(run: _Run, fig_dir: Path) -> dict[str, Any]:
     model_dir = run.path("model")
     log_prob, log_prob_bg, what = _density_scorers(model_dir)
     pos = ranked["least"]
-    images = run.images("mocks", ranked["rows"][pos])
+    images = _scored_images(run, ranked["rows"][pos])
     try:
         maps, scores = figures.saliency_maps(images, log_prob=log_prob,
                                              log_prob_background=log_prob_bg)
     except Exception as exc:  # torch or model failures become the note
         msg = f"the gradient of the score could not be computed ({type(exc).__name__}: {exc})"
         raise SectionUnavailable(msg) from None
-    bands = tuple(run.header("mocks").bands)
-    choice = figures.rgb_band_choice(bands)
-    intensity = images[:, list(choice)].mean(axis=1) if choice else images.mean(axis=1)
-    stretch = figures.asinh_scale(intensity)
+    stamps = run.cache.get("stamps")
+    if not isinstance(stamps, _Stamps):
+        stamps = _stamp_writer(fig_dir, tuple(run.header("mocks").bands), images)
     sim = ranked["sim"]
     items = []
     for j, p in enumerate(pos):
         stem = f"mismatch_{j + 1:02d}"
-        if choice is None:
-            comp = figures.asinh_grey(images[j].mean(axis=0), stretch=stretch)
-        else:
-            comp = figures.lupton_rgb(*(images[j][i] for i in choice), stretch=stretch)
-        figures.write_png(fig_dir / f"{stem}_image.png", comp)
-        limit = float(np.max(np.abs(maps[j]))) if np.isfinite(maps[j]).any() else 0.0
+        stamps.write(f"{stem}_image", images[j], bands=False)
+        finite = np.abs(maps[j][np.isfinite(maps[j])])
+        limit = float(np.percentile(finite, 99.5)) if finite.size else 0.0
         figures.write_png(fig_dir / f"{stem}_map.png", figures.diverging_rgb(maps[j], limit=limit))
         items.append({
             "rank": j + 1, "object_id": int(sim["object_id"].iloc[p]),
@@ -737,6 +794,47 @@ def _mismatch(run: _Run, fig_dir: Path) -> dict[str, Any]:
             "negative": _num(float(np.nansum(np.minimum(maps[j], 0.0)))),
         })
     return {"items": items, "what": what, "model": str((run.meta.get("paths") or {}).get("model"))}
+
+
+def _model(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    """The density model's training record: held-out curves, preprocessing, options."""
+    model_dir = run.path("model")
+    info = _training_info(model_dir)
+    if info is None:
+        msg = (f"the model folder {model_dir} has no readable training.json; "
+               "train the model with 'simcompare train'")
+        raise SectionUnavailable(msg)
+    records = [r for r in info.get("models") or [] if isinstance(r, Mapping)]
+    curves = []
+    for r in records:
+        hist = [h for h in r.get("history") or [] if isinstance(h, Mapping)]
+        if hist:
+            curves.append({"label": str(r.get("label", "?")),
+                           "epoch": np.array([float(h.get("epoch", np.nan)) for h in hist]),
+                           "train": np.array([float(h.get("train_bits_per_dim", np.nan)) for h in hist]),
+                           "val": np.array([float(h.get("val_bits_per_dim", np.nan)) for h in hist])})
+    figure = None
+    if curves:
+        figures.training_curves(curves, path=fig_dir / "training.png")
+        figure = "figures/training.png"
+    rows = [{"label": str(r.get("label", "?")), "epochs": _num(r.get("epochs_run")),
+             "best_epoch": _num(r.get("best_epoch")), "best_val": _num(r.get("best_val_bits_per_dim"), 5),
+             "stopped_early": "yes" if r.get("stopped_early") else "no",
+             "nan_events": len(r.get("nan_events") or []),
+             "n_train": _num(r.get("n_train")), "n_val": _num(r.get("n_validation"))}
+            for r in records]
+    return {
+        "figure": figure, "rows": rows,
+        "preprocessing": str(info.get("preprocessing", "not recorded")),
+        "masked": str(info.get("masked_pixels", "not recorded")),
+        "noise_sigma": ", ".join(_num(v, 4) for v in info.get("noise_sigma") or []) or "–",
+        "bands": ", ".join(str(b) for b in info.get("bands") or []) or "–",
+        "stamp_size": _num(info.get("stamp_size")),
+        "background": str(info.get("background", "–")),
+        "options": _json(info.get("options") or {}),
+        "background_info": _json(info.get("background_info") or {}),
+        "n_members": len(info.get("members") or []),
+    }
 
 
 def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
@@ -768,7 +866,7 @@ def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
             continue
         vr = good(mr, col)
         label = f"{title} [{unit}]" if unit else title
-        panels.append({"title": label, "xlabel": label, "sim": vs, "ref": vr})
+        panels.append({"title": "", "xlabel": label, "sim": vs, "ref": vr})
         stats = summary_morph.get(col) if isinstance(summary_morph, Mapping) else None
         rows.append({
             "name": label,
@@ -781,7 +879,7 @@ def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
     if not panels:
         msg = "the morphology_sim table has none of the statmorph columns; re-run 'simcompare morphology'"
         raise SectionUnavailable(msg)
-    figures.histogram_panels(panels, path=fig_dir / "morphology.png", ncols=4)
+    figures.histogram_panels(panels, path=fig_dir / "morphology.png", ncols=4, ref_label="observed")
     flags = []
     for label, frame in (("simulated", ms), ("observed", mr)):
         if frame is None:
@@ -924,6 +1022,7 @@ def write_report(run: Path, *, out: Path) -> Path:
                  lambda: _trends(run_obj, fig_dir, seed=seed, confidence=confidence)),
         _section("galleries", "Galleries", lambda: _galleries(run_obj, fig_dir)),
         _section("mismatch", "Where the mismatch is", lambda: _mismatch(run_obj, fig_dir)),
+        _section("model", "Density model", lambda: _model(run_obj, fig_dir)),
         _section("morphology", "Classical morphology", lambda: _morphology(run_obj, fig_dir)),
         _section("provenance", "Provenance", lambda: _provenance(run_obj)),
     ]
