@@ -259,7 +259,7 @@ def test_ids_subset_and_no_match(demo_bp):
     with pytest.raises(RangeError, match="do not exist"):
         TNGReader(demo_bp, snapshot=78,
                   selection=dataclasses.replace(SEL_ALL, ids=(10**6,))).select()
-    with pytest.raises(ConfigError, match="matched no subhalo") as err:
+    with pytest.raises(ConfigError, match="matched no galaxy") as err:
         TNGReader(demo_bp, snapshot=78,
                   selection=dataclasses.replace(SEL_ALL, min_stellar_mass_msun=1e13)).select()
     assert "min_stellar_mass_msun" in str(err.value)

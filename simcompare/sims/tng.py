@@ -40,6 +40,7 @@ __all__ = [
     "FULL_SNAPSHOTS_TNG",
     "TNGLayout",
     "TNGReader",
+    "apply_selection",
     "groupcat_path",
     "preflight_tng",
     "read_groupcat_chunk",
@@ -349,6 +350,61 @@ def select_rows(
     return table.iloc[pick].reset_index(drop=True)
 
 
+def apply_selection(
+    table: pd.DataFrame,
+    selection: SelectionConfig,
+    *,
+    ids_given: bool,
+    exclude: Any,
+    n_total: int,
+    name: str,
+) -> tuple[np.ndarray, list[str]]:
+    """Apply the catalogue cuts shared by all readers to a physical-unit table.
+
+    Mass range and ``centrals`` apply unless explicit ids were given; ``SubhaloFlag``
+    (``subhalo_flag`` column) and ``min_star_particles`` failures are passed to
+    ``exclude(reason, object_id)``. Raises ConfigError, with the count after every cut,
+    when nothing is left.
+
+    Returns
+    -------
+    keep : ndarray of bool
+    funnel : list of str
+        Human-readable counts after each cut.
+    """
+    sel = selection
+    oid = table["object_id"].to_numpy()
+    keep = np.ones(len(table), bool)
+    funnel = [f"{n_total} objects"]
+    if ids_given:
+        funnel.append(f"{len(table)} of the requested ids")
+    else:
+        m = table["stellar_mass_msun"].to_numpy()
+        keep &= (m >= sel.min_stellar_mass_msun) & (m <= sel.max_stellar_mass_msun)
+        funnel.append(f"{int(keep.sum())} with {sel.mass_definition} stellar mass in "
+                      f"[{sel.min_stellar_mass_msun:.3g}, {sel.max_stellar_mass_msun:.3g}] Msun")
+        if sel.centrals != "all":
+            keep &= table["is_central"].to_numpy() == (sel.centrals == "centrals")
+            funnel.append(f"{int(keep.sum())} {sel.centrals}")
+    if sel.require_subhalo_flag and "subhalo_flag" in table:
+        flagged = keep & ~table["subhalo_flag"].to_numpy().astype(bool)
+        for i in oid[flagged]:
+            exclude("subhalo_flag", i)
+        keep &= ~flagged
+        funnel.append(f"{int(keep.sum())} with SubhaloFlag = 1")
+    few = keep & (table["n_star_particles"].to_numpy() < sel.min_star_particles)
+    for i in oid[few]:
+        exclude("too_few_star_particles", i)
+    keep &= ~few
+    funnel.append(f"{int(keep.sum())} with >= {sel.min_star_particles} star particles")
+    if not keep.any():
+        msg = (f"the selection of {name} matched no galaxy: {', '.join(funnel)}; loosen "
+               "[selection] (min_stellar_mass_msun, min_star_particles, centrals, ids) in the "
+               "simulation descriptor")
+        raise ConfigError(msg)
+    return keep, funnel
+
+
 def _py(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -525,30 +581,8 @@ class TNGReader(SimReader):
             raise ConfigError(msg)
         table = pd.concat(frames, ignore_index=True)
         pos = np.concatenate(centres)
-        funnel = [f"{n_total} subhalos",
-                  (f"{len(table)} of the requested ids" if ids is not None else
-                   f"{len(table)} with {sel.mass_definition} stellar mass in "
-                   f"[{sel.min_stellar_mass_msun:.3g}, {sel.max_stellar_mass_msun:.3g}] Msun")]
-        keep = np.ones(len(table), bool)
-        if ids is None and sel.centrals != "all":
-            keep &= table["is_central"].to_numpy() == (sel.centrals == "centrals")
-            funnel.append(f"{int(keep.sum())} {sel.centrals}")
-        if sel.require_subhalo_flag:
-            flagged = keep & ~table["subhalo_flag"].to_numpy()
-            for oid in table["object_id"].to_numpy()[flagged]:
-                self._exclude("subhalo_flag", oid)
-            keep &= ~flagged
-            funnel.append(f"{int(keep.sum())} with SubhaloFlag = 1")
-        few = keep & (table["n_star_particles"].to_numpy() < sel.min_star_particles)
-        for oid in table["object_id"].to_numpy()[few]:
-            self._exclude("too_few_star_particles", oid)
-        keep &= ~few
-        funnel.append(f"{int(keep.sum())} with >= {sel.min_star_particles} star particles")
-        if not keep.any():
-            msg = (f"the selection of {self.name} snapshot {self.snapshot} matched no subhalo: "
-                   f"{', '.join(funnel)}; loosen [selection] (min_stellar_mass_msun, "
-                   "min_star_particles, centrals, ids) in the simulation descriptor")
-            raise ConfigError(msg)
+        keep, funnel = apply_selection(table, sel, ids_given=ids is not None, exclude=self._exclude,
+                                       n_total=n_total, name=f"{self.name} snapshot {self.snapshot}")
         table, pos = table[keep].reset_index(drop=True), pos[keep]
         for oid, centre in zip(table["object_id"].to_numpy(), pos, strict=True):
             self._centres[int(oid)] = centre
