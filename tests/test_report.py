@@ -145,8 +145,11 @@ def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc
         catalog={"object_id": sim_ids, "stellar_mass_msun": 10**sim_mass,
                  "half_mass_radius_kpc": sim_rh / PIXEL * 0.8, "sfr_msun_per_yr": sfr,
                  "redshift": np.full(n_sim, 0.3)},
-        provenance={"exclusions": {"too_few_star_particles": {"count": 3, "ids": [11, 12, 13]},
-                                   "wind_only": 1}, "seed": 0}))
+        provenance={"exclusions": {"too_few_star_particles": 3, "wind_only": 1},
+                    "excluded_ids": {"11": "too_few_star_particles", "13": "too_few_star_particles",
+                                     "12": "too_few_star_particles", "77": "wind_only"},
+                    "reader_exclusions": {"subhalo_flag_0": 5}, "seed": 0,
+                    "psf": "Moffat beta=3, FWHM 0.6 arcsec"}))
     mask = np.zeros(obs_img.shape, np.uint8)
     mask[0, :, 0, 0] = 1
     imageset.write(data / "observed.h5", imageset.ImageSet(
@@ -154,7 +157,8 @@ def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc
         survey=survey, bands=BANDS, pixel_scale_arcsec=PIXEL, zero_point=27.0,
         catalog={"object_id": obs_ids, "stellar_mass_msun": 10**obs_mass,
                  "half_light_radius_arcsec": obs_rh, "redshift": np.full(n_obs, 0.3)},
-        provenance={"exclusions": {"low_snr": [15003, 15006]}}))
+        provenance={"exclusions": {"low_snr": 2}, "excluded_ids": {"low_snr": [15006, 15003]},
+                    "removed_by_cuts": {}}))
     llr_sim = rng.normal(-3.0, 2.0, n_sim)
     llr_sim[5] = np.nan
     test = np.arange(n_obs) % 2 == 0
@@ -430,7 +434,9 @@ def test_provenance_lists_exclusions_versions_and_config(report: Path):
     text = html.unescape(report.read_text(encoding="utf-8"))
     block = text.split('id="provenance"')[1]
     assert "too_few_star_particles</td><td class=\"num\">3</td><td>11, 12, 13" in block
-    assert "wind_only</td><td class=\"num\">1</td>" in block
+    assert "wind_only</td><td class=\"num\">1</td><td>77" in block
+    assert "subhalo_flag_0</td><td class=\"num\">5</td>" in block
+    assert "Moffat beta=3, FWHM 0.6 arcsec" in block
     assert "low_snr</td><td class=\"num\">2</td><td>15003, 15006" in block
     assert "<th>torch</th><td>2.13.0</td>" in block
     assert "<th>simcompare</th><td>0.1.0</td>" in block

@@ -534,6 +534,9 @@ def training_curves(curves: Sequence[Mapping[str, Any]], *, path: str | Path) ->
                     label=f"{c['label']}: training")
             ax.plot(c["epoch"], c["val"], "o--", color=colour, markersize=3, linewidth=1.2,
                     label=f"{c['label']}: validation (held out)")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("bits per dimension")
         ax.legend(frameon=False, fontsize=7)

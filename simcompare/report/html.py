@@ -40,8 +40,6 @@ GALLERY_SIZE = 12
 #: Schema name of the small ``report.json`` written beside each report for the index.
 REPORT_SCHEMA = "simcompare.report"
 
-_PATH_KEYS = ("mocks", "observed", "model", "sim_scores", "reference_scores", "summary",
-              "morphology_sim", "morphology_reference")
 _HOW_TO_MAKE = {
     "mocks": "render the simulation with 'simcompare render'",
     "observed": "ingest the survey sample with 'simcompare ingest'",
@@ -900,20 +898,44 @@ def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
     return {"figure": "figures/morphology.png", "rows": rows, "flags": flags, "notes": notes}
 
 
-def _exclusion_rows(exclusions: Any) -> list[dict[str, Any]]:
+def _ids_by_reason(excluded_ids: Any) -> dict[str, list[Any]]:
+    """Excluded ids grouped by reason, from ``{reason: [ids]}`` or ``{id: reason}``."""
+    out: dict[str, list[Any]] = {}
+    if not isinstance(excluded_ids, Mapping):
+        return out
+    for key, value in excluded_ids.items():
+        if isinstance(value, list | tuple):
+            out.setdefault(str(key), []).extend(value)
+        else:
+            out.setdefault(str(value), []).append(key)
+    return out
+
+
+def _exclusion_rows(exclusions: Any, excluded_ids: Any = None) -> list[dict[str, Any]]:
+    """Table rows (reason, count, ids) from an exclusion ledger.
+
+    ``exclusions`` maps reason to a count, a list of ids, or ``{"count", "ids"}``;
+    ``excluded_ids`` (optional) adds the ids, as ``{reason: [ids]}`` or ``{id: reason}``.
+    """
+    by_reason = _ids_by_reason(excluded_ids)
     rows = []
-    if not isinstance(exclusions, Mapping):
-        return rows
-    for reason, v in sorted(exclusions.items()):
-        ids: list[Any] = []
+    ledger = dict(exclusions) if isinstance(exclusions, Mapping) else {}
+    for reason in by_reason:
+        ledger.setdefault(reason, len(by_reason[reason]))
+    for reason, v in sorted(ledger.items(), key=lambda kv: str(kv[0])):
+        ids: list[Any] = list(by_reason.get(str(reason), []))
         if isinstance(v, Mapping):
-            count = v.get("count", len(v.get("ids", []) or []))
-            ids = list(v.get("ids", []) or [])
+            ids = ids or list(v.get("ids", []) or [])
+            count = v.get("count", len(ids))
         elif isinstance(v, list | tuple):
-            count, ids = len(v), list(v)
+            ids = ids or list(v)
+            count = len(v)
         else:
             count = v
-        shown = ", ".join(str(i) for i in ids[:20]) + (f" … ({len(ids) - 20} more)" if len(ids) > 20 else "")
+        ids = sorted(ids, key=lambda i: (len(str(i)), str(i)))
+        shown = ", ".join(str(i) for i in ids[:20])
+        if len(ids) > 20:
+            shown += f" … ({len(ids) - 20} more in the image set's provenance)"
         rows.append({"reason": str(reason), "count": _num(count), "ids": shown})
     return rows
 
@@ -924,29 +946,47 @@ def _provenance(run: _Run) -> dict[str, Any]:
     versions = dict(prov.get("versions") or {})
     if "simcompare" in prov:
         versions = {"simcompare": prov["simcompare"], **versions}
-    exclusions, notes = [], []
-    for key, label in (("mocks", "simulated (mock image set)"), ("observed", "observed image set")):
+    exclusions, recipes, notes = [], [], []
+    for key, label in (("mocks", "simulated galaxies (rendering)"),
+                       ("observed", "observed galaxies (ingest)")):
         try:
-            rows = _exclusion_rows(run.header(key).provenance.get("exclusions"))
-            exclusions.append({"population": label, "rows": rows})
+            p = dict(run.header(key).provenance)
         except SectionUnavailable as exc:
             notes.append(str(exc))
+            continue
+        if isinstance(p.get("reader_exclusions"), Mapping):
+            exclusions.append({"population": "simulated galaxies (selection from the catalogue)",
+                               "rows": _exclusion_rows(p["reader_exclusions"])})
+        exclusions.append({"population": label,
+                           "rows": _exclusion_rows(p.get("exclusions"), p.get("excluded_ids"))})
+        if isinstance(p.get("removed_by_cuts"), Mapping) and p["removed_by_cuts"]:
+            exclusions.append({"population": f"{label}: removed by catalogue cuts",
+                               "rows": _exclusion_rows(p["removed_by_cuts"])})
+        recipe = {k: v for k, v in p.items()
+                  if k not in ("exclusions", "excluded_ids", "reader_exclusions")}
+        recipes.append({"population": label, "json": _json(recipe)})
     if isinstance(prov.get("exclusions"), Mapping):
         exclusions.append({"population": "run", "rows": _exclusion_rows(prov["exclusions"])})
-    paths = [{"key": k, "path": str((meta.get("paths") or {}).get(k, "–"))}
-             for k in _PATH_KEYS]
-    timings = meta.get("timings_s") or {}
+    paths = [{"key": k, "path": str(v)} for k, v in sorted((meta.get("paths") or {}).items())]
+    timings = {k: v for k, v in (meta.get("timings_s") or {}).items() if k != "total"}
+    cached = meta.get("cached") if isinstance(meta.get("cached"), Mapping) else {}
+    keys = meta.get("stage_keys") if isinstance(meta.get("stage_keys"), Mapping) else {}
+    total = (meta.get("timings_s") or {}).get("total")
+    if total is None and timings:
+        total = sum(float(v) for v in timings.values() if isinstance(v, int | float))
     return {
         "versions": [{"name": k, "version": str(v)} for k, v in sorted(versions.items())],
-        "hashes": [{"name": k, "hash": str(v)} for k, v in sorted((prov.get("input_hashes") or {}).items())],
+        "hashes": [{"name": k, "hash": str(v)}
+                   for k, v in sorted((prov.get("input_hashes") or {}).items())],
         "seeds": [{"name": k, "seed": str(v)} for k, v in sorted((prov.get("seeds") or {}).items())],
-        "timings": [{"stage": k, "seconds": _num(v)} for k, v in sorted(timings.items())],
-        "total_time": _num(sum(float(v) for v in timings.values()
-                               if isinstance(v, int | float))) if timings else "–",
+        "timings": [{"stage": k, "seconds": _num(v),
+                     "cached": "reused from cache" if cached.get(k) else "",
+                     "key": str(keys.get(k, ""))} for k, v in sorted(timings.items())],
+        "total_time": _num(total),
         "config": _json(meta.get("config") or {}),
         "extra": _json({k: v for k, v in prov.items()
                         if k not in ("simcompare", "versions", "input_hashes", "seeds", "exclusions")}),
-        "exclusions": exclusions, "paths": paths, "notes": notes,
+        "exclusions": exclusions, "recipes": recipes, "paths": paths, "notes": notes,
     }
 
 
@@ -1038,6 +1078,8 @@ def write_report(run: Path, *, out: Path) -> Path:
     _write_text(out / "report.json", _json(meta) + "\n")
     html = _environment().get_template("report.html.j2").render(
         sim=str(run_obj.meta.get("sim", "?")), survey=str(run_obj.meta.get("survey", "?")),
+        sim_title=str(run_obj.meta.get("sim_title") or ""),
+        survey_title=str(run_obj.meta.get("survey_title") or ""),
         version=str((run_obj.meta.get("provenance") or {}).get("simcompare", "?")),
         sections={s["id"]: s for s in sections}, order=[s["id"] for s in sections],
         copied=copied,
