@@ -42,7 +42,9 @@ def _card(key: str, value: Any) -> str:
         v = f"{s:>20}"
     else:
         v = "'" + str(value).replace("'", "''").ljust(8) + "'"
-    return f"{key[:8]:<8}= {v}"[:80].ljust(80)
+    if len(key) > 8:  # ESO HIERARCH convention, as HSC uses for its MP_* mask planes
+        return f"HIERARCH {key} = {v.strip()}"[:80].ljust(80)
+    return f"{key:<8}= {v}"[:80].ljust(80)
 
 
 def _header_bytes(cards: list[tuple[str, Any]]) -> bytes:
@@ -138,6 +140,9 @@ def read_simple(path: str | os.PathLike) -> list[tuple[dict[str, Any], np.ndarra
                     break
                 if card[8:10] == "= ":
                     header[key] = _parse_value(card[10:])
+                elif key == "HIERARCH" and "=" in card:
+                    name, raw = card[9:].split("=", 1)
+                    header[name.strip()] = _parse_value(raw)
             if done:
                 break
         if not out and header.get("SIMPLE") is not True:

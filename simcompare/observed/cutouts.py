@@ -156,7 +156,7 @@ def write_hsc_band(
     path.parent.mkdir(parents=True, exist_ok=True)
     wcs = [] if ra is None or dec is None else list(
         _wcs_cards(ra, dec, np.shape(image)[::-1], pixel_scale_arcsec).items())
-    planes = [(f"MP_{plane}"[:8], int(bit)) for plane, bit in mask_planes.items()]
+    planes = [(f"MP_{plane}", int(bit)) for plane, bit in mask_planes.items()]
     hdus = [
         ([("FILTER", filter_name or f"HSC-{band.upper()}")], None),
         ([("EXTNAME", "IMAGE"), *wcs, ("FLUXMAG0", 10 ** (0.4 * zero_point)), ("BUNIT", "count")],

