@@ -90,6 +90,12 @@ class RenderSpec:
         Floor of the smoothing length [physical kpc].
     knn_k : int
         Neighbour rank for smoothing lengths when the simulation has none.
+    knn_thin : int
+        Thinning factor of the neighbour search for galaxies of more than
+        ``knn_exact_max`` particles (see
+        :func:`~simcompare.mock.project.knn_smoothing_length`); 1 = exact.
+    knn_exact_max : int
+        Galaxies with at most this many particles always use the exact search.
     seed : int
         Base seed; each galaxy uses ``default_rng([seed, object_id])``.
     max_flux_outside : float
@@ -107,6 +113,8 @@ class RenderSpec:
     projection: str = "random"
     softening_kpc: float = 0.5
     knn_k: int = 16
+    knn_thin: int = 4
+    knn_exact_max: int = 4000
     seed: int = 0
     max_flux_outside: float = 0.5
     preprocess: bool = True
@@ -168,7 +176,7 @@ def render_galaxy(
     xyz = particles.positions_kpc @ rot.T
     sigma_kpc, smoothing = smoothing_sigma_kpc(
         particles.positions_kpc, hsml_kpc=particles.hsml_kpc, softening_kpc=spec.softening_kpc,
-        k=spec.knn_k)
+        k=spec.knn_k, thin=1 if n <= spec.knn_exact_max else spec.knn_thin)
     px, py = cam.to_pixels(xyz[:, :2])
     sigma_pix = sigma_kpc / cam.kpc_per_pixel
     deposited = deposit(px, py, flux, sigma_pix, p_size)
@@ -276,6 +284,7 @@ class _BatchResult:
 
 def _render_batch(
     galaxies: Iterable[Galaxy], spec: RenderSpec, expected: Sequence[int] = (),
+    reader: Any = None,
 ) -> _BatchResult:
     t0 = time.perf_counter()
     imgs, vars_, rows, ids = [], [], [], []
@@ -301,9 +310,13 @@ def _render_batch(
         imgs.append(st.image)
         vars_.append(st.variance)
         rows.append(row)
-    for oid in expected:
-        if int(oid) not in seen:
-            excluded[int(oid)] = "not_returned_by_reader"
+    missing = [int(o) for o in expected if int(o) not in seen]
+    if missing:
+        by_reader = {}
+        for reason, oids in (getattr(reader, "exclusion_ids", None) or {}).items():
+            by_reader.update({int(o): f"reader_{reason}" for o in oids})
+        for oid in missing:
+            excluded[oid] = by_reader.get(oid, "not_returned_by_reader")
     return _BatchResult(ids=ids, images=np.stack(imgs) if imgs else None,
                         variance=np.stack(vars_) if vars_ else None, rows=rows,
                         excluded=excluded, seconds=time.perf_counter() - t0)
@@ -311,7 +324,7 @@ def _render_batch(
 
 def _render_batch_from_reader(reader_args: _ReaderArgs, ids: list[int], spec: RenderSpec) -> _BatchResult:
     reader = _worker_reader(reader_args)
-    return _render_batch(reader.galaxies(ids), spec, expected=ids)
+    return _render_batch(reader.galaxies(ids), spec, expected=ids, reader=reader)
 
 
 def _is_scalar(v: Any) -> bool:
@@ -446,7 +459,10 @@ def render(
         "kpc_per_arcsec": camera.kpc_per_arcsec,
         "sps": table.meta, "filters": list(filters),
         "smoothing": {"sigma": "0.5 x max(h, softening_kpc)", "h": "simulation smoothing length "
-                      f"when present, else distance to the {knn_k}th nearest neighbour (3-D)",
+                      f"when present, else distance to the {knn_k}th nearest neighbour (3-D); "
+                      f"above {spec.knn_exact_max} particles estimated as the "
+                      f"{knn_k // spec.knn_thin}th neighbour among every {spec.knn_thin}th "
+                      "particle",
                       "kernel": "Gaussian integrated over pixels (erf), normalised over 4 sigma"},
         "psf": psf.description, "noise": {"mode": noise, "sky_sigma": list(noise_model.sky_sigma),
                                           "gain": list(noise_model.gain)},
@@ -594,7 +610,7 @@ def _run_batches(
         return
     if workers == 1:
         for ids in batches:
-            yield _render_batch(reader.galaxies(ids), spec, expected=ids)
+            yield _render_batch(reader.galaxies(ids), spec, expected=ids, reader=reader)
         return
     import concurrent.futures as cf
     import multiprocessing as mp
