@@ -87,6 +87,25 @@ def test_fast_fits_matches_astropy(tmp_path, shared_data):
                 assert ours[0][0]["CRVAL1"] == h[0].header["CRVAL1"]
 
 
+def test_tan_wcs_fast_path_matches_astropy(shared_data):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from simcompare.observed.cutouts import _tan_world2pix
+
+    hdr = fits.getheader(shared_data / "scarlet-hsc" / "hsc_ra150.24071_dec2.06514.fits")
+    wcs = WCS(hdr, naxis=2)
+    for ra, dec in ((150.24071, 2.06514), (150.2479, 2.2314), (150.30, 2.0)):
+        x, y = wcs.all_world2pix(ra, dec, 0)
+        np.testing.assert_allclose(_tan_world2pix(dict(hdr.items()), ra, dec), (x, y), atol=1e-6)
+    skewed = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 10.5, "CRPIX2": 12.0,
+              "CRVAL1": 30.0, "CRVAL2": -60.0, "CD1_1": -5e-5, "CD1_2": 1e-5, "CD2_1": 2e-5,
+              "CD2_2": 4.6e-5}
+    x, y = WCS(fits.Header(skewed)).all_world2pix(30.01, -59.995, 0)
+    np.testing.assert_allclose(_tan_world2pix(skewed, 30.01, -59.995), (x, y), atol=1e-6)
+    assert _tan_world2pix({**skewed, "A_ORDER": 2}, 30.0, -60.0) is None  # SIP -> astropy
+
+
 def test_read_hsc_band_and_psf(tmp_path):
     rng = np.random.default_rng(0)
     img = rng.normal(size=(10, 12)).astype(np.float32)

@@ -10,6 +10,7 @@ back to astropy. Headers are returned as plain dicts of keyword -> value.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ class Truncated(Exception):
     """The file ends before its header or data are complete."""
 
 
+@lru_cache(maxsize=8192)
 def _card(key: str, value: Any) -> str:
     if isinstance(value, bool):
         v = f"{'T' if value else 'F':>20}"
