@@ -77,47 +77,88 @@ def _morph(rng: np.random.Generator, ids: np.ndarray, r_half: np.ndarray, *, clu
 
 
 def _summary(llr_sim: np.ndarray, llr_ref: np.ndarray) -> dict:
+    """A summary.json with the structure simcompare.compare writes (numbers made up)."""
     def m(value, ci, null_value, null, null_ci):
-        return {"value": value, "ci": ci, "null_value": null_value,
+        return {"value": value, "ci": ci, "ci_method": "percentile", "null_value": null_value,
                 "ci_contains_null_value": bool(ci[0] <= null_value <= ci[1]),
-                "null": {"value": null, "ci": null_ci}}
+                "null": {"value": null, "ci": null_ci, "ci_contains_null_value": True,
+                         "splits": {"n": 10, "median": null, "interval": null_ci}}}
 
+    def p(value, null):
+        return {"value": value, "statistic": 0.6, "ci": None, "null_value": None,
+                "ci_contains_null_value": None, "null": {"value": null, "ci": None}}
+
+    n_sim = int(np.isfinite(llr_sim).sum())
     return {
         "schema": "simcompare.summary", "schema_version": 1, "column": "llr_nats",
-        "n": {"sim": len(llr_sim), "reference": len(llr_ref)}, "seeds": {"bootstrap": 7},
-        "n_bootstrap": 1000, "n_null": 50, "confidence": 0.95,
+        "column_requested": "llr_nats", "column_fallback_reason": None,
+        "n": {"sim": n_sim, "reference": len(llr_ref), "sim_rows": len(llr_sim),
+              "reference_rows": len(llr_ref)},
+        "seeds": {"bootstrap": 7, "null": 7, "matching": 7, "cross_validation": 7},
+        "n_bootstrap": 1000, "n_null": 50, "confidence": 0.95, "min_galaxies": 20,
+        "directions": {
+            "auroc": "P(reference score > simulated score); > 0.5: simulation less typical",
+            "median_shift": "median(sim) - median(reference), score units",
+            "wasserstein": "Wasserstein-1 distance, score units",
+            "typical_fraction": "share of simulated galaxies above the reference 5th percentile",
+        },
         "metrics": {
             "auroc": m(0.713, [0.652, 0.771], 0.5, 0.497, [0.431, 0.562]),
             "typical_fraction": m(0.62, [0.51, 0.72], 0.95, 0.94, [0.90, 0.98]),
             "wasserstein": m(3.2, [2.1, 4.4], 0.0, 0.8, [0.3, 1.4]),
             "median_shift": m(-2.7, [-3.9, -1.5], 0.0, 0.1, [-0.9, 1.0]),
-            "ks_pvalue": {"value": 1.2e-5},
-            "ad_pvalue": {"value": 1e-3},
+            "ks_pvalue": p(1.2e-5, 0.61), "ad_pvalue": p(1e-3, 0.25),
         },
-        "matched": {"bins": "stellar_mass_msun", "auroc": {"value": 0.70, "ci": [0.63, 0.77]}},
+        "matched": {
+            "columns": ["stellar_mass_msun"],
+            "method": "joint quantile bins of the reference; larger side subsampled per bin",
+            "edges": {"stellar_mass_msun": [None, 10.0, 10.5, 11.0, None]},
+            "transform": {"stellar_mass_msun": "log10"}, "n": {"sim": 30, "reference": 30},
+            "n_bins_used": 4,
+            "metrics": {"auroc": m(0.70, [0.63, 0.77], 0.5, 0.51, [0.4, 0.62])},
+        },
         "per_bin": [
-            {"variable": "stellar_mass_msun", "lo": 3.2e9, "hi": 1e10, "n_sim": 20, "n_reference": 14,
-             "auroc": {"value": 0.68, "ci": [0.55, 0.8]}},
-            {"variable": "stellar_mass_msun", "lo": 1e10, "hi": 3.2e11, "n_sim": 20, "n_reference": 16,
-             "auroc": {"value": 0.74, "ci": [0.61, 0.86]}},
+            {"column": "stellar_mass_msun", "transform": "log10", "bin": [9.5, 10.5],
+             "n": {"sim": 20, "reference": 14},
+             "metrics": {"auroc": m(0.68, [0.55, 0.8], 0.5, 0.5, [0.4, 0.6]),
+                         "typical_fraction": m(0.6, [0.45, 0.75], 0.95, 0.95, [0.85, 1.0]),
+                         "median_shift": m(-2.1, [-3.0, -1.2], 0.0, 0.0, [-1.0, 1.0])}},
+            {"column": "stellar_mass_msun", "transform": "log10", "bin": [10.5, 11.5],
+             "n": {"sim": 8, "reference": 8}, "skipped": "fewer than 10 galaxies per side"},
         ],
+        "morphology": {
+            "r_half_arcsec": {
+                "n": {"sim": 31, "reference": 26}, "median": {"sim": 0.57, "reference": 0.48},
+                "median_shift": m(0.083, [0.051, 0.117], 0.0, 0.0, [-0.03, 0.03]),
+                "wasserstein": m(0.09, [0.06, 0.13], 0.0, 0.02, [0.0, 0.05]),
+                "ks": {"value": 0.41, "ci": [0.2, 0.6], "pvalue": 2e-4, "null_value": 0.0,
+                       "ci_contains_null_value": False, "null": None},
+                "auroc": m(0.31, [0.2, 0.42], 0.5, 0.5, [0.4, 0.6])},
+            "asymmetry": {
+                "n": {"sim": 31, "reference": 26}, "median": {"sim": 0.2, "reference": 0.08},
+                "median_shift": m(0.12, [0.1, 0.14], 0.0, 0.0, [-0.01, 0.01]),
+                "ks": {"value": 0.8, "ci": [0.7, 0.9], "pvalue": 1e-9, "null_value": 0.0,
+                       "ci_contains_null_value": False, "null": None},
+                "auroc": m(0.05, [0.01, 0.1], 0.5, 0.5, [0.4, 0.6]),
+                "matched": {"auroc": m(0.07, [0.02, 0.12], 0.5, 0.5, [0.4, 0.6])}},
+        },
+        "morphology_flags": {"sim": {"n": 40}, "reference": {"n": 60}},
         "axes": {
             "fine_structure": {"metric": "auroc", "column": "llr_nats", "value": 0.713,
-                               "ci": [0.652, 0.771], "null": {"value": 0.497, "ci": [0.431, 0.562]}},
-            "global_structure": {"metric": "median_shift", "column": "r_half_arcsec", "value": 0.083,
-                                 "ci": [0.051, 0.117], "null": {"value": 0.002, "ci": [-0.02, 0.024]}},
-        },
-        "morphology": {
-            "r_half_arcsec": {"median_shift": {"value": 0.083, "ci": [0.051, 0.117]},
-                              "ks": {"value": 0.41, "pvalue": 2e-4},
-                              "wasserstein": {"value": 0.09, "ci": [0.06, 0.13]}},
-            "asymmetry": {"median_shift": {"value": 0.12, "ci": [0.1, 0.14]},
-                          "ks": {"value": 0.8, "pvalue": 1e-9}},
+                               "ci": [0.652, 0.771], "ci_contains_null_value": False,
+                               "null": {"value": 0.497, "ci": [0.431, 0.562]}},
+            "global_structure": {"metric": "classifier_auroc",
+                                 "parameters": ["gini", "m20", "asymmetry", "r_half_arcsec"],
+                                 "n": {"sim": 31, "reference": 55}, "value": 0.883,
+                                 "ci": [0.81, 0.95], "ci_method": "percentile", "null_value": 0.5,
+                                 "ci_contains_null_value": False,
+                                 "null": {"value": 0.52, "ci": [0.41, 0.63]},
+                                 "n_folds": 5, "l2": 1.0},
         },
         "verdict": {
             "text": "The simulated galaxies differ from the observed ones in fine structure and are larger.",
-            "fine_structure": "Fine structure: distinguishable (AUROC 0.71, null 0.50).",
-            "global_structure": "Global structure: simulated galaxies are larger by 0.08 arcsec.",
+            "fine_structure": "less typical", "global_structure": "differs",
+            "too_few_galaxies": False,
         },
     }
 
@@ -307,7 +348,7 @@ def test_report_structure_snapshot(report: Path):
         "h3# Fine structure", "h3# Global structure",
         "section#scores", "h2# Score distributions",
         "section#trends", "h2# Trends with galaxy properties",
-        "h3#matched-bins Comparison in matched bins",
+        "h3#matched Comparison in matched bins", "h3#per-bin Per bin",
         "section#galleries", "h2# Galleries",
         "h3#least-typical The 12 least typical simulated galaxies",
         "h3#most-typical The 12 most typical simulated galaxies",
@@ -341,13 +382,24 @@ def _verdict_text(report: Path) -> str:
 def test_verdict_shows_both_axes_cis_and_null(report: Path):
     v = _verdict_text(report)
     assert "The simulated galaxies differ from the observed ones in fine structure and are larger." in v
-    assert "0.713 [0.652, 0.771]" in v          # fine-structure axis and CI
+    assert "0.713 [0.652, 0.771] AUROC (sim vs observed) on llr_nats" in v
     assert "null test (observed vs observed): 0.497 [0.431, 0.562]" in v
-    assert "0.083 [0.051, 0.117]" in v          # global-structure axis
-    assert "null test (observed vs observed): 0.002 [-0.02, 0.024]" in v
+    assert "0.883 [0.81, 0.95] classifier AUROC on gini, m20, asymmetry, r_half_arcsec" in v
+    assert "null test (observed vs observed): 0.52 [0.41, 0.63]" in v
     assert "typical-set fraction 0.62 [0.51, 0.72] 0.95 0.94 [0.9, 0.98]" in v
-    assert "CI excludes the no-difference value" in v
-    assert "Global structure: simulated galaxies are larger by 0.08 arcsec." in v
+    assert v.count("CI excludes the no-difference value") == 4   # two axes, two headline metrics
+    assert "Verdict: less typical" in v and "Verdict: differs" in v
+    assert "KS p-value 1.2e-05" in v
+
+
+def test_trends_show_matched_and_per_bin_results(report: Path):
+    block = report.read_text(encoding="utf-8").split('id="trends"')[1].split("</section>")[0]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", block)).split())
+    assert "matched in stellar_mass_msun (log10)" in text
+    assert "30 simulated and 30 observed galaxies in 4 bins" in text
+    assert "AUROC (sim vs observed) 0.7 [0.63, 0.77] 0.5 0.51 [0.4, 0.62]" in text
+    assert "log10 stellar_mass_msun [9.5, 10.5] 20 14 0.68 [0.55, 0.8] 0.6 [0.45, 0.75]" in text
+    assert "[10.5, 11.5] 8 8 – – – fewer than 10 galaxies per side" in text
 
 
 def _gallery_ids(report: Path, group: str) -> list[int]:
@@ -425,9 +477,15 @@ def test_morphology_flag_rates(report: Path, run_dir: Path):
     text = report.read_text(encoding="utf-8")
     block = text.split('id="morphology-flags"')[1]
     rate = f"{100 * (ms['flag'] != 0).mean():.1f}%"
-    assert f"<td>simulated</td><td class=\"num\">{len(ms)}</td><td class=\"num\">{rate}</td>" in block
+    usable = f"{100 * ((ms['flag'] <= 1) & (ms['failure_reason'] == '')).mean():.1f}%"
+    assert (f'<td>simulated</td><td class="num">{len(ms)}</td><td class="num">{usable}</td>'
+            f'<td class="num">{rate}</td>') in block
+    assert '<td>observed</td><td class="num">30</td>' in block      # the held-out half
+    assert "observed morphology restricted to the 30 held-out galaxies" in block
     assert "sersic fit did not converge: " in block
-    assert "asymmetry" in text and "median shift: 0.12 [0.1, 0.14]" in text
+    table = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text.split('id="morphology"')[1])).split())
+    assert "asymmetry A 0.216" in table
+    assert "0.05 [0.01, 0.1] differs 0.12 [0.1, 0.14] D = 0.8, p = 1e-09 0.07 [0.02, 0.12]" in table
 
 
 def test_provenance_lists_exclusions_versions_and_config(report: Path):

@@ -73,7 +73,9 @@ _METRIC_NAMES = {
     "median_shift": "median shift",
     "ks_pvalue": "KS p-value",
     "ad_pvalue": "Anderson-Darling p-value",
+    "classifier_auroc": "classifier AUROC",
 }
+_ORDER = ("auroc", "typical_fraction", "median_shift", "wasserstein", "ks_pvalue", "ad_pvalue")
 
 
 class SectionUnavailable(SimcompareError):
@@ -266,57 +268,85 @@ def _score_column(run: _Run) -> str:
     return str(column or "llr_nats")
 
 
-def _metric_row(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    null = entry.get("null") or {}
+def _metric_row(name: str, entry: Mapping[str, Any], directions: Mapping[str, Any] | None = None,
+                ) -> dict[str, Any]:
+    null = entry.get("null")
     return {
         "key": name,
         "name": _METRIC_NAMES.get(name, name.replace("_", " ")),
         "value": _num(entry.get("value")),
         "ci": _ci(entry.get("ci")),
         "null_value": _num(entry.get("null_value")),
-        "null": _num(null.get("value")) if isinstance(null, Mapping) else "–",
+        "null": _num(null.get("value")) if isinstance(null, Mapping) else _num(null),
         "null_ci": _ci(null.get("ci")) if isinstance(null, Mapping) else "–",
         "contains": entry.get("ci_contains_null_value"),
+        "meaning": str((directions or {}).get(name, "")),
+    }
+
+
+def _metric_rows(metrics: Any, directions: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rows for a ``metrics`` mapping, the usual metrics first, then the rest by name."""
+    if not isinstance(metrics, Mapping):
+        return []
+    keys = [k for k in _ORDER if k in metrics] + sorted(k for k in metrics if k not in _ORDER)
+    return [_metric_row(k, metrics[k], directions) for k in keys if isinstance(metrics[k], Mapping)]
+
+
+def _axis(key: str, title: str, what: str, ax: Any, metrics: Mapping[str, Any],
+          label: str) -> dict[str, Any]:
+    base = {"key": key, "title": title, "what": what, "label": label, "present": False,
+            "reason": "the summary has no such axis"}
+    if not isinstance(ax, Mapping):
+        return base
+    if ax.get("value") is None:
+        return base | {"reason": str(ax.get("skipped") or "not computed")}
+    metric = str(ax.get("metric") or "?")
+    null = ax.get("null")
+    contains = ax.get("ci_contains_null_value")
+    if contains is None and isinstance(metrics.get(metric), Mapping):
+        contains = metrics[metric].get("ci_contains_null_value")
+    params = ax.get("parameters")
+    on = (f"{ax['column']}" if ax.get("column") else
+          ", ".join(str(p) for p in params) if isinstance(params, list) and params else "")
+    return base | {
+        "present": True, "reason": "",
+        "metric": _METRIC_NAMES.get(metric, metric.replace("_", " ")), "on": on,
+        "value": _num(ax.get("value")), "ci": _ci(ax.get("ci")),
+        "null": _num(null.get("value")) if isinstance(null, Mapping) else "–",
+        "null_ci": _ci(null.get("ci")) if isinstance(null, Mapping) else "–",
+        "contains": contains,
     }
 
 
 def _verdict(run: _Run) -> dict[str, Any]:
     s = run.summary()
-    metrics = s.get("metrics") or {}
-    verdict = s.get("verdict") or {}
-    axes = []
-    for key, title, what in (
-        ("fine_structure", "Fine structure", "structure beyond a smooth profile (likelihood ratio)"),
-        ("global_structure", "Global structure", "sizes, profiles, morphology"),
-    ):
-        ax = (s.get("axes") or {}).get(key)
-        if not isinstance(ax, Mapping):
-            axes.append({"key": key, "title": title, "what": what, "present": False,
-                         "sentence": verdict.get(key, "")})
-            continue
-        metric = str(ax.get("metric", "?"))
-        null = ax.get("null") or {}
-        m = metrics.get(metric) if isinstance(metrics.get(metric), Mapping) else {}
-        axes.append({
-            "key": key, "title": title, "what": what, "present": True,
-            "metric": _METRIC_NAMES.get(metric, metric.replace("_", " ")),
-            "column": ax.get("column", ""),
-            "value": _num(ax.get("value")), "ci": _ci(ax.get("ci")),
-            "null": _num(null.get("value")), "null_ci": _ci(null.get("ci")),
-            "contains": m.get("ci_contains_null_value"),
-            "sentence": verdict.get(key, ""),
-        })
-    headline = [_metric_row(k, metrics[k]) for k in _HEADLINE if isinstance(metrics.get(k), Mapping)]
-    table = [_metric_row(k, metrics[k]) for k in sorted(metrics) if isinstance(metrics[k], Mapping)]
+    metrics = s.get("metrics") if isinstance(s.get("metrics"), Mapping) else {}
+    verdict = s.get("verdict") if isinstance(s.get("verdict"), Mapping) else {}
+    directions = s.get("directions") if isinstance(s.get("directions"), Mapping) else {}
+    axes_in = s.get("axes") if isinstance(s.get("axes"), Mapping) else {}
+    axes = [
+        _axis("fine_structure", "Fine structure",
+              "structure beyond a smooth profile: the likelihood ratio of the flows",
+              axes_in.get("fine_structure"), metrics, str(verdict.get("fine_structure", ""))),
+        _axis("global_structure", "Global structure",
+              "sizes, profiles, shapes: statmorph parameters on the same stamps",
+              axes_in.get("global_structure"), metrics, str(verdict.get("global_structure", ""))),
+    ]
+    notes = []
+    if s.get("column_fallback_reason"):
+        notes.append(str(s["column_fallback_reason"]))
+    if verdict.get("too_few_galaxies"):
+        notes.append("too few galaxies for a verdict; render or ingest more galaxies")
     n = s.get("n") or {}
     return {
-        "text": verdict.get("text", ""),
+        "text": str(verdict.get("text", "")),
         "axes": axes,
-        "headline": headline,
-        "metrics": table,
+        "headline": [r for r in _metric_rows(metrics, directions) if r["key"] in _HEADLINE],
+        "metrics": _metric_rows(metrics, directions),
         "n_sim": _num(n.get("sim")), "n_ref": _num(n.get("reference")),
         "column": s.get("column", ""), "confidence": _num(s.get("confidence")),
         "n_bootstrap": _num(s.get("n_bootstrap")), "n_null": _num(s.get("n_null")),
+        "notes": notes,
     }
 
 
@@ -430,13 +460,11 @@ def _trends(run: _Run, fig_dir: Path, *, seed: int, confidence: float) -> dict[s
         msg = "no galaxy property (stellar mass, size, SFR) in the score tables; trends not drawn"
         raise SectionUnavailable(msg)
     figures.trend_panels(panels, path=fig_dir / "trends.png")
-    per_bin, matched = [], []
+    per_bin, matched = [], {}
     try:
         s = run.summary()
-        per_bin = _generic_rows(s.get("per_bin"))
-        matched = [{"key": k, "value": _stat(v) if isinstance(v, Mapping) and "value" in v else
-                    _json(v) if isinstance(v, Mapping | list) else _num(v)}
-                   for k, v in sorted((s.get("matched") or {}).items())]
+        per_bin = _per_bin_rows(s.get("per_bin"))
+        matched = _matched(s.get("matched"), s.get("directions"))
     except SectionUnavailable as exc:
         notes.append(str(exc))
     return {"figure": "figures/trends.png", "whats": [p["what"] for p in panels], "notes": notes,
@@ -444,29 +472,44 @@ def _trends(run: _Run, fig_dir: Path, *, seed: int, confidence: float) -> dict[s
             "confidence": _num(confidence)}
 
 
-def _generic_rows(entries: Any) -> dict[str, Any]:
-    """A table (header, rows) from a list of flat-ish dicts such as ``per_bin``."""
-    if not isinstance(entries, list) or not entries:
-        return {}
-    keys: list[str] = []
-    for e in entries:
-        if isinstance(e, Mapping):
-            keys += [k for k in e if k not in keys]
+def _per_bin_rows(entries: Any) -> list[dict[str, Any]]:
+    """One row per bin of the summary's ``per_bin`` list."""
     rows = []
-    for e in entries:
+    for e in entries if isinstance(entries, list) else []:
         if not isinstance(e, Mapping):
             continue
-        cells = []
-        for k in keys:
-            v = e.get(k)
-            if isinstance(v, Mapping):
-                cells.append(_stat(v))
-            elif isinstance(v, list | tuple):
-                cells.append(_ci(v) if len(v) == 2 else ", ".join(_num(x) for x in v))
-            else:
-                cells.append(_num(v))
-        rows.append(cells)
-    return {"header": keys, "rows": rows}
+        metrics = e.get("metrics") if isinstance(e.get("metrics"), Mapping) else {}
+        n = e.get("n") if isinstance(e.get("n"), Mapping) else {}
+        transform = e.get("transform")
+        column = str(e.get("column", "?"))
+        rows.append({
+            "column": f"log10 {column}" if transform == "log10" else column,
+            "bin": _ci(e.get("bin")),
+            "n_sim": _num(n.get("sim")), "n_ref": _num(n.get("reference")),
+            "auroc": _stat(metrics.get("auroc")) if "auroc" in metrics else "–",
+            "typical": _stat(metrics.get("typical_fraction")) if "typical_fraction" in metrics else "–",
+            "shift": _stat(metrics.get("median_shift")) if "median_shift" in metrics else "–",
+            "skipped": str(e.get("skipped", "")),
+        })
+    return rows
+
+
+def _matched(entry: Any, directions: Any) -> dict[str, Any]:
+    """The matched comparison: method, columns, sizes and metrics (or why it was skipped)."""
+    if not isinstance(entry, Mapping):
+        return {}
+    n = entry.get("n") if isinstance(entry.get("n"), Mapping) else {}
+    columns = entry.get("columns") if isinstance(entry.get("columns"), list) else []
+    transform = entry.get("transform") if isinstance(entry.get("transform"), Mapping) else {}
+    return {
+        "columns": ", ".join(f"{c} ({transform.get(c, 'none')})" for c in columns) or "–",
+        "method": str(entry.get("method", "")),
+        "n_sim": _num(n.get("sim")), "n_ref": _num(n.get("reference")),
+        "n_bins": _num(entry.get("n_bins_used")),
+        "metrics": _metric_rows(entry.get("metrics"),
+                                directions if isinstance(directions, Mapping) else None),
+        "skipped": str(entry.get("skipped", "")),
+    }
 
 
 @dataclass
@@ -835,6 +878,35 @@ def _model(run: _Run, fig_dir: Path) -> dict[str, Any]:
     }
 
 
+def _usable(frame: Any) -> np.ndarray:
+    """Rows usable for morphology: no failure reason and statmorph flag <= 1 (good, suspect)."""
+    keep = np.ones(len(frame), bool)
+    if "failure_reason" in frame.columns:
+        keep &= (frame["failure_reason"].fillna("").astype(str) == "").to_numpy()
+    if "flag" in frame.columns:
+        keep &= np.asarray(frame["flag"], float) <= 1
+    return keep
+
+
+def _morph_stats(entry: Any) -> dict[str, str]:
+    """Formatted AUROC, median shift, KS and matched AUROC of one morphology parameter."""
+    if not isinstance(entry, Mapping):
+        return {"auroc": "–", "shift": "–", "ks": "–", "matched": "–", "skipped": ""}
+    ks = entry.get("ks") if isinstance(entry.get("ks"), Mapping) else None
+    matched = entry.get("matched") if isinstance(entry.get("matched"), Mapping) else {}
+    return {
+        "auroc": _stat({k: v for k, v in entry["auroc"].items() if k in ("value", "ci")})
+        if isinstance(entry.get("auroc"), Mapping) else "–",
+        "contains": entry["auroc"].get("ci_contains_null_value")
+        if isinstance(entry.get("auroc"), Mapping) else None,
+        "shift": _stat(entry.get("median_shift")) if "median_shift" in entry else "–",
+        "ks": (f"D = {_num(ks.get('value'))}, p = {_num(ks.get('pvalue'), 2)}" if ks else "–"),
+        "matched": _stat({k: v for k, v in matched["auroc"].items() if k in ("value", "ci")})
+        if isinstance(matched.get("auroc"), Mapping) else "–",
+        "skipped": str(entry.get("skipped", "")),
+    }
+
+
 def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
     ms = run.table("morphology_sim")
     notes = []
@@ -843,21 +915,30 @@ def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
     except SectionUnavailable as exc:
         mr = None
         notes.append(str(exc))
+    if mr is not None and "object_id" in mr.columns:
+        # as the comparison does: the reference is the held-out scored objects, when they overlap
+        try:
+            ref_ids = run.table("reference_scores")["object_id"]
+            keep = mr["object_id"].isin(ref_ids)
+            if keep.any() and not keep.all():
+                mr = mr[keep].reset_index(drop=True)
+                notes.append(f"observed morphology restricted to the {int(keep.sum())} held-out "
+                             "galaxies that were scored")
+        except (SectionUnavailable, KeyError):
+            pass
 
     def good(frame: Any, col: str) -> np.ndarray | None:
         if frame is None or col not in frame.columns:
             return None
-        v = frame[col].to_numpy(float)
-        if "flag" in frame.columns:
-            v = v[frame["flag"].to_numpy() == 0]
+        v = frame[col].to_numpy(float)[_usable(frame)]
         return v[np.isfinite(v)]
 
-    panels, rows = [], []
     summary_morph: Mapping[str, Any] = {}
     try:
         summary_morph = run.summary().get("morphology") or {}
     except SectionUnavailable as exc:
         notes.append(str(exc))
+    panels, rows = [], []
     for col, title, unit in _MORPH_COLUMNS:
         vs = good(ms, col)
         if vs is None:
@@ -865,14 +946,12 @@ def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
         vr = good(mr, col)
         label = f"{title} [{unit}]" if unit else title
         panels.append({"title": "", "xlabel": label, "sim": vs, "ref": vr})
-        stats = summary_morph.get(col) if isinstance(summary_morph, Mapping) else None
         rows.append({
             "name": label,
             "sim_median": _num(np.median(vs)) if vs.size else "–",
             "ref_median": _num(np.median(vr)) if vr is not None and vr.size else "–",
             "n_sim": int(vs.size), "n_ref": "–" if vr is None else int(vr.size),
-            "stats": ([{"name": k.replace("_", " "), "value": _stat(v)}
-                       for k, v in sorted(stats.items())] if isinstance(stats, Mapping) else []),
+            **_morph_stats(summary_morph.get(col) if isinstance(summary_morph, Mapping) else None),
         })
     if not panels:
         msg = "the morphology_sim table has none of the statmorph columns; re-run 'simcompare morphology'"
@@ -883,12 +962,16 @@ def _morphology(run: _Run, fig_dir: Path) -> dict[str, Any]:
         if frame is None:
             continue
         n = len(frame)
-        entry = {"population": label, "n": n, "flagged": "–", "values": [], "reasons": []}
+        entry = {"population": label, "n": n, "usable": "–", "flagged": "–", "values": [],
+                 "reasons": []}
+        if n:
+            entry["usable"] = f"{100.0 * float(np.mean(_usable(frame))):.1f}%"
         if "flag" in frame.columns and n:
             f = frame["flag"].to_numpy()
             entry["flagged"] = f"{100.0 * float(np.mean(f != 0)):.1f}%"
             vals, counts = np.unique(f, return_counts=True)
-            entry["values"] = [{"flag": int(v), "count": int(c)} for v, c in zip(vals, counts, strict=True)]
+            entry["values"] = [{"flag": int(v), "count": int(c)}
+                               for v, c in zip(vals, counts, strict=True)]
         if "failure_reason" in frame.columns:
             reasons = frame["failure_reason"].dropna().astype(str)
             reasons = reasons[reasons != ""]
