@@ -626,7 +626,14 @@ def _morphology_block(
     feats = [p for p in params if np.isfinite(np.asarray(ms_good[p], float)).mean() > 0.5
              and np.isfinite(np.asarray(mr_good[p], float)).mean() > 0.5]
 
-    def matrix(df) -> np.ndarray:
+    # with matching columns, compare at fixed mass/redshift: matched samples, and the
+    # matching columns enter the classifier as covariates (they carry no information on
+    # their own after matching, but let it use e.g. the size-mass or S/N-mass relation)
+    covariates = mcols if match is not None and match["sim_index"].size >= MIN_PER_BIN else []
+
+    def matrix(df, rows: np.ndarray | None) -> np.ndarray:
+        if rows is not None:
+            df = df.iloc[rows]
         cols = []
         for p in feats:
             v = np.asarray(df[p], float)
@@ -634,11 +641,16 @@ def _morphology_block(
                 with np.errstate(divide="ignore", invalid="ignore"):
                     v = np.log10(v)
             cols.append(v)
+        cols += [_transform(c, np.asarray(df[c], float)) for c in covariates]
         m = np.column_stack(cols) if cols else np.zeros((len(df), 0))
         return m[np.all(np.isfinite(m), axis=1)]
 
-    xs, xr = matrix(ms_good), matrix(mr_good)
+    if covariates:
+        xs, xr = matrix(ms_good, match["sim_index"]), matrix(mr_good, match["ref_index"])
+    else:
+        xs, xr = matrix(ms_good, None), matrix(mr_good, None)
     glob: dict[str, Any] = {"metric": "classifier_auroc", "parameters": feats,
+                            "conditioned_on": list(covariates), "matched": bool(covariates),
                             "n": {"sim": len(xs), "reference": len(xr)}}
     if feats and len(xs) >= 2 and len(xr) >= 4:
         glob |= cross_validated_auroc(xs, xr, n_bootstrap=n_bootstrap,
