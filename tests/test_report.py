@@ -232,7 +232,8 @@ def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc
     run = root / "run"
     run.mkdir()
     meta = {
-        "sim": sim, "survey": survey,
+        "sim": sim, "survey": survey, "sim_title": "synthetic demo population",
+        "survey_title": "HSC-SSP Wide",
         "config": {"sim": sim, "survey": survey, "render": {"stamp_size": STAMP, "noise": "survey"},
                    "train": {"levels": 2, "blocks": 4, "epochs": 3}},
         "timings_s": {"render": 12.1, "train": 40.25, "evaluate": 3.5, "compare": 1.0},
@@ -323,6 +324,8 @@ def test_report_has_every_section_and_no_missing_notes(report: Path, run_dir: Pa
                        shallow=False)
     meta = json.loads((out / "report.json").read_text())
     assert (meta["sim"], meta["survey"]) == ("demo", "hsc")
+    plain = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    assert "simulation demo (synthetic demo population) rendered as survey hsc (HSC-SSP Wide)" in plain
 
 
 def test_report_is_self_contained(report: Path):
@@ -469,6 +472,38 @@ def test_model_section_shows_training_record(report: Path, run_dir: Path):
     assert "<td>model</td>" in block and "<td>background</td>" in block
     assert 'src="figures/training.png"' in block
     assert "1 ensemble member" in block
+
+
+def test_report_of_a_real_compare_summary(run_dir: Path, tmp_path: Path):
+    """The summary as simcompare.compare writes it (few resamples, so it is quick)."""
+    from simcompare.compare import compare
+
+    data = run_dir.parent / "data"
+    summary = compare(data / "sim_scores.parquet", data / "reference_scores.parquet",
+                      n_bootstrap=20, n_null=2, seed=3, morphology=data / "morphology_sim.parquet",
+                      morphology_reference=data / "morphology_reference.parquet")
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["paths"] = {k: str((run_dir / v).resolve()) for k, v in meta["paths"].items()}
+    meta["paths"]["summary"] = str(tmp_path / "summary.json")
+    del meta["paths"]["model"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    page = write_report(tmp_path / "run", out=tmp_path / "out")
+    text = page.read_text(encoding="utf-8")
+    sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', text, flags=re.S))
+    for sid in ("verdict", "scores", "trends", "galleries", "morphology", "provenance"):
+        assert 'class="missing"' not in sections[sid], sid
+    verdict = html.unescape(sections["verdict"])
+    assert summary["verdict"]["text"] in verdict
+    for axis in ("fine_structure", "global_structure"):
+        ax = summary["axes"][axis]
+        assert f"{ax['value']:.3g}" in verdict and f"[{ax['ci'][0]:.3g}, {ax['ci'][1]:.3g}]" in verdict
+        assert f"Verdict: <strong>{summary['verdict'][axis]}</strong>" in verdict
+    assert sections["trends"].count("<td>log10 stellar_mass_msun</td>") == len(summary["per_bin"])
+    for param, entry in summary["morphology"].items():
+        if param in ("gini", "m20", "asymmetry"):
+            assert f"{entry['auroc']['value']:.3g} [" in sections["morphology"]
 
 
 def test_morphology_flag_rates(report: Path, run_dir: Path):
