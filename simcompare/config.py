@@ -166,7 +166,11 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Where the observed sample lives: a cutout folder + catalogue, a manifest, or demo."""
+    """Where the observed sample lives: a cutout folder + catalogue, a manifest, or demo.
+
+    ``cuts`` selects catalogue rows, e.g. ``[sample.cuts]`` ``redshift = [0.1, 0.5]``
+    (inclusive [min, max] per column; checked when the sample is ingested).
+    """
 
     cutout_dir: str = ""
     catalog: str = ""
@@ -174,6 +178,7 @@ class SampleConfig:
     demo: bool = False
     demo_n_galaxies: int = 1500
     demo_seed: int = 7
+    cuts: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,14 @@ def test_cuts(demo, hsc, tmp_path):
     s = imageset.read(out)
     assert len(s) == int((cat.stellar_mass_msun >= lo).sum())
     assert s.provenance["removed_by_cuts"] == {"stellar_mass_msun": 24 - len(s)}
+    # the same cut from the survey descriptor's [sample] cuts
+    cut_table = f"demo_seed = 7\n[sample.cuts]\nstellar_mass_msun = [{lo!r}, 1e13]"
+    text = Path(hsc.source).read_text().replace("demo_seed = 7", cut_table)
+    (tmp_path / "observed").mkdir()
+    (tmp_path / "observed" / "cut.toml").write_text(text.replace('name = "hsc"', 'name = "cut"'))
+    s2 = imageset.read(ingest("cut", out=tmp_path / "c2.h5", cutouts=cutouts, catalog=catalog,
+                              workspace=tmp_path, stamp_size=STAMP, mask_neighbours=False))
+    np.testing.assert_array_equal(s2.object_id, s.object_id)
     with pytest.raises(ConfigError, match="no such column"):
         ingest(hsc, out=tmp_path / "d.h5", cutouts=cutouts, catalog=catalog, cuts={"nope": [0, 1]})
     with pytest.raises(DataFormatError, match="no usable object"):

@@ -669,6 +669,14 @@ def _catalog_column(values: list[Any]) -> np.ndarray:
         return np.asarray([str(v) for v in values])
 
 
+def _descriptor_cuts(sv: SurveyDescriptor) -> dict[str, Sequence[float | None]]:
+    raw = getattr(sv.sample, "cuts", None) or {}
+    if not isinstance(raw, Mapping):
+        msg = f"{sv.source or sv.name}: [sample] cuts must be a table such as {{redshift = [0.1, 0.5]}}"
+        raise ConfigError(msg)
+    return {str(k): v for k, v in raw.items()}
+
+
 def ingest(
     survey: SurveyDescriptor | str, *, out: str | os.PathLike, cutouts: str | os.PathLike | None = None,
     catalog: str | os.PathLike | None = None, manifest: str | os.PathLike | None = None,
@@ -702,6 +710,7 @@ def ingest(
         Show a progress bar.
     cuts : mapping of str to (min, max), optional
         Catalogue selection, e.g. ``{"redshift": [0.1, 0.5]}``; ``None`` is an open end.
+        Added to the descriptor's ``[sample] cuts`` (these win for the same column).
     mask_neighbours : bool
         Replace other sources by noise (default True).
     seed : int
@@ -774,6 +783,7 @@ def ingest(
         inputs = {"layout": "hsc", "cutout_dir": str(cutouts), "catalog": str(catalog),
                   "catalog_sha256": _sha256(catalog)}
     n_catalog = len(cat)
+    cuts = {**_descriptor_cuts(sv), **dict(cuts or {})}  # explicit cuts win per column
     cat, removed_by_cut = apply_cuts(cat, cuts)
     it = (iter_manifest_cutouts(manifest, rows, cat, bands) if manifest is not None
           else iter_hsc_cutouts(cutouts, cat, bands))
