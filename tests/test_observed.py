@@ -252,7 +252,7 @@ def test_cuts(demo, hsc, tmp_path):
 def test_bad_inputs_are_excluded_and_counted(demo, hsc, tmp_path):
     cutouts, cat_path = _copy_demo(demo, tmp_path)
     cat = pd.read_csv(cat_path)
-    ids = [int(x) for x in cat.object_id[:6]]
+    ids = [int(x) for x in cat.object_id[:8]]
     # 1. truncated FITS
     f = cutouts / str(ids[0]) / "r.fits"
     f.write_bytes(f.read_bytes()[:4000])
@@ -271,14 +271,25 @@ def test_bad_inputs_are_excluded_and_counted(demo, hsc, tmp_path):
     # 5. catalogue row without a folder, 6. a missing band file
     shutil.rmtree(cutouts / str(ids[4]))
     (cutouts / str(ids[5]) / "y.fits").unlink()
+    # 7. a missing PSF file falls back to the descriptor's PSF model (object kept)
+    (cutouts / str(ids[6]) / "psf_g.fits").unlink()
+    # 8. most of the stamp without data
+    for b in hsc.bands:
+        f = cutouts / str(ids[7]) / f"{b}.fits"
+        h = read_hsc_band(f, band=b)
+        m = h["mask"].astype(np.int32)
+        m[:, : STAMP * 3 // 4] |= 1 << HSC_MASK_PLANES["NO_DATA"]
+        write_hsc_band(f, image=h["image"], variance=h["variance"], mask=m, band=b)
     out = ingest(hsc, out=tmp_path / "o.h5", cutouts=cutouts, catalog=cat_path, stamp_size=STAMP)
     s = imageset.read(out)
     prov = s.provenance
     assert prov["exclusions"] == {"unreadable_file": 1, "missing_extension": 1, "band_mismatch": 1,
-                                  "all_masked": 1, "missing_file": 1, "missing_band": 1}
+                                  "all_masked": 1, "missing_file": 1, "missing_band": 1,
+                                  "mostly_masked": 1}
+    assert ids[6] in s.object_id.tolist() and s.psf.shape == (5, 25, 25)
     assert prov["excluded_ids"]["unreadable_file"] == [ids[0]]
     assert prov["excluded_ids"]["missing_file"] == [ids[4]]
-    assert len(s) == 24 - 6 and not set(ids) & set(s.object_id.tolist())
+    assert len(s) == 24 - 7 and not (set(ids) - {ids[6]}) & set(s.object_id.tolist())
     # strict mode names the file instead
     with pytest.raises(DataFormatError, match=f"{ids[0]}.*r.fits"):
         ingest(hsc, out=tmp_path / "p.h5", cutouts=cutouts, catalog=cat_path, stamp_size=STAMP,
