@@ -40,7 +40,7 @@ PROJECTIONS = ("x", "y", "z", "face-on", "edge-on", "random")
 #: Gaussian sigma per smoothing length (support radius h of a cubic-spline kernel;
 #: the spline's standard deviation per axis is about h/2).
 SIGMA_PER_HSML = 0.5
-_NSIG = 4.0  # kernel truncation radius in sigma (flux is renormalised over it)
+_NSIG = 3.0  # kernel truncation radius in sigma (flux is renormalised over it)
 
 
 def projection_matrix(

@@ -463,7 +463,8 @@ def render(
                       f"above {spec.knn_exact_max} particles estimated as the "
                       f"{knn_k // spec.knn_thin}th neighbour among every {spec.knn_thin}th "
                       "particle",
-                      "kernel": "Gaussian integrated over pixels (erf), normalised over 4 sigma"},
+                      "kernel": "Gaussian integrated over pixels (erf), truncated at 3 sigma "
+                                "and renormalised"},
         "psf": psf.description, "noise": {"mode": noise, "sky_sigma": list(noise_model.sky_sigma),
                                           "gain": list(noise_model.gain)},
         "pixel_response": "counted once: pixel-integrated deposit convolved with the effective PSF",
