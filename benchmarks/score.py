@@ -6,7 +6,7 @@ Usage: python benchmarks/score.py [--bands 5] [--size 64] [--levels 3] [--blocks
 "Plain" is normflows' ``MultiscaleFlow.log_prob(y, None)`` with the same weights (an
 unmodified normflows build, LeakyReLU(0) as shipped), same batch, NCHW, autograd enabled
 (how normflows is usually called); "fast" is
-``simcompare.score.log_prob_batched`` (inference mode, channels-last on CPU).
+``simcompare.scoring.log_prob_batched`` (inference mode, channels-last on CPU).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from simcompare.density import DensityModel
-from simcompare.score import log_prob_batched, resolve_device
+from simcompare.scoring import log_prob_batched, resolve_device
 
 
 def _unmodified_glow(a: argparse.Namespace) -> torch.nn.Module:

@@ -106,7 +106,7 @@ def evaluate(
     """
     import pandas as pd
 
-    from ..score import log_prob_batched, resolve_device
+    from ..scoring import log_prob_batched, resolve_device
     from .data import prepared_images
     from .model import DensityModel
 

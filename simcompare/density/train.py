@@ -319,7 +319,7 @@ def train(
     Path
         ``out``.
     """
-    from ..score import resolve_device
+    from ..scoring import resolve_device
 
     opts = options or TrainOptions()
     if background not in BACKGROUNDS:
