@@ -23,7 +23,7 @@ from simcompare.observed import (
     write_psf,
 )
 from simcompare.observed._fits import read_simple, write_simple
-from simcompare.preprocess import HSC_MASK_PLANES, StampMask
+from simcompare.preprocess import HSC_MASK_PLANES, StampMask, prepare_psf
 from simcompare.registry import find_survey
 
 STAMP = 32
@@ -411,6 +411,38 @@ def test_real_hsc_blend_ingest(shared_data, hsc, tmp_path):
     assert m[2, 33 - y0, 14 - x0] & StampMask.NEIGHBOUR
     assert m[2, 36 - y0, 31 - x0] == 0
     assert s.catalog["n_neighbour_pixels"][0] > 100
+
+
+def test_real_hsc_fits_cube_through_manifest(shared_data, hsc, tmp_path):
+    """The real grizy cube + PSF cube, read in place through a manifest with 'plane'."""
+    from astropy.io import fits
+
+    img_path = shared_data / "scarlet-hsc" / "hsc_ra150.24071_dec2.06514.fits"
+    psf_path = shared_data / "scarlet-hsc" / "psf_hsc_ra150.24071_dec2.06514.fits"
+    cube = fits.getdata(img_path)
+    # the file has no variance: a per-band sigma map from the robust background scatter
+    sig = np.empty_like(cube, dtype=np.float32)
+    for k in range(5):
+        d = cube[k] - np.median(cube[k])
+        sig[k] = 1.4826 * np.median(np.abs(d))
+    write_simple(tmp_path / "sigma.fits", [([], sig)])
+    rows = [{"object_id": 1, "band": b, "image": str(img_path), "plane": k, "sigma": "sigma.fits",
+             "psf": str(psf_path), "ra": 150.24071, "dec": 2.06514, "redshift": 0.3}
+            for k, b in enumerate(hsc.bands)]
+    man = tmp_path / "manifest.parquet"
+    pd.DataFrame(rows).to_parquet(man)
+    s = imageset.read(ingest(hsc, out=tmp_path / "cube.h5", manifest=man, stamp_size=48))
+    assert len(s) == 1 and s.psf.shape == (5, 25, 25)
+    np.testing.assert_allclose(s.psf.sum(axis=(-1, -2)), 1.0, atol=1e-5)
+    # recentred through the file's own WCS on the catalogue position (pixel 26.70, 26.17)
+    assert s.catalog["center_x_pix"][0] == pytest.approx(26.6976, abs=1e-3)
+    assert s.catalog["center_y_pix"][0] == pytest.approx(26.1698, abs=1e-3)
+    x0, y0 = int(np.floor(26.6976 - 23.5 + 0.5)), int(np.floor(26.1698 - 23.5 + 0.5))
+    assert (x0, y0) == (3, 3)
+    orig = s.mask[0] == 0
+    np.testing.assert_allclose(s.images[0][orig], cube[:, 3:51, 3:51][orig], rtol=1e-6)
+    with fits.open(psf_path) as h:
+        assert np.argmax(s.psf[2]) == np.argmax(prepare_psf(h[0].data[2], size=25))
 
 
 def test_cosmos_parametric_sample(shared_data, hsc, tmp_path):

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 _MANIFEST_RESERVED = {
     "object_id", "band", "image", "image_hdu", "variance", "variance_hdu", "sigma", "sigma_hdu",
-    "mask", "mask_hdu", "psf", "psf_hdu", "psf_pixel_scale_arcsec",
+    "mask", "mask_hdu", "psf", "psf_hdu", "psf_pixel_scale_arcsec", "plane",
 }
 
 
@@ -362,11 +362,16 @@ def _band_of_filter(filt: str) -> str:
     return f[:-1] if len(f) == 2 and f[1] == "2" else f
 
 
-def read_psf(path: str | os.PathLike, *, hdu: str | int | None = None) -> np.ndarray:
-    """Read a PSF image from the primary HDU or the first image HDU (or ``hdu``)."""
+def read_psf(
+    path: str | os.PathLike, *, hdu: str | int | None = None, plane: int | None = None,
+) -> np.ndarray:
+    """Read a PSF image from the primary HDU or the first image HDU (or ``hdu``).
+
+    ``plane`` selects one image of a 3-D cube (e.g. one band of a grizy PSF cube).
+    """
     path = Path(path)
     data = _select_hdu(path, _load_hdus(path), hdu)
-    arr = np.asarray(data, np.float64)
+    arr = _plane(path, np.asarray(data, np.float64), plane)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:
@@ -488,7 +493,8 @@ def read_manifest(path: str | os.PathLike):
     Columns: ``object_id``, ``band``, ``image`` (path relative to the manifest),
     optional ``image_hdu`` (name or index; default the first image HDU), ``variance`` /
     ``variance_hdu`` or ``sigma`` / ``sigma_hdu`` (1-sigma map), ``mask`` / ``mask_hdu``
-    (non-zero = bad), ``psf`` / ``psf_hdu``, ``psf_pixel_scale_arcsec``, and catalogue
+    (non-zero = bad), ``psf`` / ``psf_hdu``, ``psf_pixel_scale_arcsec``, ``plane`` (index
+    of the band's image when files hold a cube of all bands), and catalogue
     columns (``ra``, ``dec``, ``redshift``, ...), which must agree between the rows of
     one object.
 
@@ -565,11 +571,29 @@ def _select_hdu(path: Path, hdus: list[_HDU], hdu: str | int | None) -> np.ndarr
     return h.data
 
 
-def _read_hdu(path: Path, hdu: str | int | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _plane(path: Path, arr: np.ndarray, plane: int | None) -> np.ndarray:
+    """Select ``plane`` of a 3-D cube; 2-D arrays pass through."""
+    if arr.ndim == 3 and plane is not None:
+        if not -arr.shape[0] <= plane < arr.shape[0]:
+            msg = f"{path}: plane {plane} out of range for a cube of {arr.shape[0]} images"
+            raise _excluded(msg, "missing_extension")
+        return arr[plane]
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        return arr[0]
+    return arr
+
+
+def _read_hdu(
+    path: Path, hdu: str | int | None, plane: int | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     hdus = _load_hdus(path)
     data = _select_hdu(path, hdus, hdu)
     header = next((h.header for h in hdus if h.data is data), hdus[0].header)
-    return np.asarray(data), header
+    arr = _plane(path, np.asarray(data), plane)
+    if arr.ndim != 2:
+        msg = f"{path}: expected a 2-D image, got shape {arr.shape} (give a 'plane' column for cubes)"
+        raise _excluded(msg, "shape_mismatch")
+    return arr, header
 
 
 def _present(v: Any) -> bool:
@@ -594,19 +618,23 @@ def iter_manifest_cutouts(
             imgs, vars_, masks, psfs, header, psf_scale = [], [], [], [], None, None
             for b in bands:
                 r = have[b]
-                img, hdr = _read_hdu(base / str(r["image"]), _hdu_arg(r.get("image_hdu")))
+                plane = _hdu_arg(r.get("plane"))
+                if isinstance(plane, str):
+                    msg = f"{manifest}: object {oid} band {b!r}: plane must be an integer, got {plane!r}"
+                    raise _excluded(msg, "bad_manifest_row")
+                img, hdr = _read_hdu(base / str(r["image"]), _hdu_arg(r.get("image_hdu")), plane)
                 header = header if header is not None else hdr
                 if _present(r.get("variance")):
-                    var, _ = _read_hdu(base / str(r["variance"]), _hdu_arg(r.get("variance_hdu")))
+                    var, _ = _read_hdu(base / str(r["variance"]), _hdu_arg(r.get("variance_hdu")), plane)
                 elif _present(r.get("sigma")):
-                    sig, _ = _read_hdu(base / str(r["sigma"]), _hdu_arg(r.get("sigma_hdu")))
+                    sig, _ = _read_hdu(base / str(r["sigma"]), _hdu_arg(r.get("sigma_hdu")), plane)
                     var = np.asarray(sig, np.float64) ** 2
                 else:
                     msg = f"{manifest}: object {oid} band {b!r} names no variance or sigma map"
                     raise _excluded(msg, "missing_variance")
                 m = None
                 if _present(r.get("mask")):
-                    m, _ = _read_hdu(base / str(r["mask"]), _hdu_arg(r.get("mask_hdu")))
+                    m, _ = _read_hdu(base / str(r["mask"]), _hdu_arg(r.get("mask_hdu")), plane)
                 if np.shape(var) != np.shape(img) or (m is not None and np.shape(m) != np.shape(img)):
                     msg = (f"{manifest}: object {oid} band {b!r}: image {np.shape(img)}, "
                            f"variance {np.shape(var)}, mask {np.shape(m)}")
@@ -615,7 +643,7 @@ def iter_manifest_cutouts(
                 vars_.append(np.asarray(var, np.float64))
                 masks.append(np.zeros(np.shape(img), np.int64) if m is None
                              else np.asarray(m).astype(np.int64))
-                psfs.append(read_psf(base / str(r["psf"]), hdu=_hdu_arg(r.get("psf_hdu")))
+                psfs.append(read_psf(base / str(r["psf"]), hdu=_hdu_arg(r.get("psf_hdu")), plane=plane)
                             if _present(r.get("psf")) else None)
                 if _present(r.get("psf_pixel_scale_arcsec")):
                     psf_scale = float(r["psf_pixel_scale_arcsec"])
