@@ -407,7 +407,11 @@ def preprocess_stamp(
         float32 image and variance, uint8 :class:`StampMask` mask, and ``info``.
         Padded pixels get the median variance of the valid input pixels of their band
         and noise drawn from it; bad pixels get their own variance when it is valid and
-        the median otherwise.
+        the median otherwise. Bad pixels inside the input are filled with a smooth
+        estimate from the surrounding good pixels (Gaussian-weighted, 1.5 px) plus noise,
+        so that a masked cosmic ray on a galaxy does not leave a hole. Neighbours and
+        padding get noise alone; neighbour pixels have their variance capped at the
+        band's median (the neighbour's own source noise leaves with it).
     """
     if not isinstance(rng, np.random.Generator):
         msg = f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
@@ -460,6 +464,8 @@ def preprocess_stamp(
     replace = out_mask != 0
     replace |= neighbour_pix[None] & ~replace
     out_mask[:, neighbour_pix] |= np.uint8(StampMask.NEIGHBOUR)
+    # a replaced neighbour pixel holds sky noise only: cap its variance at the band median
+    fill_var = np.where(neighbour_pix[None], np.minimum(fill_var, med[:, None, None]), fill_var)
 
     noise = rng.standard_normal((nb, size, size))
     with np.errstate(invalid="ignore"):

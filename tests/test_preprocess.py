@@ -111,7 +111,20 @@ def test_neighbour_is_replaced_and_target_kept():
     assert p.info["n_neighbours"] == 1
     # after replacement the neighbour region is pure noise (sigma 1)
     assert abs(p.image[:, nb].mean()) < 0.2
+    assert 0.8 < p.image[:, nb].std() < 1.2
     np.testing.assert_array_equal(p.image[:, 23, 23], img[:, 23, 23].astype(np.float32))
+
+
+def test_neighbour_variance_is_capped_at_the_sky_level():
+    rng = np.random.default_rng(8)
+    img, _ = _scene(rng)
+    var = np.full(img.shape, 1.0) + np.clip(img, 0, None) / 5.0  # sky + source/gain
+    p = preprocess_stamp(img, variance=var, stamp_size=48, rng=rng)
+    nb = (p.mask[0] & StampMask.NEIGHBOUR) != 0
+    assert nb.any() and np.all(p.variance[0][nb] <= np.median(var[0]) + 1e-6)
+    assert p.variance[0][nb].max() < var[0][nb].max()
+    keep = p.mask[0] == 0
+    np.testing.assert_allclose(p.variance[0][keep], var[0][keep], rtol=1e-6)
 
 
 def test_no_neighbour_means_nothing_replaced():
