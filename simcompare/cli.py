@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -298,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(args)
+    # normflows' LU-parametrised 1x1 convolutions call a deprecated torch function on
+    # every pass; the warning says nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*torch\.lu is deprecated.*")
     try:
         return _run(args)
     except SimcompareError as exc:
