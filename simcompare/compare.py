@@ -482,7 +482,11 @@ def _oof_scores(x: np.ndarray, y: np.ndarray, *, n_folds: int, l2: float,
         sd = x[train].std(axis=0)
         sd[sd == 0] = 1.0
         w = _fit_logistic((x[train] - mu) / sd, y[train].astype(float), l2=l2)
-        out[test] = ((x[test] - mu) / sd) @ w[:-1] + w[-1]
+        s = ((x[test] - mu) / sd) @ w[:-1]
+        # centre each fold's scores (the folds are stratified, so this uses no labels):
+        # pooling folds whose intercepts moved against their held-out class balance
+        # otherwise biases the pooled AUROC below 0.5
+        out[test] = s - np.median(s)
     return out
 
 
@@ -542,8 +546,10 @@ def cross_validated_auroc(
                            "interval": [float(np.quantile(arr, alpha / 2)),
                                         float(np.quantile(arr, 1 - alpha / 2))]}}
     return {"value": value, "ci": ci, "ci_method": "percentile", "null_value": 0.5,
-            "ci_contains_null_value": bool(ci[0] <= 0.5 <= ci[1]), "null": null,
-            "n_folds": k, "l2": l2}
+            "ci_contains_null_value": bool(ci[0] <= 0.5 <= ci[1]),
+            # one-sided: a classifier can only detect a difference above chance; an AUROC
+            # below 0.5 is a cross-validation artefact, not evidence of a difference
+            "detected": bool(ci[0] > 0.5), "null": null, "n_folds": k, "l2": l2}
 
 
 # ----------------------------------------------------------------------------------
@@ -888,7 +894,7 @@ def _verdict(summary: Mapping[str, Any], *, min_galaxies: int) -> dict[str, Any]
     glob = summary["axes"]["global_structure"]
     if glob.get("value") is None:
         g_txt, g_short = "global structure was not measured", "not measured"
-    elif glob["ci_contains_null_value"]:
+    elif not glob.get("detected", not glob["ci_contains_null_value"]):
         g_txt = f"global structure matches (classifier AUROC {_fmt_ci(glob)})"
         g_short = "indistinguishable"
     else:
@@ -1020,7 +1026,9 @@ def league_table(summaries: Mapping[str, Any], *, out_dir: str | os.PathLike) ->
             return (e["value"], e["ci"][0], e["ci"][1], null, e.get("ci_contains_null_value"))
 
         f, g = part(fine), part(glob)
-        deps = [abs(v - 0.5) for v in (f[0], g[0]) if v is not None]
+        deps = [abs(f[0] - 0.5)] if f[0] is not None else []
+        if g[0] is not None:  # a classifier AUROC below 0.5 is chance, not a departure
+            deps.append(max(g[0] - 0.5, 0.0))
         too_few = bool(s.get("verdict", {}).get("too_few_galaxies"))
         departure = max(deps) if deps and not too_few else None
         rows.append(dict(zip(_LEAGUE_FIELDS, (
