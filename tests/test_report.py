@@ -412,18 +412,38 @@ def _gallery_ids(report: Path, group: str) -> list[int]:
     return [int(m) for m in re.findall(r'alt="simulated galaxy (\d+)"', block)]
 
 
-def test_galleries_rank_by_score(report: Path, run_dir: Path):
+def test_galleries_rank_by_distance_from_observed_median(report: Path, run_dir: Path):
     data = run_dir.parent / "data"
     sim = pd.read_parquet(data / "sim_scores.parquet")
     ref = pd.read_parquet(data / "reference_scores.parquet")
     finite = sim[np.isfinite(sim["llr_nats"])]
-    least = finite.sort_values("llr_nats", kind="stable")["object_id"].tolist()[:12]
-    dist = (finite["llr_nats"] - ref["llr_nats"].median()).abs()
-    most = finite.loc[dist.sort_values(kind="stable").index, "object_id"].tolist()[:12]
+    dist = (finite["llr_nats"] - ref["llr_nats"].median()).abs().to_numpy()
+    ids = finite["object_id"].to_numpy()
+    most = [int(i) for i in ids[np.argsort(dist, kind="stable")[:12]]]
+    least = [int(i) for i in ids[np.argsort(-dist, kind="stable")[:12]]]
     assert _gallery_ids(report, "least-typical") == least
     assert _gallery_ids(report, "most-typical") == most
+    assert not set(least) & set(most)
     assert 1005 not in least + most                     # NaN score is not ranked
     assert "1 simulated galaxies with a non-finite score" in report.read_text()
+
+
+def test_galleries_two_sided_when_every_sim_scores_high(tmp_path: Path):
+    """Simulated scores all above the observed ones: the least typical are the highest."""
+    run = make_run(tmp_path / "a", n_sim=30, n_obs=20)
+    data = run.parent / "data"
+    sim = pd.read_parquet(data / "sim_scores.parquet")
+    sim["llr_nats"] = 100.0 + np.arange(len(sim), dtype=float)
+    sim.to_parquet(data / "sim_scores.parquet")
+    meta = json.loads((run / "run.json").read_text())
+    for key in ("model", "morphology_sim", "morphology_reference"):
+        del meta["paths"][key]
+    (run / "run.json").write_text(json.dumps(meta))
+    page = write_report(run, out=tmp_path / "out")
+    ids = sim["object_id"].tolist()
+    assert _gallery_ids(page, "least-typical") == ids[::-1][:12]
+    assert _gallery_ids(page, "most-typical") == ids[:12]
+    assert "(above), pct" in page.read_text(encoding="utf-8")
 
 
 def test_lookalike_is_nearest_in_mass_and_size(report: Path, run_dir: Path):
@@ -461,7 +481,7 @@ def test_mismatch_maps_use_the_real_model(report: Path, run_dir: Path):
     # the score recomputed through autograd is the one evaluate() gives for the same images
     data = run_dir.parent / "data"
     scored = evaluate(data / "model", data / "mocks.h5", out=None, device="cpu").set_index("object_id")
-    shown = [float(v) for v in re.findall(r"\(recomputed (-?[\d.e+-]+)\)", block)]
+    shown = [float(v) for v in re.findall(r"; recomputed (-?[\d.e+-]+)\)", block)]
     assert np.allclose(shown, scored.loc[ids, "llr_nats"].to_numpy(), rtol=5e-3, atol=0.05)
 
 
@@ -559,7 +579,7 @@ def test_missing_inputs_become_notes(tmp_path: Path):
     assert (tmp_path / "out" / "scores.parquet").is_file()
     # stand-in quadratic scores: the map sums to sum(x · grad s) = 2 s (Euler), per galaxy
     totals = [float(t) for t in re.findall(r"sum (-?[\d.e+-]+), negative part", sections["mismatch"])]
-    scores = [float(t) for t in re.findall(r"\(recomputed (-?[\d.e+-]+)\)", sections["mismatch"])]
+    scores = [float(t) for t in re.findall(r"; recomputed (-?[\d.e+-]+)\)", sections["mismatch"])]
     assert len(totals) == len(scores) == 12
     assert np.allclose(totals, 2 * np.array(scores), rtol=0.01)
     assert all(t < 0 for t in totals)

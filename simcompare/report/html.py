@@ -577,9 +577,16 @@ def _ranked(run: _Run) -> dict[str, Any]:
             ref = ref_scores = None
         centre = (np.nanmedian(ref_scores) if ref_scores is not None and np.isfinite(ref_scores).any()
                   else float(np.median(score[good])))
+        # typicality: distance from the observed median on either side (both tails are
+        # atypical); the most typical are the closest, the least typical the furthest
+        distance = np.abs(score[good] - centre)
+        order = np.lexsort((np.arange(good.size), distance))
         k = min(GALLERY_SIZE, good.size)
-        least = good[np.argsort(score[good], kind="stable")[:k]]
-        most = good[np.argsort(np.abs(score[good] - centre), kind="stable")[:k]]
+        most = good[order[:k]]
+        far = order[::-1]
+        if good.size >= 2 * k:
+            far = far[~np.isin(far, order[:k])]
+        least = good[far[:k]]
         return {"sim": sim, "score": score, "rows": rows, "least": least, "most": most,
                 "centre": centre, "column": column, "ref": ref,
                 "n_unranked": int(len(score) - good.size)}
@@ -708,6 +715,7 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
             stem = f"{gid}_{rank:02d}"
             item = {"rank": rank, "object_id": int(sim["object_id"].iloc[p]),
                     "score": _num(score[p]),
+                    "side": "above" if score[p] > ranked["centre"] else "below",
                     "percentile": (_num(sim["percentile"].iloc[p]) if "percentile" in sim.columns
                                    else "–"),
                     "sim": stamps.write(f"{stem}_sim", sim_img[j]), "obs": None}
@@ -831,6 +839,7 @@ def _mismatch(run: _Run, fig_dir: Path) -> dict[str, Any]:
             "rank": j + 1, "object_id": int(sim["object_id"].iloc[p]),
             "image": f"figures/{stem}_image.png", "map": f"figures/{stem}_map.png",
             "score": _num(ranked["score"][p]), "recomputed": _num(scores[j]),
+            "side": "above" if ranked["score"][p] > ranked["centre"] else "below",
             "limit": _num(limit), "total": _num(float(np.nansum(maps[j]))),
             "negative": _num(float(np.nansum(np.minimum(maps[j], 0.0)))),
         })
