@@ -409,7 +409,9 @@ def histogram_panels(
     ----------
     panels : sequence of mapping
         Each with ``title`` (str, may be empty), ``xlabel`` (str), ``sim`` and ``ref``
-        (1-D arrays; ``ref`` may be None). Non-finite values are dropped. The legend
+        (1-D arrays; ``ref`` may be None). Non-finite values are dropped; the range is
+        the 2nd-98th percentile of both samples, values beyond it are counted in the edge
+        bins. The legend
         (with sample sizes) is drawn in the first panel and in panels with ``legend``.
     path : str or Path
         Output PNG.
@@ -445,7 +447,7 @@ def _histogram_panels(
         if both.size == 0:
             ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
         else:
-            lo, hi = np.percentile(both, [0.5, 99.5])
+            lo, hi = np.percentile(both, [2.0, 98.0])  # outliers go into the edge bins
             if not hi > lo:
                 lo, hi = lo - 0.5, hi + 0.5
             # Rice rule on the larger sample, between 8 and 40 bins
