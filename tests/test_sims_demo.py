@@ -90,11 +90,11 @@ def test_population_model(small_demo):
     flag = subs["SubhaloFlag"].astype(bool)
     gal = np.flatnonzero((subs["SubhaloLenType"][:, 4] >= 300) & flag)
     m = subs["SubhaloMassType"][gal, 4].astype(np.float64) * 1e10 / h
-    # the regular galaxies: masses within the configured range, N = clip(M/2e6, 300, 20000)
+    # the regular galaxies: masses within the configured range, N = clip(M/5e6, 300, 8000)
     assert np.log10(m).min() >= SMALL.min_log_mass - 1e-3
     assert np.log10(m).max() <= SMALL.max_log_mass + 0.01  # + a few wind cells
     n = subs["SubhaloLenType"][gal, 4]
-    n_expect = np.clip(np.round(10 ** np.log10(m) / 2e6), 300, 20000)
+    n_expect = np.clip(np.round(10 ** np.log10(m) / 5e6), 300, 8000)
     assert np.all(np.abs(n - n_expect) <= 13)  # wind cells add 12 to some galaxies
     # a flagged subhalo, and centrals have group ids in order
     assert (~flag).sum() == 1 and len(gal) == SMALL.n_galaxies
@@ -107,6 +107,26 @@ def test_population_model(small_demo):
         assert np.abs(d).max() < 200.0  # unwrapped: compact, physical kpc
         straddle += raw_extent > BOX / 2
     assert straddle >= 1
+
+
+def test_smoothing_lengths_match_neighbour_distances(small_demo):
+    """StellarHsml (analytic density) agrees with the 32nd-neighbour distance it stands for."""
+    from scipy.spatial import cKDTree
+
+    _, bp = small_demo
+    subs = _subhalos(bp)
+    h, a = COSMO.h, 1 / 1.3
+    gal = np.flatnonzero(subs["SubhaloLenType"][:, 4] >= 600)
+    assert len(gal) >= 2
+    ratios = []
+    for i in gal[:4]:
+        r = il.snapshot.loadSubhalo(str(bp), 78, int(i), "stars",
+                                    fields=["Coordinates", "StellarHsml"])
+        xyz = unwrap_periodic(r["Coordinates"], subs["SubhaloPos"][i], box_size=BOX) * a / h
+        d32 = cKDTree(xyz).query(xyz, k=33)[0][:, -1]
+        ratios.append(np.median(r["StellarHsml"] * a / h / d32))
+    # the analytic value ignores Poisson clustering, so agreement is at the 30% level
+    assert 0.7 < np.median(ratios) < 1.3, ratios
 
 
 def test_writing_is_deterministic(tmp_path):

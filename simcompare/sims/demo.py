@@ -17,7 +17,7 @@ Snapshot chunk boundaries cut through subhalos, as in real runs.
 Population model (physical units before conversion):
 
 * stellar mass: log10(M*/Msun) uniform in [min_log_mass, max_log_mass];
-  star particles per galaxy clip(M*/2e6 Msun, 300, 20000), equal current masses;
+  star particles per galaxy clip(M*/5e6 Msun, 300, 8000), equal current masses;
 * disc: exponential, half-mass radius r_d = 3.0 kpc (M*/1e10)^0.25 10^N(0, 0.12)
   x size_scale, exponential vertical profile with scale height 0.1 r_d;
   ages uniform in 0.5-8 Gyr, Z = 0.015;
@@ -27,6 +27,9 @@ Population model (physical units before conversion):
 * clumps: clump_fraction of the disc mass in 3-8 Plummer spheres (scale 0.3 kpc)
   placed in the disc plane; ages uniform in 0.05-0.3 Gyr, Z = 0.015;
 * initial masses: current mass / (1 - 0.4 age / (age + 0.5 Gyr)) (stellar mass loss);
+* smoothing lengths (``StellarHsml``): the radius of the sphere that holds 32
+  particles at the analytic density of the galaxy's components at each particle,
+  as TNG's StellarHsml holds the 32 nearest neighbours (no neighbour search needed);
 * random orientation; FoF groups of a central and 0-2 satellites 60-300 kpc away;
   about a tenth of the groups sit within 3 ckpc/h of a box face, so their galaxies
   straddle the periodic boundary;
@@ -59,11 +62,12 @@ __all__ = ["WRITER_VERSION", "demo_key", "write_demo_sim"]
 log = logging.getLogger(__name__)
 
 #: Bump whenever the written population or layout changes (invalidates cached demos).
-WRITER_VERSION = 1
+WRITER_VERSION = 2
 
 _SNAP_CHUNK_FRACTIONS = (0.37, 0.71)  # cut points of the 3 snapshot chunks
-_MASS_PER_PARTICLE = 2e6  # Msun
-_N_MIN, _N_MAX = 300, 20000
+_MASS_PER_PARTICLE = 5e6  # Msun
+_N_MIN, _N_MAX = 300, 8000
+_N_NGB = 32  # neighbours inside StellarHsml, as in TNG
 _HALF_MASS_EXP = 1.678347  # half-mass radius / scale length of an exponential disc
 _HERNQUIST_RE = 1.8153  # projected half-mass radius / Hernquist scale radius
 _SFR_WINDOW_GYR = 0.3
@@ -93,6 +97,7 @@ class _Block:
     init_msun: np.ndarray
     age_gyr: np.ndarray  # NaN for wind cells
     metallicity: np.ndarray
+    hsml_kpc: np.ndarray  # radius holding _N_NGB particles at the analytic density
 
 
 @dataclass
@@ -117,6 +122,12 @@ def _isotropic(rng: np.random.Generator, r: np.ndarray) -> np.ndarray:
     v = rng.normal(size=(r.size, 3))
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     return v * r[:, None]
+
+
+def _hsml(density_msun_kpc3: np.ndarray, particle_mass: float) -> np.ndarray:
+    """Radius of the sphere holding ``_N_NGB`` particles at the given density [kpc]."""
+    rho = np.maximum(density_msun_kpc3, 1e-12)
+    return (3.0 * _N_NGB * particle_mass / (4.0 * np.pi * rho)) ** (1.0 / 3.0)
 
 
 def _initial_mass(mass: np.ndarray, age: np.ndarray) -> np.ndarray:
@@ -153,14 +164,26 @@ def _galaxy(logm: float, rng: np.random.Generator, config: DemoSimConfig, t_max:
     clump_r = 0.3 / np.sqrt(u ** (-2.0 / 3.0) - 1.0)
     clumps = _isotropic(rng, clump_r) + np.repeat(centres, per_clump, axis=0)
 
-    pos = np.concatenate([disc, bulge, clumps]) @ _random_rotation(rng).T
+    # analytic density of disc + bulge (+ the particle's own clump) at every particle
+    local = np.concatenate([disc, bulge, clumps])
+    m_part = m_star / n
+    cyl = np.hypot(local[:, 0], local[:, 1])
+    b_z = 0.1 * r_d
+    rho = (n_disc * m_part / (2 * np.pi * r_s**2) * np.exp(-cyl / r_s)
+           * np.exp(-np.abs(local[:, 2]) / b_z) / (2 * b_z))
+    r3 = np.maximum(np.linalg.norm(local, axis=1), 1e-3)
+    rho += n_bulge * m_part * a_h / (2 * np.pi * r3 * (r3 + a_h) ** 3)
+    clump_mass = np.repeat(per_clump * m_part, per_clump)
+    rho[n_disc + n_bulge:] += (3 * clump_mass / (4 * np.pi * 0.3**3)
+                               * (1 + (clump_r / 0.3) ** 2) ** -2.5)
+    pos = local @ _random_rotation(rng).T
     age = np.concatenate([rng.uniform(0.5, 8.0, n_disc), rng.uniform(8.0, 11.0, n_bulge),
                           rng.uniform(0.05, 0.3, n_clump)])
     age = np.minimum(age, t_max)
     z_met = np.concatenate([np.full(n_disc, 0.015), np.full(n_bulge, 0.02),
                             np.full(n_clump, 0.015)])
-    mass = np.full(n, m_star / n)
-    return _Block(pos, mass, _initial_mass(mass, age), age, z_met)
+    mass = np.full(n, m_part)
+    return _Block(pos, mass, _initial_mass(mass, age), age, z_met, _hsml(rho, m_part))
 
 
 def _compact(m_star: float, n: int, r_kpc: float, rng: np.random.Generator,
@@ -168,13 +191,17 @@ def _compact(m_star: float, n: int, r_kpc: float, rng: np.random.Generator,
     pos = _isotropic(rng, r_kpc * rng.uniform(0, 1, n) ** (1 / 3))
     age = np.minimum(rng.uniform(*ages, n), t_max)
     mass = np.full(n, m_star / n)
-    return _Block(pos, mass, _initial_mass(mass, age), age, np.full(n, 0.015))
+    rho = np.full(n, m_star / (4.0 / 3.0 * np.pi * r_kpc**3))
+    return _Block(pos, mass, _initial_mass(mass, age), age, np.full(n, 0.015),
+                  _hsml(rho, m_star / n))
 
 
 def _wind(m_total: float, n: int, r_kpc: float, rng: np.random.Generator) -> _Block:
     pos = _isotropic(rng, r_kpc * rng.uniform(0, 1, n))
     mass = np.full(n, m_total / n)
-    return _Block(pos, mass, mass.copy(), np.full(n, np.nan), np.full(n, 0.01))
+    rho = np.full(n, m_total / (4.0 / 3.0 * np.pi * r_kpc**3))
+    return _Block(pos, mass, mass.copy(), np.full(n, np.nan), np.full(n, 0.01),
+                  _hsml(rho, m_total / n))
 
 
 def _cat(blocks: list[_Block]) -> _Block:
@@ -271,7 +298,7 @@ def write_demo_sim(
     groups = _population(config, rng, t_max=t_snap - 0.05)
 
     # --- place groups; assemble particles in Subfind order ------------------------
-    coords, masses, init, sft, metal = [], [], [], [], []
+    coords, masses, init, sft, metal, hsml = [], [], [], [], [], []
     sub_rows: list[dict] = []
     grp_rows: list[dict] = []
     cursor = 0
@@ -301,6 +328,7 @@ def write_demo_sim(
             init.append((blk.init_msun * to_code_mass).astype(np.float32))
             sft.append(birth.astype(np.float32))
             metal.append(blk.metallicity.astype(np.float32))
+            hsml.append((blk.hsml_kpc * to_code_len).astype(np.float32))
             # catalogue quantities measured from what is written
             d = unwrap_periodic(xyz, sub.centre, box_size=box)
             m64 = m32.astype(np.float64)
@@ -327,6 +355,7 @@ def write_demo_sim(
         sft.append(scale_factor_at_time(t_snap - fuzz.age_gyr, cosmology=cosmology)
                    .astype(np.float32))
         metal.append(fuzz.metallicity.astype(np.float32))
+        hsml.append((fuzz.hsml_kpc * to_code_len).astype(np.float32))
         cursor += 10
         g_n = cursor - g_start
         grp_rows.append({"start": g_start, "n": g_n, "first_sub": first_sub, "nsubs": len(g),
@@ -342,6 +371,7 @@ def write_demo_sim(
     init.append((_initial_mass(m_outer, outer_age) * to_code_mass).astype(np.float32))
     sft.append(scale_factor_at_time(t_snap - outer_age, cosmology=cosmology).astype(np.float32))
     metal.append(np.full(n_outer, 0.01, np.float32))
+    hsml.append(np.full(n_outer, 50.0 * to_code_len, np.float32))
     cursor += n_outer
 
     parts = {
@@ -350,6 +380,7 @@ def write_demo_sim(
         "GFM_InitialMass": np.concatenate(init),
         "GFM_StellarFormationTime": np.concatenate(sft),
         "GFM_Metallicity": np.concatenate(metal),
+        "StellarHsml": np.concatenate(hsml),
         "ParticleIDs": np.arange(1, cursor + 1, dtype=np.uint64),
     }
     n_total = cursor
