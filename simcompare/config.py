@@ -178,6 +178,7 @@ class SampleConfig:
     demo: bool = False
     demo_n_galaxies: int = 1500
     demo_seed: int = 7
+    demo_redshift: float = 0.5
     cuts: dict[str, list[float]] = field(default_factory=dict)
 
 

@@ -16,7 +16,8 @@ __all__ = ["DEMO_REDSHIFT", "load_sample"]
 log = logging.getLogger(__name__)
 
 #: Redshift at which both demo populations are observed (docs/ARCHITECTURE.md).
-DEMO_REDSHIFT = 0.3
+#: Default observation redshift of the demo sample (the descriptor's ``demo_redshift``).
+DEMO_REDSHIFT = 0.5
 
 
 def load_sample(
@@ -56,10 +57,10 @@ def load_sample(
     size = int(stamp_size or sv.stamp_size)
     if sv.sample.demo:
         root = demo_sample_root(sv, workspace=workspace, n_galaxies=sv.sample.demo_n_galaxies,
-                                seed=sv.sample.demo_seed, stamp_size=size, redshift=DEMO_REDSHIFT)
+                                seed=sv.sample.demo_seed, stamp_size=size, redshift=sv.sample.demo_redshift)
         cutouts, catalog = make_demo_sample(sv, root=root, n_galaxies=sv.sample.demo_n_galaxies,
                                             seed=sv.sample.demo_seed, stamp_size=size,
-                                            redshift=DEMO_REDSHIFT, progress=progress)
+                                            redshift=sv.sample.demo_redshift, progress=progress)
         return ingest(sv, out=out, cutouts=cutouts, catalog=catalog, workspace=workspace, stamp_size=size,
                       bands=bands, progress=progress, cuts=cuts, seed=seed)
     return ingest(sv, out=out, workspace=workspace, stamp_size=size, bands=bands, progress=progress,
