@@ -91,7 +91,7 @@ class DemoSimConfig:
     snapshot: int = 78
     redshift: float = 0.3
     size_scale: float = 1.25
-    clump_fraction: float = 0.15
+    clump_fraction: float = 0.03
 
 
 @dataclass(frozen=True)
