@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stamp-size", type=_positive_int, default=None, help="stamp size in pixels")
     p.add_argument("--bands", type=_bands, default=(), help="comma-separated subset of the survey's bands")
     p.add_argument("--noise", choices=("survey", "none"), default="survey", help="mock noise")
-    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="local worker processes (default: the machine's cores, at most 4)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler address")
     p.add_argument("--n-bootstrap", type=_positive_int, default=None, help="bootstrap draws")
     p.add_argument("--morphology-max", type=_positive_int, default=None,

@@ -888,9 +888,13 @@ def _verdict(summary: Mapping[str, Any], *, min_galaxies: int) -> dict[str, Any]
                  "0.5 = indistinguishable)")
         f_short = "less typical"
     else:
-        f_txt = (f"more typical than observed galaxies, i.e. smoother than the sky "
-                 f"(AUROC {_fmt_ci(fine)} on the {what})")
-        f_short = "more typical"
+        # Higher scores than the sky's own galaxies are still a mismatch: the simulated
+        # images sit in a different part of the density (e.g. stronger departures from a
+        # smooth profile, which the smooth background penalises more), not "better".
+        f_txt = (f"score higher than observed galaxies (AUROC {_fmt_ci(fine)} on the {what}; "
+                 "0.5 = indistinguishable), so their structure beyond a smooth profile "
+                 "differs from the sky's")
+        f_short = "scores higher"
     glob = summary["axes"]["global_structure"]
     if glob.get("value") is None:
         g_txt, g_short = "global structure was not measured", "not measured"

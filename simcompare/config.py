@@ -231,7 +231,7 @@ class ScoreConfig:
     base_path: str | None = None
     workspace: str = "."
     device: str = "auto"
-    workers: int = 1
+    workers: int | None = None
     scheduler: str | None = None
     stamp_size: int | None = None
     bands: tuple[str, ...] = ()
@@ -251,7 +251,9 @@ class ScoreConfig:
 
     def resolved(self, defaults: ScoreDefaults | None = None) -> ScoreConfig:
         """Fill every ``None`` option from ``defaults`` and then :data:`SCORE_DEFAULTS`."""
-        updates = {}
+        updates: dict[str, Any] = {}
+        if self.workers is None:  # a local process pool over the machine's cores (at most 4)
+            updates["workers"] = max(1, min(4, os.cpu_count() or 1))
         for key, fallback in SCORE_DEFAULTS.items():
             if getattr(self, key) is None:
                 value = getattr(defaults, key, None) if defaults is not None else None

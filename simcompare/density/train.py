@@ -139,9 +139,13 @@ def _train_one(
 
     model_dir.mkdir(parents=True, exist_ok=True)
     size = train_x.shape[-1]
-    model = DensityModel(bands=train_x.shape[1], size=size, levels=levels, blocks=blocks,
-                         hidden=hidden, noise_sigma=sigma.tolist(),
-                         asinh_softening=opts.asinh_softening, metadata=metadata)
+    # Weight initialisation draws from torch's global generator: seed it inside a fork so
+    # the model depends on ``seed`` alone and the caller's random state is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DensityModel(bands=train_x.shape[1], size=size, levels=levels, blocks=blocks,
+                             hidden=hidden, noise_sigma=sigma.tolist(),
+                             asinh_softening=opts.asinh_softening, metadata=metadata)
     model.to(device)
     model.set_channels_last(device.type == "cpu")
     gen = torch.Generator().manual_seed(seed)
