@@ -363,6 +363,21 @@ def _null_entry(first: tuple[float, np.ndarray | None] | None, splits: list[floa
 # ----------------------------------------------------------------------------------
 # matching
 # ----------------------------------------------------------------------------------
+def _observed_redshift(df):
+    """Use the redshift an image is *observed* at for matching.
+
+    Mock catalogues carry the snapshot's ``redshift`` and the ``observation_redshift``
+    the stamp was rendered at (they differ when a descriptor fixes the observation
+    redshift); galaxies are compared at the redshift they are seen at.
+    """
+    if "observation_redshift" in df.columns:
+        df = df.copy()
+        if "redshift" in df.columns:
+            df["snapshot_redshift"] = df["redshift"]
+        df["redshift"] = df["observation_redshift"]
+    return df
+
+
 def _match_columns(sim_df, ref_df, columns: Sequence[str]) -> list[str]:
     usable = []
     for c in columns:
@@ -756,8 +771,8 @@ def compare(
     if n_null < 1:
         msg = f"n_null={n_null}: the null test needs at least 1 split (default 50)"
         raise ConfigError(msg)
-    sim_df = load_table(scores, what="simulated score table")
-    ref_df = load_table(reference, what="reference score table")
+    sim_df = _observed_redshift(load_table(scores, what="simulated score table"))
+    ref_df = _observed_redshift(load_table(reference, what="reference score table"))
     used, fallback = _choose_column(sim_df, ref_df, column)
     root = np.random.default_rng(seed)
     rng_main, rng_match, rng_bins, rng_morph = root.spawn(4)
@@ -891,7 +906,7 @@ def _verdict(summary: Mapping[str, Any], *, min_galaxies: int) -> dict[str, Any]
         # Higher scores than the sky's own galaxies are still a mismatch: the simulated
         # images sit in a different part of the density (e.g. stronger departures from a
         # smooth profile, which the smooth background penalises more), not "better".
-        f_txt = (f"score higher than observed galaxies (AUROC {_fmt_ci(fine)} on the {what}; "
+        f_txt = (f"scored higher than observed galaxies (AUROC {_fmt_ci(fine)} on the {what}; "
                  "0.5 = indistinguishable), so their structure beyond a smooth profile "
                  "differs from the sky's")
         f_short = "scores higher"
