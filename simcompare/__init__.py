@@ -38,8 +38,8 @@ _VERBS = {
     "ingest": ("simcompare.observed", "ingest"),
     "train": ("simcompare.density", "train"),
     "evaluate": ("simcompare.density", "evaluate"),
-    "compare": ("simcompare.compare", "compare_files"),
-    "report": ("simcompare.report", "write_report"),
+    "compare": ("simcompare.comparison", "compare_files"),
+    "report": ("simcompare.reporting", "write_report"),
     "list": ("simcompare.pipeline", "list_all"),
     "fetch": ("simcompare.sims.api", "fetch"),
 }

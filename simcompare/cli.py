@@ -254,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         print(args.out)
         return 0
     if args.verb == "compare":
-        from .compare import compare_files, league_table
+        from .comparison import compare_files, league_table
 
         if len(args.scores) == 1:
             compare_files(args.scores[0], args.reference, out=args.out, column=args.column,
@@ -271,7 +271,7 @@ def _run(args: argparse.Namespace) -> int:
         print(args.out)
         return 0
     if args.verb == "report":
-        from .report import write_index, write_report
+        from .reporting import write_index, write_report
 
         out = write_report(args.run, out=args.out)
         write_index(args.out.parent)

@@ -274,7 +274,7 @@ def score(config: ScoreConfig) -> Path:
     summary_path = cmp_dir / "summary.json"
     with _stage("compare", timings, lambda: _complete(cmp_dir / "done.json"), reused) as cached:
         if not cached:
-            from .compare import compare
+            from .comparison import compare
 
             column = "llr_nats" if cfg.background != "none" else "log_prob_nats"
             summary = compare(
@@ -312,7 +312,7 @@ def score(config: ScoreConfig) -> Path:
     }
     _write_json(run_dir / "run.json", run)
     with _stage("report", timings, lambda: False):
-        from .report import write_index, write_report
+        from .reporting import write_index, write_report
 
         write_report(run_dir, out=report_dir)
         write_index(workspace / "reports")

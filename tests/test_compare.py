@@ -1,4 +1,4 @@
-"""simcompare.compare: statistics against known answers, schema, matching, guards."""
+"""simcompare.comparison: statistics against known answers, schema, matching, guards."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm, wasserstein_distance
 
-from simcompare.compare import (
+from simcompare.comparison import (
     auroc,
     compare,
     compare_files,

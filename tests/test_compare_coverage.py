@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from simcompare.compare import bootstrap_metrics
+from simcompare.comparison import bootstrap_metrics
 
 R = 200
 LOW, HIGH = 181, 199

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from test_morphology import make_population
 
-from simcompare.compare import compare
+from simcompare.comparison import compare
 from simcompare.morphology import measure
 
 N = 48

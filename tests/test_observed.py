@@ -235,8 +235,8 @@ def test_cuts(demo, hsc, tmp_path):
     assert len(s) == int((cat.stellar_mass_msun >= lo).sum())
     assert s.provenance["removed_by_cuts"] == {"stellar_mass_msun": 24 - len(s)}
     # the same cut from the survey descriptor's [sample] cuts
-    cut_table = f"demo_seed = 7\n[sample.cuts]\nstellar_mass_msun = [{lo!r}, 1e13]"
-    text = Path(hsc.source).read_text().replace("demo_seed = 7", cut_table)
+    cut_table = f"\n[sample.cuts]\nstellar_mass_msun = [{lo!r}, 1e13]\n"
+    text = Path(hsc.source).read_text() + cut_table  # [sample] is the descriptor's last table
     (tmp_path / "observed").mkdir()
     (tmp_path / "observed" / "cut.toml").write_text(text.replace('name = "hsc"', 'name = "cut"'))
     s2 = imageset.read(ingest("cut", out=tmp_path / "c2.h5", cutouts=cutouts, catalog=catalog,

@@ -18,8 +18,8 @@ import pytest
 
 from simcompare import imageset
 from simcompare.errors import DataFormatError, DataNotFoundError
-from simcompare.report import figures, write_index, write_report
-from simcompare.report import html as report_html
+from simcompare.reporting import figures, write_index, write_report
+from simcompare.reporting import html as report_html
 
 REPO = Path(__file__).resolve().parent.parent
 BANDS = ("g", "r", "i")
@@ -77,7 +77,7 @@ def _morph(rng: np.random.Generator, ids: np.ndarray, r_half: np.ndarray, *, clu
 
 
 def _summary(llr_sim: np.ndarray, llr_ref: np.ndarray) -> dict:
-    """A summary.json with the structure simcompare.compare writes (numbers made up)."""
+    """A summary.json with the structure simcompare.comparison writes (numbers made up)."""
     def m(value, ci, null_value, null, null_ci):
         return {"value": value, "ci": ci, "ci_method": "percentile", "null_value": null_value,
                 "ci_contains_null_value": bool(ci[0] <= null_value <= ci[1]),
@@ -495,8 +495,8 @@ def test_model_section_shows_training_record(report: Path, run_dir: Path):
 
 
 def test_report_of_a_real_compare_summary(run_dir: Path, tmp_path: Path):
-    """The summary as simcompare.compare writes it (few resamples, so it is quick)."""
-    from simcompare.compare import compare
+    """The summary as simcompare.comparison writes it (few resamples, so it is quick)."""
+    from simcompare.comparison import compare
 
     data = run_dir.parent / "data"
     summary = compare(data / "sim_scores.parquet", data / "reference_scores.parquet",
@@ -740,7 +740,7 @@ def test_score_figure_is_deterministic(tmp_path: Path):
 
 
 def test_import_is_light():
-    code = ("import sys, simcompare.report; "
+    code = ("import sys, simcompare.reporting; "
             "print(any(m in sys.modules for m in ('matplotlib', 'jinja2', 'torch')))")
     out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
