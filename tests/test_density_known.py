@@ -45,7 +45,15 @@ def test_gaussian_noise_nll_approaches_truth(tmp_path) -> None:
     assert ref["bits_per_dim"].mean() == pytest.approx(expected_bpd, abs=0.05)
 
 
-def test_doubled_noise_gets_lower_llr(tmp_path) -> None:
+def test_doubled_noise_gets_lower_log_prob(tmp_path) -> None:
+    """Doubled noise is caught by the raw likelihood; fresh observed-like images look typical.
+
+    The likelihood *ratio* is built to cancel sky and noise (both flows see the same noise
+    level), so its response to a noise-level error depends on the trained weights: with
+    one initialisation the doubled-noise images scored lower, with another higher. A
+    noise-level error is therefore asserted on the raw likelihood here and on the global
+    axis (S/N) in the morphology tests, not on the ratio.
+    """
     obs = galaxy_imageset(tmp_path / "obs.h5", n=400, size=16)
     out = train(obs, out=tmp_path / "m", background="sersic", **TINY)
     ref = evaluate(out, obs, out=None, split="test", device="cpu")
@@ -54,7 +62,6 @@ def test_doubled_noise_gets_lower_llr(tmp_path) -> None:
     same = evaluate(out, galaxy_imageset(tmp_path / "same.h5", n=80, size=16, seed=7),
                     out=None, device="cpu")
     assert np.isfinite(ref["llr_nats"]).all()
-    assert noisy["llr_nats"].median() < ref["llr_nats"].quantile(0.05)
-    assert noisy["percentile"].median() < 5
+    assert noisy["log_prob_nats"].max() < ref["log_prob_nats"].min()
     # fresh images from the observed distribution look typical
     assert 25 < same["percentile"].median() < 75
