@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-path", default=None, help="simulation output/ folder (overrides descriptor)")
     p.add_argument("--stamp-size", type=_positive_int, default=None, help="stamp size in pixels")
     p.add_argument("--bands", type=_bands, default=(), help="comma-separated subset of the survey's bands")
-    p.add_argument("--noise", choices=("survey", "none"), default="survey", help="mock noise")
+    p.add_argument("--noise", choices=("survey", "none", "blank-sky"), default="survey",
+                   help="mock noise (blank-sky: insert into the descriptor's noise.blank_sky fields)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="local worker processes (default: the machine's cores, at most 4)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler address")
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-path", default=None)
     p.add_argument("--stamp-size", type=_positive_int, default=None)
     p.add_argument("--bands", type=_bands, default=())
-    p.add_argument("--noise", choices=("survey", "none"), default="survey")
+    p.add_argument("--noise", choices=("survey", "none", "blank-sky"), default="survey")
     p.add_argument("--projection", default="random", help="x, y, z, face-on, edge-on or random")
     p.add_argument("--redshift", type=_float, default=None, help="observation redshift")
     p.add_argument("--seed", type=int, default=0)

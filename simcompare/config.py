@@ -157,11 +157,15 @@ class NoiseConfig:
     """Per-band noise: sky standard deviation per pixel (flux units) and the gain.
 
     ``gain`` converts flux units to detected photo-electrons for the source Poisson
-    noise (electrons per flux unit); ``0`` disables source noise.
+    noise (electrons per flux unit); ``0`` disables source noise. ``blank_sky``
+    optionally names real blank-sky cutouts (a folder of ``<field_id>/<band>.fits`` in
+    the HSC layout, or FITS cubes; see :mod:`simcompare.mock.blanksky`) into which
+    ``noise = "blank-sky"`` renders insert the noise-free mocks.
     """
 
     sky_sigma: Mapping[str, float] = field(default_factory=dict)
     gain: Mapping[str, float] = field(default_factory=dict)
+    blank_sky: str = ""
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,8 @@ def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
     if cfg.background not in ("sersic", "none"):
         msg = f"--background must be 'sersic' or 'none' (got {cfg.background!r})"
         raise ConfigError(msg)
-    if cfg.noise not in ("survey", "none"):
-        msg = f"--noise must be 'survey' or 'none' (got {cfg.noise!r})"
+    if cfg.noise not in ("survey", "none", "blank-sky"):
+        msg = f"--noise must be 'survey', 'none' or 'blank-sky' (got {cfg.noise!r})"
         raise ConfigError(msg)
     unknown = [b for b in cfg.bands if b not in survey.bands]
     if unknown:

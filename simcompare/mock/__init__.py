@@ -1,13 +1,14 @@
 """Mock rendering: star particles -> survey-like images (a "mock" ImageSet).
 
 :func:`render` is the entry point; :mod:`.project` (orientation, adaptive smoothing,
-pixel-integrated deposit), :mod:`.observe` (camera, cosmology, PSF, noise) and
-:mod:`.render` (per-galaxy rendering, batching, process pool / dask, resume) hold the
-pieces.
+pixel-integrated deposit), :mod:`.observe` (camera, cosmology, PSF, noise),
+:mod:`.blanksky` (real blank-sky fields) and :mod:`.render` (per-galaxy rendering,
+batching, process pool / dask, resume) hold the pieces.
 """
 
 from __future__ import annotations
 
+from .blanksky import BlankSky
 from .observe import PSF, Camera, NoiseModel, choose_redshift, effective_psf
 from .project import PROJECTIONS, deposit, deposit_numpy, projection_matrix
 from .render import EXCLUSION_REASONS, GalaxyExcluded, RenderSpec, render, render_galaxy
@@ -16,6 +17,7 @@ __all__ = [
     "EXCLUSION_REASONS",
     "PROJECTIONS",
     "PSF",
+    "BlankSky",
     "Camera",
     "GalaxyExcluded",
     "NoiseModel",

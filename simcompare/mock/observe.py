@@ -33,7 +33,7 @@ __all__ = [
     "effective_psf",
 ]
 
-NOISE_MODES = ("survey", "sky", "none")
+NOISE_MODES = ("survey", "sky", "none", "blank-sky")
 _MIN_REDSHIFT = 0.01
 
 
@@ -277,9 +277,12 @@ class NoiseModel:
         Per-pixel sky standard deviation per band [flux units].
     gain : tuple of float
         Electrons per flux unit per band; 0 disables source Poisson noise in that band.
-    mode : {"survey", "sky", "none"}
+    mode : {"survey", "sky", "none", "blank-sky"}
         ``survey``: sky + source Poisson; ``sky``: sky only; ``none``: noise-free images
-        (the variance still describes the survey noise the image would have).
+        (the variance still describes the survey noise the image would have);
+        ``blank-sky``: source Poisson only, with variance ``model / gain`` (the sky and
+        its variance come from a real blank-sky field, see
+        :mod:`simcompare.mock.blanksky`).
     """
 
     sky_sigma: tuple[float, ...]
@@ -311,15 +314,20 @@ class NoiseModel:
             src = np.where(gain > 0, np.clip(model, 0.0, None) / np.where(gain > 0, gain, 1.0), 0.0)
         if self.mode == "sky":
             src = np.zeros_like(src)
+        if self.mode == "blank-sky":
+            return src
         return sky + src
 
     def apply(self, model: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
         """Return ``model`` plus a noise realisation (a new array)."""
         if self.mode == "none":
             return model.copy()
-        sky = np.asarray(self.sky_sigma)[:, None, None]
-        out = model + sky * rng.standard_normal(model.shape)
-        if self.mode == "survey":
+        if self.mode == "blank-sky":
+            out = model.copy()
+        else:
+            sky = np.asarray(self.sky_sigma)[:, None, None]
+            out = model + sky * rng.standard_normal(model.shape)
+        if self.mode in ("survey", "blank-sky"):
             gain = np.asarray(self.gain)
             for b in np.flatnonzero(gain > 0):
                 lam = np.clip(model[b], 0.0, None) * gain[b]

@@ -38,6 +38,7 @@ from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
 from ..sims.base import Galaxy, StarParticles
 from ..sps import BandFluxTable
+from .blanksky import BLANK_SKY_STREAM, BlankSky, resolve_blank_sky_path
 from .observe import PSF, Camera, NoiseModel, choose_redshift, convolve
 from .project import PROJECTIONS, deposit, projection_matrix, smoothing_sigma_kpc
 
@@ -103,6 +104,9 @@ class RenderSpec:
         bands) falls outside the stamp.
     preprocess : bool
         Apply :func:`simcompare.preprocess.preprocess_stamp` (when available).
+    blank_sky : BlankSky, optional
+        Real blank-sky fields; with ``noise.mode == "blank-sky"`` each noise-free stamp is
+        added to a region of one (see :mod:`simcompare.mock.blanksky`).
     """
 
     bands: tuple[str, ...]
@@ -118,17 +122,23 @@ class RenderSpec:
     seed: int = 0
     max_flux_outside: float = 0.5
     preprocess: bool = True
+    blank_sky: BlankSky | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class RenderedStamp:
-    """One rendered galaxy: image, variance, noise-free model and catalogue extras."""
+    """One rendered galaxy: image, variance, noise-free model, catalogue extras and mask.
+
+    ``mask`` (uint8 :class:`~simcompare.preprocess.StampMask` bits, (B, P, P)) is set for
+    blank-sky renders (the field's bad pixels), None otherwise.
+    """
 
     object_id: int
     image: np.ndarray       # (B, P, P) float32, with noise
     variance: np.ndarray    # (B, P, P) float32
     model: np.ndarray       # (B, P, P) float64, noise-free, after PSF
     info: dict[str, Any] = field(default_factory=dict)
+    mask: np.ndarray | None = None
 
 
 def render_galaxy(
@@ -146,7 +156,8 @@ def render_galaxy(
         Identifier (also seeds the galaxy's random stream when ``rng`` is None).
     rng : numpy.random.Generator, optional
         Random stream for the orientation and noise; default
-        ``default_rng([spec.seed, object_id])``.
+        ``default_rng([spec.seed, object_id])``. The blank-sky placement has its own
+        stream, ``default_rng([spec.seed, object_id, BLANK_SKY_STREAM])``.
 
     Returns
     -------
@@ -195,8 +206,32 @@ def render_galaxy(
     variance = spec.noise.variance(model)
     image = spec.noise.apply(model, rng=rng)
     info: dict[str, Any] = {}
+    sky_row: dict[str, Any] = {}
+    raw_mask = planes = mask = None
+    if spec.noise.mode == "blank-sky":
+        if spec.blank_sky is None:
+            msg = ("noise='blank-sky' needs blank-sky fields: set [noise] blank_sky in the "
+                   "survey descriptor")
+            raise ConfigError(msg)
+        prng = np.random.default_rng([int(spec.seed), int(object_id) & 0xFFFFFFFFFFFF,
+                                      BLANK_SKY_STREAM])
+        k, x0, y0 = spec.blank_sky.place(prng, p_size)
+        sky_img, sky_var, raw_mask = spec.blank_sky.region(k, x0, y0, p_size)
+        planes = spec.blank_sky.mask_planes[k]
+        image = image + sky_img
+        variance = variance + sky_var
+        sky_row = {"blank_sky_field": spec.blank_sky.field_ids[k], "blank_sky_x": x0,
+                   "blank_sky_y": y0}
     if spec.preprocess:
-        image, variance, info = _preprocess(image, variance, stamp_size=p_size, rng=rng)
+        image, variance, info, mask = _preprocess(image, variance, stamp_size=p_size, rng=rng,
+                                                  mask=raw_mask, mask_planes=planes)
+    elif raw_mask is not None:
+        from ..preprocess import StampMask, bad_pixels
+
+        bad = bad_pixels(raw_mask, planes=planes) | ~np.isfinite(image) | ~(variance > 0)
+        mask = np.where(bad, np.uint8(StampMask.BAD), np.uint8(0))
+    if spec.noise.mode != "blank-sky":
+        mask = None
     r_half_kpc = _half_light_radius(xyz[:, :2], flux.sum(axis=1))
     row = {
         "projection": spec.projection,
@@ -208,6 +243,7 @@ def render_galaxy(
         "half_light_radius_projected_kpc": r_half_kpc,
         "half_light_radius_projected_arcsec": r_half_kpc / cam.kpc_per_arcsec,
         "observation_redshift": cam.redshift,
+        **sky_row,
     }
     for b, band in enumerate(spec.bands):
         row[f"flux_{band}"] = float(total[b])
@@ -217,7 +253,8 @@ def render_galaxy(
         if isinstance(v, int | float | np.integer | np.floating):
             row[f"prep_{k}"] = float(v)
     return RenderedStamp(object_id=int(object_id), image=image.astype(np.float32),
-                         variance=variance.astype(np.float32), model=model, info=row)
+                         variance=variance.astype(np.float32), model=model, info=row,
+                         mask=mask)
 
 
 def _half_light_radius(xy: np.ndarray, f: np.ndarray) -> float:
@@ -231,20 +268,23 @@ def _half_light_radius(xy: np.ndarray, f: np.ndarray) -> float:
 
 def _preprocess(
     image: np.ndarray, variance: np.ndarray, *, stamp_size: int, rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Shared stamp preprocessing (:mod:`simcompare.preprocess`), once it exists.
+    mask: np.ndarray | None = None, mask_planes: dict[str, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
+    """Shared stamp preprocessing (:mod:`simcompare.preprocess`).
 
-    Mocks are isolated galaxies, so neighbour masking is off. Until the shared module
-    lands, stamps pass through unchanged (SHARED PREPROCESSING CALL SITE).
+    Mocks are isolated galaxies, so neighbour masking is off. ``mask`` (a blank-sky
+    field's bit mask, with its ``mask_planes``) marks bad pixels, which are filled as in
+    observed stamps. Returns image, variance, info and the uint8 stamp mask.
     """
     try:
         from ..preprocess import preprocess_stamp
-    except ImportError:
-        return image, variance, {}
-    prepared = preprocess_stamp(image, variance=variance, mask=None, stamp_size=stamp_size,
-                                rng=rng, mask_neighbours=False, band_axis=0)
+    except ImportError:  # pragma: no cover - the module is part of the package
+        return image, variance, {}, None
+    prepared = preprocess_stamp(image, variance=variance, mask=mask, stamp_size=stamp_size,
+                                rng=rng, mask_neighbours=False, band_axis=0,
+                                mask_planes=mask_planes)
     return (np.asarray(prepared.image), np.asarray(prepared.variance),
-            dict(getattr(prepared, "info", {}) or {}))
+            dict(getattr(prepared, "info", {}) or {}), np.asarray(prepared.mask))
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,6 +320,7 @@ class _BatchResult:
     rows: list[dict[str, Any]]
     excluded: dict[int, str]
     seconds: float
+    mask: np.ndarray | None = None
 
 
 def _render_batch(
@@ -287,7 +328,7 @@ def _render_batch(
     reader: Any = None,
 ) -> _BatchResult:
     t0 = time.perf_counter()
-    imgs, vars_, rows, ids = [], [], [], []
+    imgs, vars_, masks, rows, ids = [], [], [], [], []
     excluded: dict[int, str] = {}
     seen: set[int] = set()
     for gal in galaxies:
@@ -309,6 +350,7 @@ def _render_batch(
         ids.append(oid)
         imgs.append(st.image)
         vars_.append(st.variance)
+        masks.append(st.mask)
         rows.append(row)
     missing = [int(o) for o in expected if int(o) not in seen]
     if missing:
@@ -317,9 +359,11 @@ def _render_batch(
             by_reader.update({int(o): f"reader_{reason}" for o in oids})
         for oid in missing:
             excluded[oid] = by_reader.get(oid, "not_returned_by_reader")
+    with_mask = bool(masks) and all(m is not None for m in masks)
     return _BatchResult(ids=ids, images=np.stack(imgs) if imgs else None,
                         variance=np.stack(vars_) if vars_ else None, rows=rows,
-                        excluded=excluded, seconds=time.perf_counter() - t0)
+                        excluded=excluded, seconds=time.perf_counter() - t0,
+                        mask=np.stack(masks) if with_mask else None)
 
 
 def _render_batch_from_reader(reader_args: _ReaderArgs, ids: list[int], spec: RenderSpec) -> _BatchResult:
@@ -366,8 +410,13 @@ def render(
         Stamp side [pixels]; default the survey's.
     bands : sequence of str, optional
         Subset of the survey's bands; default all.
-    noise : {"survey", "sky", "none"}
-        Noise model (see :class:`~simcompare.mock.observe.NoiseModel`).
+    noise : {"survey", "sky", "none", "blank-sky"}
+        Noise model (see :class:`~simcompare.mock.observe.NoiseModel`). ``blank-sky``
+        inserts each noise-free stamp (plus source Poisson noise) into a real blank-sky
+        field named by the survey descriptor's ``noise.blank_sky`` (see
+        :mod:`simcompare.mock.blanksky`); the catalogue records ``blank_sky_field``,
+        ``blank_sky_x`` and ``blank_sky_y`` (lower-left corner of the region [pixels])
+        and the ImageSet gets the field's mask.
     projection : {"x", "y", "z", "face-on", "edge-on", "random"}
         Viewing direction; ``random`` is seeded per galaxy.
     redshift : float, optional
@@ -432,9 +481,19 @@ def render(
                                 cache_dir=workspace / ".simcompare" / "cache" / "sps")
     psf = PSF.from_survey(survey, bands=bands, workspace=workspace)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
+    blank_sky = None
+    if noise == "blank-sky":
+        if not survey.noise.blank_sky:
+            msg = (f"noise='blank-sky' needs blank-sky fields: set [noise] blank_sky = "
+                   f"\"<folder or FITS cube>\" in the survey descriptor {survey.name!r}")
+            raise ConfigError(msg)
+        blank_sky = BlankSky.load(
+            resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
+                                   descriptor_source=survey.source),
+            bands=bands, pixel_scale_arcsec=survey.pixel_scale_arcsec, stamp_size=stamp)
     spec = RenderSpec(bands=bands, camera=camera, table=table, psf=psf.image, noise=noise_model,
                       projection=projection, softening_kpc=sim.softening_kpc, knn_k=knn_k,
-                      seed=int(seed), max_flux_outside=max_flux_outside)
+                      seed=int(seed), max_flux_outside=max_flux_outside, blank_sky=blank_sky)
 
     selection = reader.select(n_galaxies=n_galaxies)
     ids = [int(i) for i in np.asarray(selection["object_id"])]
@@ -451,6 +510,8 @@ def render(
         "ids_hash": hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16],
         "version": __version__,
     }
+    if blank_sky is not None:
+        config["blank_sky"] = blank_sky.description
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     provenance: dict[str, Any] = {
         "simcompare": __version__, "stage": "render", "config": config, "config_hash": config_hash,
@@ -466,12 +527,15 @@ def render(
                       "kernel": "Gaussian integrated over pixels (erf), truncated at 3 sigma "
                                 "and renormalised"},
         "psf": psf.description, "noise": {"mode": noise, "sky_sigma": list(noise_model.sky_sigma),
-                                          "gain": list(noise_model.gain)},
+                                          "gain": list(noise_model.gain),
+                                          "blank_sky": None if blank_sky is None
+                                          else blank_sky.description},
         "pixel_response": "counted once: pixel-integrated deposit convolved with the effective PSF",
         "reader_exclusions": dict(getattr(reader, "exclusions", {}) or {}),
         "preprocess": "simcompare.preprocess.preprocess_stamp(mask_neighbours=False) when available",
         "not_modelled": ["IGM absorption", "nebular emission", "neighbours / intra-halo light "
-                         "of other subhalos (isolated renders)", "real blank-sky insertion"],
+                         "of other subhalos (isolated renders)"]
+                        + ([] if blank_sky is not None else ["real blank-sky insertion"]),
     }
 
     part = out.with_name(out.name + ".part")
@@ -488,6 +552,7 @@ def render(
                             pixel_scale_arcsec=survey.pixel_scale_arcsec,
                             zero_point=survey.zero_point, stamp_size=stamp,
                             flux_unit=survey.flux_unit, with_variance=True,
+                            with_mask=blank_sky is not None,
                             psf=psf.image.astype(np.float32), provenance=provenance, resume=resume)
     try:
         done: set[int] = set()
@@ -511,7 +576,7 @@ def render(
                              desc="render", total=len(batches), enable=progress, unit="batch"):
             if res.images is not None:
                 cat = _rows_to_columns(res.rows, writer)
-                writer.append(res.images, catalog=cat, variance=res.variance)
+                writer.append(res.images, catalog=cat, variance=res.variance, mask=res.mask)
                 n_written += len(res.ids)
             excluded_ids.update({str(k): v for k, v in res.excluded.items()})
             provenance["excluded_ids"] = excluded_ids
