@@ -33,6 +33,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -392,6 +393,9 @@ class BandFluxTable:
         lz = np.log10(np.clip(zmet, 10**self.log_metallicity[0], None))
         ia, wa = _bracket(self.log_age_yr, la)
         iz, wz = _bracket(self.log_metallicity, lz)
+        kernel = _interp_kernel()
+        if kernel is not None and la.ndim == 1:
+            return kernel(np.ascontiguousarray(self.log_flux, np.float64), ia, wa, iz, wz)
         t = self.log_flux
         wa = wa[:, None]
         wz = wz[:, None]
@@ -429,6 +433,43 @@ class BandFluxTable:
         """AB magnitude in each band of an SSP of ``mass_msun`` formed mass, shape (B,)."""
         f = self.flux(age_gyr=[age_gyr], metallicity=[metallicity], initial_mass_msun=[mass_msun])
         return self.zero_point - 2.5 * np.log10(f[0])
+
+
+_INTERP_KERNEL: Any = None
+_LN10 = math.log(10.0)
+
+
+def _interp_kernel() -> Any:
+    """Numba kernel of the bilinear log-flux interpolation (None without numba).
+
+    Same interpolation as the NumPy expression in :meth:`BandFluxTable.flux_per_msun`
+    (``10**x`` as ``exp(x ln 10)``; results agree to a few 1e-16 relative), without its
+    four (N, B) gathers and temporaries.
+    """
+    global _INTERP_KERNEL
+    if _INTERP_KERNEL is None:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba is a dependency
+            _INTERP_KERNEL = False
+            return None
+
+        @numba.njit(cache=True, nogil=True)
+        def _interp(t, ia, wa, iz, wz):  # pragma: no cover - compiled
+            n = ia.shape[0]
+            nb = t.shape[2]
+            out = np.empty((n, nb))
+            for p in range(n):
+                a, z = ia[p], iz[p]
+                u, v = wa[p], wz[p]
+                for b in range(nb):
+                    lf = ((1 - v) * ((1 - u) * t[z, a, b] + u * t[z, a + 1, b])
+                          + v * ((1 - u) * t[z + 1, a, b] + u * t[z + 1, a + 1, b]))
+                    out[p, b] = math.exp(lf * _LN10)
+            return out
+
+        _INTERP_KERNEL = _interp
+    return _INTERP_KERNEL or None
 
 
 def _bracket(nodes: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -271,3 +271,39 @@ def test_exclusions_have_reasons(hsc, table):
     with pytest.raises(GalaxyExcluded) as exc:
         render_galaxy(bad, spec, object_id=4)
     assert exc.value.reason == "invalid_particles"
+
+
+def test_clean_stamp_shortcut_matches_the_shared_preprocessing():
+    from simcompare.mock.render import _preprocess
+    from simcompare.preprocess import preprocess_stamp
+
+    rng = np.random.default_rng(4)
+    img = rng.normal(0.0, 0.05, (3, 24, 24))
+    img[:, 10:14, 10:14] += 5.0
+    var = np.full(img.shape, 0.0025) + np.clip(img, 0, None) / 1000.0
+    fast_img, fast_var, fast_info, fast_mask = _preprocess(img, var, stamp_size=24,
+                                                           rng=np.random.default_rng(0))
+    ref = preprocess_stamp(img, variance=var, mask=None, stamp_size=24,
+                           rng=np.random.default_rng(0), mask_neighbours=False, band_axis=0)
+    np.testing.assert_array_equal(fast_img, ref.image)
+    np.testing.assert_array_equal(fast_var, ref.variance)
+    np.testing.assert_array_equal(fast_mask, ref.mask)
+    assert fast_info == ref.info
+    # a non-finite pixel takes the full path (it must be filled)
+    img[1, 3, 3] = np.nan
+    out_img, _, info, mask = _preprocess(img, var, stamp_size=24, rng=np.random.default_rng(0))
+    assert np.isfinite(out_img).all() and mask[1, 3, 3] != 0 and info["bad_fraction"] > 0
+
+
+def test_psf_convolution_matches_direct_fft_convolution():
+    from scipy.signal import fftconvolve
+
+    from simcompare.mock.observe import convolve
+
+    rng = np.random.default_rng(5)
+    psf = rng.uniform(0, 1, (2, 9, 9))
+    for p in (16, 33):
+        img = rng.uniform(0, 1, (2, p, p))
+        ref = fftconvolve(img, psf, mode="same", axes=(1, 2))
+        np.testing.assert_allclose(convolve(img, psf), ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(convolve(img, psf), ref, rtol=1e-12, atol=1e-12)  # cached

@@ -259,12 +259,31 @@ def convolve(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
     """Convolve each band of a (B, P, P) pixel-integrated map with a (B, Q, Q) PSF (FFT).
 
     Output has the input's shape (``mode="same"``, PSF centre on its middle pixel);
-    light scattered beyond the stamp is lost, as in a real cutout.
+    light scattered beyond the stamp is lost, as in a real cutout. All bands are
+    transformed at once (real FFTs), and the PSF's transform is cached per PSF array and
+    stamp shape, so rendering many stamps with one PSF transforms it once.
     """
-    from scipy.signal import fftconvolve
+    from scipy import fft
 
-    out = fftconvolve(image, psf, mode="same", axes=(1, 2))
-    return out
+    image = np.asarray(image, np.float64)
+    p_y, p_x = image.shape[-2:]
+    q_y, q_x = psf.shape[-2:]
+    shape = (fft.next_fast_len(p_y + q_y - 1, real=True),
+             fft.next_fast_len(p_x + q_x - 1, real=True))
+    key = (id(psf), psf.shape, shape)
+    hit = _PSF_FFT_CACHE.get(key)
+    if hit is None or hit[0] is not psf:
+        if len(_PSF_FFT_CACHE) >= 8:
+            _PSF_FFT_CACHE.clear()
+        hit = (psf, fft.rfft2(np.asarray(psf, np.float64), s=shape, axes=(-2, -1)))
+        _PSF_FFT_CACHE[key] = hit
+    full = fft.irfft2(fft.rfft2(image, s=shape, axes=(-2, -1)) * hit[1], s=shape, axes=(-2, -1))
+    y0, x0 = (q_y - 1) // 2, (q_x - 1) // 2
+    return full[..., y0:y0 + p_y, x0:x0 + p_x].copy()
+
+
+# PSF array -> its FFT; the array itself is kept in the value so that its id stays valid.
+_PSF_FFT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,12 @@ def _preprocess(
     field's bit mask, with its ``mask_planes``) marks bad pixels, which are filled as in
     observed stamps. Returns image, variance, info and the uint8 stamp mask.
     """
+    if mask is None and image.shape[-2:] == (stamp_size, stamp_size) \
+            and np.isfinite(image).all() and np.isfinite(variance).all() and (variance > 0).all():
+        # An isolated mock of the stamp size with no bad pixel: preprocessing would
+        # neither shift, pad, mask nor fill anything, so skip it (same output and info).
+        return (image.astype(np.float32), variance.astype(np.float32), _clean_prep_info(),
+                np.zeros(image.shape, np.uint8))
     try:
         from ..preprocess import preprocess_stamp
     except ImportError:  # pragma: no cover - the module is part of the package
@@ -285,6 +291,13 @@ def _preprocess(
                                 mask_planes=mask_planes)
     return (np.asarray(prepared.image), np.asarray(prepared.variance),
             dict(getattr(prepared, "info", {}) or {}), np.asarray(prepared.mask))
+
+
+def _clean_prep_info() -> dict[str, Any]:
+    """What :func:`simcompare.preprocess.preprocess_stamp` reports for a clean centred stamp."""
+    return {"n_neighbours": 0, "n_neighbour_pixels": 0, "masked_fraction": 0.0,
+            "bad_fraction": 0.0, "padded_fraction": 0.0, "target_pixels": 0,
+            "all_bad_bands": [], "shift_pix": (0, 0), "centre_offset_pix": (0.0, 0.0)}
 
 
 # ---------------------------------------------------------------------------------------
