@@ -2,8 +2,11 @@
 
 :func:`log_prob_batched` runs a :class:`~simcompare.density.DensityModel` over a
 stack of images under ``torch.inference_mode`` (no autograd bookkeeping), in float32,
-with channels-last convolutions on CPU and CUDA when present (``device="auto"``). On a
-CUDA out-of-memory error the batch size is halved and the batch retried.
+on CUDA when present (``device="auto"``). By default it scores with a frozen copy of
+the model (:func:`compile_for_inference`, see :mod:`simcompare.density.frozen`): fixed
+pre-folded weights, channels-last activations and fused convolution + ReLU on CPU; the
+trained model itself is not modified. On an out-of-memory error the batch size is
+halved and the batch retried.
 
 torch is imported inside the functions, so importing this module is cheap.
 """
@@ -21,9 +24,11 @@ from .errors import ConfigError, SimcompareError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .density.frozen import FrozenDensity
     from .density.model import DensityModel
 
-__all__ = ["is_out_of_memory", "log_prob_batched", "prepare_for_scoring", "resolve_device"]
+__all__ = ["compile_for_inference", "is_out_of_memory", "log_prob_batched",
+           "prepare_for_scoring", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
 
 
 def prepare_for_scoring(model: DensityModel, device: torch.device) -> DensityModel:
@@ -73,16 +80,46 @@ def prepare_for_scoring(model: DensityModel, device: torch.device) -> DensityMod
     return model
 
 
+def compile_for_inference(model: DensityModel, *, device: Any = "auto",
+                          use_torch_compile: bool = False) -> FrozenDensity:
+    """Frozen scoring copy of ``model`` on ``device`` (the model itself is unchanged).
+
+    Parameters
+    ----------
+    model : DensityModel
+        An initialised model.
+    device : {"auto", "cpu", "cuda"} or torch.device
+    use_torch_compile : bool
+        Also run the flow through ``torch.compile`` (opt-in: the first call compiles
+        for about a minute, and each new batch shape compiles again).
+
+    Returns
+    -------
+    FrozenDensity
+        ``log_prob(x)`` in nats per image, equal to ``model.log_prob(x)`` to float32
+        rounding, without gradients.
+    """
+    from .density.frozen import FrozenDensity
+
+    frozen = FrozenDensity(model, device=resolve_device(device))
+    if use_torch_compile:
+        frozen.enable_compile()
+    return frozen
+
+
 def log_prob_batched(
-    model: DensityModel, images: np.ndarray, *, batch_size: int = 64, device: Any = "auto",
-    progress: bool = False, desc: str = "scoring",
+    model: DensityModel | FrozenDensity, images: np.ndarray, *, batch_size: int = 64,
+    device: Any = "auto", progress: bool = False, desc: str = "scoring", frozen: bool = True,
 ) -> np.ndarray:
     """``model.log_prob`` over ``images`` in batches; returns float64 nats, shape ``(N,)``.
 
     Parameters
     ----------
-    model : DensityModel
-        An initialised model (it is moved to ``device`` and put in eval mode).
+    model : DensityModel or FrozenDensity
+        An initialised model. A DensityModel is frozen for scoring
+        (:func:`compile_for_inference`) unless ``frozen=False``, in which case it is
+        moved to ``device``, put in eval mode and scored directly (channels-last on
+        CPU). A FrozenDensity is used as it is (``device`` is then its device).
     images : ndarray, (N, B, H, W)
         Flux units, all pixels finite (fill masked pixels first).
     batch_size : int
@@ -90,6 +127,8 @@ def log_prob_batched(
     device : {"auto", "cpu", "cuda"} or torch.device
     progress : bool
         Show a progress bar.
+    frozen : bool
+        Score with a frozen copy (default; about twice as fast on CPU).
 
     Returns
     -------
@@ -101,8 +140,16 @@ def log_prob_batched(
     if batch_size < 1:
         msg = f"batch_size must be >= 1, got {batch_size}"
         raise ConfigError(msg)
-    dev = resolve_device(device)
-    prepare_for_scoring(model, dev)
+    from .density.frozen import FrozenDensity
+
+    if isinstance(model, FrozenDensity):
+        scorer, dev = model, model.device
+    elif frozen:
+        dev = resolve_device(device)
+        scorer = compile_for_inference(model, device=dev)
+    else:
+        dev = resolve_device(device)
+        scorer = prepare_for_scoring(model, dev)
     n = len(images)
     out = np.full(n, np.nan)
     start, bs = 0, int(batch_size)
@@ -114,7 +161,7 @@ def log_prob_batched(
             stop = min(n, start + bs)
             try:
                 x = torch.from_numpy(np.ascontiguousarray(images[start:stop], np.float32)).to(dev)
-                lp = model.log_prob(x)
+                lp = scorer.log_prob(x)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 if not is_out_of_memory(exc):
                     raise

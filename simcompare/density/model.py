@@ -274,6 +274,25 @@ class DensityModel(nn.Module):
         """Same as :meth:`log_prob`."""
         return self.log_prob(x)
 
+    def freeze(self, *, device: str | torch.device | None = None,
+               channels_last: bool | None = None) -> Any:
+        """Scoring-only copy with pre-folded weights (:class:`~simcompare.density.frozen.FrozenDensity`).
+
+        The copy computes the same log-densities (to float32 rounding) about twice as
+        fast on CPU, without gradients; this model is left unchanged.
+
+        Parameters
+        ----------
+        device : str or torch.device, optional
+            Device of the copy (default: this model's device).
+        channels_last : bool, optional
+            Channels-last activations (default: on CPU).
+        """
+        from .frozen import FrozenDensity
+
+        return FrozenDensity(self, device=self.device if device is None else device,
+                             channels_last=channels_last)
+
     def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
         """``-log_prob(x) / (D ln 2)`` per image."""
         return bits_per_dim(self.log_prob(x), self.n_dim)
