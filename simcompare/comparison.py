@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import atomic_path, write_text_atomic
 from .errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = [
@@ -964,16 +964,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_atomic_write_text = write_text_atomic
 
 
 def write_summary(summary: Mapping[str, Any], out: str | os.PathLike) -> Path:
@@ -1062,15 +1053,9 @@ def league_table(summaries: Mapping[str, Any], *, out_dir: str | os.PathLike) ->
     doc = {"schema": "simcompare.league", "schema_version": 1,
            "ranking": "max over axes of |AUROC - 0.5|, smallest first", "rows": rows}
     _atomic_write_text(out / "league_table.json", json.dumps(_jsonable(doc), indent=2) + "\n")
-    fd, tmp = tempfile.mkstemp(prefix=".league_table.csv.", suffix=".part", dir=out)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(_LEAGUE_FIELDS))
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-        os.replace(tmp, out / "league_table.csv")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out / "league_table.csv") as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(_LEAGUE_FIELDS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
     return rows

@@ -30,7 +30,6 @@ import itertools
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import write_parquet_atomic
 from ._optional import progress as _progress
 from .errors import ConfigError, DataFormatError
 
@@ -400,15 +400,7 @@ def measure(
 
 
 def _write_parquet(df: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_parquet_atomic(df, path)
     if not path.exists():  # pragma: no cover - defensive
         msg = f"{path}: morphology table was not written"
         raise DataFormatError(msg)

@@ -17,13 +17,13 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ._io import write_json_atomic
 from ._version import __version__
 from .config import ScoreConfig, SimDescriptor, SurveyDescriptor
 from .errors import ConfigError
@@ -103,19 +103,10 @@ def _complete(marker: Path) -> bool:
 
 
 def _mark_complete(marker: Path, info: Mapping[str, Any]) -> None:
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=marker.parent, prefix=".done.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dict(info), fh, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, marker)
+    write_json_atomic(marker, info)
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dict(data), fh, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
+_write_json = write_json_atomic
 
 
 def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
