@@ -99,6 +99,12 @@ def evaluate(
         Starting batch size (halved automatically on out-of-memory).
     progress : bool
 
+    Notes
+    -----
+    Each member is scored through a frozen inference copy
+    (:func:`simcompare.scoring.compile_for_inference`): the same log-densities as
+    ``DensityModel.log_prob`` to float32 rounding, computed with pre-folded weights.
+
     Returns
     -------
     pandas.DataFrame
