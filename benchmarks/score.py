@@ -1,7 +1,7 @@
 """Scoring speed: images/s of plain normflows, the eager fast path and the frozen scorer (JSON).
 
 Usage: python benchmarks/score.py [--bands 5] [--size 64] [--levels 3] [--blocks 16]
-       [--hidden 128] [--batch 64] [--repeats 5] [--threads 2] [--device auto]
+       [--hidden 128] [--batch 32] [--repeats 5] [--threads 2] [--device auto]
        [--batches 64,32,16] [--torch-compile]
 
 Variants, all on the same weights and the same batch of images, timed interleaved
@@ -14,7 +14,9 @@ run of each, the figure least disturbed by other load), with the load average:
 ``fast``    ``log_prob_batched(..., frozen=False)``: the DensityModel itself under
             ``torch.inference_mode``, channels-last on CPU.
 ``frozen``  ``log_prob_batched`` (default): the frozen copy of
-            :mod:`simcompare.density.frozen`.
+            :mod:`simcompare.density.frozen` (on CPU in batches of at most
+            ``simcompare.scoring.CPU_BATCH_LIMIT`` = 32, so ``--batch`` above 32 is not
+            the same batch for it; the default ``--batch 32`` is).
 ``frozen_b<N>`` the frozen copy scoring the same ``--batch`` images in batches of N
             (``--batches``, each N < ``--batch``).
 ``frozen_compiled`` (``--torch-compile``) the frozen copy through ``torch.compile``
@@ -67,7 +69,7 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--blocks", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batches", default="", help="extra frozen batch sizes, e.g. 32,16")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
