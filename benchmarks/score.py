@@ -39,27 +39,14 @@ import numpy as np
 import torch
 
 from simcompare.density import DensityModel
+from simcompare.density.model import build_glow
 from simcompare.scoring import compile_for_inference, log_prob_batched, resolve_device
 
 
 def _unmodified_glow(a: argparse.Namespace) -> torch.nn.Module:
-    import normflows as nf
-
-    c, length, size = a.bands, a.levels, a.size
-    q0, merges, flows = [], [], []
-    for i in range(length):
-        flows.append([nf.flows.GlowBlock(c * 2 ** (length + 1 - i), a.hidden,
-                                         split_mode="channel", scale=True)
-                      for _ in range(a.blocks)] + [nf.flows.Squeeze()])
-        if i > 0:
-            merges.append(nf.flows.Merge())
-            s = size // 2 ** (length - i)
-            latent = (c * 2 ** (length - i), s, s)
-        else:
-            s = size // 2**length
-            latent = (c * 2 ** (length + 1), s, s)
-        q0.append(nf.distributions.DiagGaussian(latent))
-    return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
+    """The same architecture with normflows' modules exactly as shipped (LeakyReLU)."""
+    return build_glow(a.bands, a.size, levels=a.levels, blocks=a.blocks, hidden=a.hidden,
+                      relu=False)
 
 
 def main() -> None:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import imageset as _imageset
+from .._io import write_parquet_atomic
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = ["SCORE_COLUMNS", "evaluate", "percentile_of"]
@@ -54,15 +54,7 @@ def percentile_of(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _write_parquet(df: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_parquet_atomic(df, path)
 
 
 def _load_training(model: Path) -> dict[str, Any]:

@@ -17,13 +17,13 @@ import logging
 import math
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._io import atomic_path
 from .._version import __version__
 from ..errors import ConfigError, DataFormatError, DataNotFoundError, SimcompareError
 from .preprocess import AsinhStretch, BandScale, Chain, Transform, build_transform
@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def build_glow(channels: int, size: int, *, levels: int, blocks: int, hidden: int) -> nn.Module:
+def build_glow(
+    channels: int, size: int, *, levels: int, blocks: int, hidden: int, relu: bool = True,
+) -> nn.Module:
     """The normflows multiscale Glow (unconditional DiagGaussian bases).
 
     Parameters
@@ -51,6 +53,7 @@ def build_glow(channels: int, size: int, *, levels: int, blocks: int, hidden: in
     -----
     ``ConvNet2d`` uses ``nn.LeakyReLU(0.0)``, which equals ``nn.ReLU``; the ReLU is
     swapped in because it is markedly faster on CPU. The map is unchanged.
+    ``relu=False`` keeps normflows' modules exactly as shipped (benchmark baseline).
     """
     import normflows as nf
 
@@ -76,6 +79,8 @@ def build_glow(channels: int, size: int, *, levels: int, blocks: int, hidden: in
             latent = (c * 2 ** (length + 1), s, s)
         q0.append(nf.distributions.DiagGaussian(latent))
     model = nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
+    if not relu:
+        return model
     for mod in model.modules():
         if isinstance(mod, nn.Sequential):
             for j, sub in enumerate(mod):
@@ -90,28 +95,14 @@ def bits_per_dim(log_prob_nats: Any, n_dim: int) -> Any:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file in the same folder, renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
