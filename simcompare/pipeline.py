@@ -227,14 +227,13 @@ def score(config: ScoreConfig) -> Path:
     eval_key = stage_key({"stage": "evaluate", "train": train_key, "render": render_key})
     eval_dir = root / "cache" / "evaluate" / eval_key
     sim_scores = eval_dir / "sim_scores.parquet"
-    ref_scores = eval_dir / "reference_scores.parquet"
+    # train() already scored the held-out observed test split (for percentiles)
+    ref_scores = model_dir / "reference_scores.parquet"
     with _stage("evaluate", timings, lambda: _complete(eval_dir / "done.json"), reused) as cached:
         if not cached:
             from .density import evaluate
 
             evaluate(model_dir, mocks, out=sim_scores, device=cfg.device, progress=cfg.progress)
-            evaluate(model_dir, observed, out=ref_scores, split="test", device=cfg.device,
-                     progress=cfg.progress)
             _mark_complete(eval_dir / "done.json", {"train": train_key, "render": render_key})
 
     # 5. classical morphology on the same stamps -------------------------------------

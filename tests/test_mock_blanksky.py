@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _demo_descriptor import tiny_demo_toml
 
 from simcompare import imageset
 from simcompare.config import Cosmology
@@ -210,31 +211,7 @@ def test_blank_sky_mode_without_fields_is_an_error(hsc, table):
         render_galaxy(galaxy(200), spec, object_id=1)
 
 
-DEMO_TOML = """
-name = "tinydemo"
-title = "tiny demo for tests"
-reader = "demo"
-snapshots = [78]
-default_snapshot = 78
-box_size_ckpc_h = 75000.0
-softening_kpc = 0.5
-observation_redshift = 0.3
-[cosmology]
-H0 = 67.74
-Om0 = 0.3089
-Ob0 = 0.0486
-[selection]
-min_stellar_mass_msun = 3.0e9
-mass_definition = "total"
-min_star_particles = 100
-[demo]
-n_galaxies = 4
-seed = 5
-min_log_mass = 9.5
-max_log_mass = 10.3
-snapshot = 78
-redshift = 0.3
-"""
+DEMO_TOML = tiny_demo_toml(n_galaxies=4)
 
 
 def test_render_with_blank_sky_writes_fields_masks_and_provenance(tmp_path, hsc):
