@@ -14,9 +14,12 @@ run of each, the figure least disturbed by other load), with the load average:
 ``fast``    ``log_prob_batched(..., frozen=False)``: the DensityModel itself under
             ``torch.inference_mode``, channels-last on CPU.
 ``frozen``  ``log_prob_batched`` (default): the frozen copy of
-            :mod:`simcompare.density.frozen` (on CPU in batches of at most
+            :mod:`simcompare.density.frozen`, on CPU with the batch cut into one shard
+            per intra-op thread, scored concurrently (in batches of at most
             ``simcompare.scoring.CPU_BATCH_LIMIT`` = 32, so ``--batch`` above 32 is not
             the same batch for it; the default ``--batch 32`` is).
+``frozen_unsharded`` the frozen copy with ``shards=1``: the whole batch at once, torch's
+            intra-op threads inside each operation.
 ``frozen_b<N>`` the frozen copy scoring the same ``--batch`` images in batches of N
             (``--batches``, each N < ``--batch``).
 ``frozen_compiled`` (``--torch-compile``) the frozen copy through ``torch.compile``
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from simcompare.density import DensityModel
+from simcompare.density.frozen import freeze
 from simcompare.density.model import build_glow
 from simcompare.scoring import compile_for_inference, log_prob_batched, resolve_device
 
@@ -105,8 +109,10 @@ def main() -> None:
             sync()
         return fn
 
-    variants: dict[str, Callable[[], None]] = {"plain": plain, "fast": fast,
-                                               "frozen": run_frozen(a.batch)}
+    unsharded = freeze(model, device=dev, shards=1)
+    variants: dict[str, Callable[[], None]] = {
+        "plain": plain, "fast": fast, "frozen": run_frozen(a.batch),
+        "frozen_unsharded": run_frozen(a.batch, unsharded, "frozen_unsharded")}
     for bs in [int(b) for b in a.batches.split(",") if b.strip() and int(b) < a.batch]:
         variants[f"frozen_b{bs}"] = run_frozen(bs, key=f"frozen_b{bs}")
     extra: dict[str, float] = {}

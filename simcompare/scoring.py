@@ -4,8 +4,9 @@
 stack of images under ``torch.inference_mode`` (no autograd bookkeeping), in float32,
 on CUDA when present (``device="auto"``). By default it scores with a frozen copy of
 the model (:func:`compile_for_inference`, see :mod:`simcompare.density.frozen`): fixed
-pre-folded weights, channels-last activations and fused convolution + ReLU on CPU; the
-trained model itself is not modified. On an out-of-memory error the batch size is
+pre-folded weights, channels-last activations, fused convolution + ReLU and each batch
+cut into one concurrently scored shard per thread on CPU; the trained model itself is
+not modified. On an out-of-memory error the batch size is
 halved and the batch retried.
 
 torch is imported inside the functions, so importing this module is cheap.
@@ -32,10 +33,10 @@ __all__ = ["CPU_BATCH_LIMIT", "compile_for_inference", "is_out_of_memory", "log_
 
 log = logging.getLogger(__name__)
 
-#: Largest batch the frozen scorer uses on CPU. Measured on a 2-core AVX2 machine with the
-#: default 5x64x64 model (benchmarks/score.py): batches of 32 score 10-20 % more images/s
-#: than 64 (the 128-channel activations of a batch of 32 stay in the CPU cache), 16 about
-#: the same as 32, 8 less.
+#: Largest batch the frozen scorer uses on CPU. Measured on a 2-core AVX-512 machine with
+#: the default 5x64x64 model (benchmarks/score.py --batch 64 --batches 32,16,8), batches
+#: cut into two concurrently scored shards: 32 images per batch 39 images/s, 16 36, 8 30;
+#: without the limit, a batch of 64 was no faster than 32 and needs twice the memory.
 CPU_BATCH_LIMIT = 32
 
 
@@ -135,7 +136,8 @@ def log_prob_batched(
     progress : bool
         Show a progress bar.
     frozen : bool
-        Score with a frozen copy (default; 1.7-2x as fast as normflows on CPU).
+        Score with a frozen copy (default; about 2.3x as fast as normflows on a
+        2-core CPU, see ``benchmarks/score.py``).
 
     Returns
     -------

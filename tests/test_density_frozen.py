@@ -103,3 +103,44 @@ def test_batched_scoring_backs_off_on_out_of_memory(monkeypatch) -> None:
     np.testing.assert_allclose(got, _reference(m, torch.from_numpy(x)).double().numpy(),
                                rtol=1e-4)
     assert seen[:3] == [10, 8, 4] and max(seen[3:]) <= 2
+
+
+def test_sharded_cpu_scoring_matches_and_restores_thread_count(monkeypatch) -> None:
+    m = _trained_like(seed=5)
+    x = torch.randn(7, 3, 16, 16) * 5 + 2
+    ref = _reference(m, x)
+    whole = freeze(m, shards=1)
+    sharded = freeze(m, shards=3)
+    seen: list[tuple[int, int]] = []
+    inner = FrozenDensity._log_prob
+
+    def spy(self: FrozenDensity, part: torch.Tensor) -> torch.Tensor:
+        seen.append((part.shape[0], torch.get_num_threads()))
+        return inner(self, part)
+
+    monkeypatch.setattr(FrozenDensity, "_log_prob", spy)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got_whole = whole.log_prob(x)
+        assert seen == [(7, 2)]  # one call, torch's own threads
+        seen.clear()
+        got = sharded.log_prob(x)
+        assert torch.get_num_threads() == 2  # restored after the sharded call
+    finally:
+        torch.set_num_threads(saved)
+    # three parts scored concurrently, each with one intra-op thread
+    assert sorted(seen) == [(2, 1), (2, 1), (3, 1)]
+    assert got.shape == (7,) and not got.requires_grad
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=0.0)
+    torch.testing.assert_close(got, got_whole, rtol=1e-5, atol=0.0)
+    # order of the images is kept: a permuted batch gives permuted scores
+    perm = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sharded.log_prob(x[perm]), got[perm], rtol=1e-5, atol=0.0)
+    # more shards than images: one image per shard
+    seen.clear()
+    torch.testing.assert_close(freeze(m, shards=16).log_prob(x[:2]), got[:2], rtol=1e-5,
+                               atol=0.0)
+    assert sorted(seen) == [(1, 1), (1, 1)]
+    with pytest.raises(ConfigError, match="shards"):
+        freeze(m, shards=0)

@@ -18,7 +18,14 @@ so :class:`FrozenFlow` computes it once and keeps plain tensors:
   operators once per process, see :func:`fused_conv_available`); a separate ReLU pass
   over the 128-channel activations costs about as much as a third of the convolutions;
 * Squeeze is ``pixel_unshuffle``; channels-last tensors on CPU;
-  ``torch.inference_mode`` in :meth:`FrozenDensity.log_prob`.
+  ``torch.inference_mode`` in :meth:`FrozenDensity.log_prob`;
+* on a CPU with several intra-op threads, a batch is cut into one shard per thread and
+  the shards are scored concurrently, each with a single intra-op thread
+  (:meth:`FrozenDensity.log_prob`, ``shards``). The convolutions of this flow are small
+  (10-128 channels, 8x8 to 32x32 pixels), so splitting each of them over threads keeps
+  the cores in step about 600 times per batch; separate images need no step at all.
+  Measured on 2 cores with the default 5x64x64 model: 0.78-0.82 s per batch of 32
+  sharded, 0.98 s with both threads inside each convolution.
 
 ``log sigmoid`` is evaluated directly (normflows takes ``log(sigmoid(.))``), so where
 normflows underflows to ``-inf`` for extreme coupling outputs the frozen copy stays
@@ -33,6 +40,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -50,6 +59,21 @@ log = logging.getLogger(__name__)
 
 
 _FUSED: dict[str, bool] = {}
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+# Serialises sharded scoring calls: the intra-op thread count is process-wide.
+_SHARD_LOCK = threading.Lock()
+
+
+def _shard_pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``n`` scoring threads (created once, reused)."""
+    with _POOL_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            pool = _POOLS[n] = ThreadPoolExecutor(max_workers=n,
+                                                  thread_name_prefix="simcompare-score")
+        return pool
 
 
 def fused_conv_available() -> bool:
@@ -273,10 +297,16 @@ class FrozenDensity(nn.Module):
         Where the frozen copy lives.
     channels_last : bool, optional
         Channels-last activations (default: on CPU).
+    shards : int, optional
+        CPU only: how many parts of a batch are scored concurrently, each part in its
+        own thread with one intra-op thread. Default (``None``): torch's intra-op
+        thread count at the time of each call (``torch.get_num_threads()``); ``1``
+        scores the whole batch with torch's intra-op threads. While a sharded batch
+        is scored the process-wide intra-op thread count is 1; it is restored after.
     """
 
     def __init__(self, model: DensityModel, *, device: Any = "cpu",
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, shards: int | None = None) -> None:
         import copy
 
         super().__init__()
@@ -299,6 +329,10 @@ class FrozenDensity(nn.Module):
             if isinstance(mod, _FrozenBlock):
                 mod.fused = use_fused
         self.fused = use_fused
+        if shards is not None and int(shards) < 1:
+            msg = f"shards must be >= 1, got {shards}"
+            raise ConfigError(msg)
+        self.shards = None if shards is None else int(shards)
         self._compiled: Any = None
         self.eval()
 
@@ -328,8 +362,32 @@ class FrozenDensity(nn.Module):
             msg = (f"expected images of shape (batch, {self.bands}, {self.size}, {self.size}), "
                    f"got {tuple(x.shape)}")
             raise ConfigError(msg)
+        x = x.to(device=self.device, dtype=torch.float32)
+        n_shards = self._n_shards(x.shape[0])
+        if n_shards <= 1:
+            return self._log_prob(x)
+        parts = torch.tensor_split(x, n_shards)
+        with _SHARD_LOCK:
+            threads = torch.get_num_threads()
+            try:
+                results = list(_shard_pool(n_shards).map(self._log_prob_single_thread, parts))
+            finally:
+                torch.set_num_threads(threads)
         with torch.inference_mode():
-            x = x.to(device=self.device, dtype=torch.float32)
+            return torch.cat(results)
+
+    def _n_shards(self, batch: int) -> int:
+        if self.device.type != "cpu" or self._compiled is not None:
+            return 1
+        wanted = torch.get_num_threads() if self.shards is None else self.shards
+        return max(1, min(wanted, batch))
+
+    def _log_prob_single_thread(self, x: torch.Tensor) -> torch.Tensor:
+        torch.set_num_threads(1)  # process-wide; log_prob restores it
+        return self._log_prob(x)
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():  # thread-local: entered in every scoring thread
             y, ld = self.transform.forward_and_log_det(x)
             if self.channels_last:
                 y = y.contiguous(memory_format=torch.channels_last)
@@ -342,6 +400,6 @@ class FrozenDensity(nn.Module):
 
 
 def freeze(model: DensityModel, *, device: Any = "cpu", channels_last: bool | None = None,
-           ) -> FrozenDensity:
+           shards: int | None = None) -> FrozenDensity:
     """Scoring-only frozen copy of ``model`` (see :class:`FrozenDensity`)."""
-    return FrozenDensity(model, device=device, channels_last=channels_last)
+    return FrozenDensity(model, device=device, channels_last=channels_last, shards=shards)
