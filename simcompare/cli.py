@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
         p.add_argument("--background", choices=("sersic", "none"), default="sersic",
                        help="background model for the likelihood ratio (default: sersic)")
+        p.add_argument("--background-conditions", choices=("broad", "survey"), default="broad",
+                       help="observing conditions of the background renderings: 'survey' = "
+                            "the survey's PSF and noise only (the ratio then cancels noise "
+                            "and PSF errors); 'broad' = also other noise levels and PSF "
+                            "widths, so such errors lower the ratio (default: broad)")
 
     # score ------------------------------------------------------------------------
     p = sub.add_parser("score", parents=[common], help="the whole comparison, cached",
@@ -214,7 +219,8 @@ def _run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, stamp_size=args.stamp_size, bands=args.bands,
             levels=args.levels, blocks=args.blocks, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, background=args.background,
-            n_bootstrap=args.n_bootstrap, seed=args.seed, noise=args.noise,
+            background_conditions=args.background_conditions, n_bootstrap=args.n_bootstrap,
+            seed=args.seed, noise=args.noise,
             morphology_max=args.morphology_max, progress=progress,
         )
         out = score(cfg)
@@ -244,7 +250,8 @@ def _run(args: argparse.Namespace) -> int:
         out = train(args.images, out=args.out, levels=args.levels, blocks=args.blocks,
                     hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     seed=args.seed, device=args.device, background=args.background,
-                    ensemble=args.ensemble, resume=args.resume, progress=progress)
+                    background_conditions=args.background_conditions, ensemble=args.ensemble,
+                    resume=args.resume, progress=progress)
         print(out)
         return 0
     if args.verb == "evaluate":

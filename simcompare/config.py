@@ -246,6 +246,7 @@ class ScoreConfig:
     batch_size: int | None = None
     lr: float = 1e-3
     background: str = "sersic"
+    background_conditions: str = "broad"
     n_bootstrap: int | None = None
     n_null: int = 50
     seed: int = 0

@@ -116,6 +116,10 @@ def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
     if cfg.background not in ("sersic", "none"):
         msg = f"--background must be 'sersic' or 'none' (got {cfg.background!r})"
         raise ConfigError(msg)
+    if cfg.background_conditions not in ("broad", "survey"):
+        msg = ("--background-conditions must be 'broad' or 'survey' "
+               f"(got {cfg.background_conditions!r})")
+        raise ConfigError(msg)
     if cfg.noise not in ("survey", "none", "blank-sky"):
         msg = f"--noise must be 'survey', 'none' or 'blank-sky' (got {cfg.noise!r})"
         raise ConfigError(msg)
@@ -208,6 +212,7 @@ def score(config: ScoreConfig) -> Path:
         "stage": "train", "version": __version__, "observed": obs_key, "levels": cfg.levels,
         "blocks": cfg.blocks, "hidden": cfg.hidden, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "background": cfg.background,
+        "background_conditions": cfg.background_conditions,
     }
     train_key = stage_key(train_cfg)
     model_dir = root / "cache" / "train" / train_key
@@ -218,7 +223,8 @@ def score(config: ScoreConfig) -> Path:
             train(
                 observed, out=model_dir, levels=cfg.levels, blocks=cfg.blocks, hidden=cfg.hidden,
                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                device=cfg.device, background=cfg.background, resume=model_dir.exists(),
+                device=cfg.device, background=cfg.background,
+                background_conditions=cfg.background_conditions, resume=model_dir.exists(),
                 progress=cfg.progress,
             )
             _mark_complete(model_dir / "done.json", train_cfg)

@@ -19,9 +19,13 @@ def gaussian_psf(size: int = 7, sigma: float = 1.0) -> np.ndarray:
 def galaxy_imageset(
     path: Path, *, n: int = 64, bands: int = 2, size: int = 16, sky_sigma: float = 1.0,
     psf_sigma: float = 1.0, seed: int = 0, noise_scale: float = 1.0, mask_fraction: float = 0.0,
-    id_offset: int = 0,
+    id_offset: int = 0, point_fraction: float = 0.0,
 ) -> Path:
-    """Smooth elliptical exponential-ish blobs (PSF-convolved Gaussians) plus Gaussian noise."""
+    """Smooth elliptical blobs (PSF-convolved Gaussians) plus Gaussian noise.
+
+    ``point_fraction`` of each galaxy's flux is put in an unresolved nucleus at its
+    centre, imaged as the PSF itself, so the images show the PSF's width directly.
+    """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     imgs = np.empty((n, bands, size, size), np.float32)
@@ -37,6 +41,9 @@ def galaxy_imageset(
         s2 = r**2 + psf_sigma**2
         prof = np.exp(-(u**2 / (s2 / q) + v**2 / (s2 * q)) / 2)
         prof /= prof.sum()
+        if point_fraction:
+            point = np.exp(-(dx**2 + dy**2) / (2 * psf_sigma**2))
+            prof = (1 - point_fraction) * prof + point_fraction * point / point.sum()
         for b in range(bands):
             imgs[i, b] = flux * (0.6 + 0.4 * b) * prof
     var = np.full(imgs.shape, sky_sigma**2, np.float32)

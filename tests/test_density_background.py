@@ -13,14 +13,19 @@ from scipy.special import gammainc
 
 from simcompare import imageset
 from simcompare.density.background import (
+    BROAD_CONDITIONS,
+    SURVEY_CONDITIONS,
+    ObservingConditions,
     _fft_size,
     _psf_hat,
     fit_sersic,
     render_sersic,
+    scaled_psf,
     sersic_background_images,
     sersic_bn,
     sersic_mixture,
 )
+from simcompare.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _density_fixtures import galaxy_imageset
@@ -91,3 +96,66 @@ def test_background_images_keep_flux_and_noise(tmp_path) -> None:
                                atol=6 * 2.0 * 16 * np.sqrt(2))
     edge = np.concatenate([bg[:, :, :2].ravel(), bg[:, :, -2:].ravel()])
     assert np.std(edge) == pytest.approx(2.0, rel=0.1)
+    assert (fits["noise_scale"] == 1.0).all() and (fits["psf_scale"] == 1.0).all()
+
+
+def _second_moment(img: np.ndarray) -> float:
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]] - img.shape[0] // 2
+    return float((img * (xx**2 + yy**2)).sum() / img.sum())
+
+
+@pytest.mark.parametrize("scale", [0.7, 1.0, 1.5])
+def test_scaled_psf_width(scale: float) -> None:
+    from _density_fixtures import gaussian_psf
+
+    psf = gaussian_psf(21, 2.0)
+    out = scaled_psf(psf, scale, 33)
+    assert out.shape == (33, 33) and out.sum() == pytest.approx(1.0, abs=1e-6)
+    assert (out >= 0).all()
+    # a Gaussian of sigma 2 scaled by s has second moment 2 (2 s)^2 (+ interpolation blur)
+    assert _second_moment(out) == pytest.approx(2 * (2.0 * scale) ** 2, rel=0.05)
+    assert np.unravel_index(out.argmax(), out.shape) == (16, 16)
+
+
+def test_conditions_draw_and_validation() -> None:
+    noise, psf = BROAD_CONDITIONS.draw(30000, np.random.default_rng(0))
+    changed_noise, changed_psf = noise != 1.0, psf != 1.0
+    assert changed_noise.mean() == pytest.approx(1 / 3, abs=0.01)
+    assert changed_psf.mean() == pytest.approx(1 / 3, abs=0.01)
+    # independent: both changed in about 1/9 of the renderings
+    assert (changed_noise & changed_psf).mean() == pytest.approx(1 / 9, abs=0.01)
+    assert noise.min() >= 0.5 and noise.max() <= 2.5
+    assert psf.min() >= 0.7 and psf.max() <= 1.5
+    # log-uniform: the median of the changed factors is the geometric mean of the range
+    assert np.median(noise[changed_noise]) == pytest.approx(math.sqrt(0.5 * 2.5), rel=0.03)
+    n0, p0 = SURVEY_CONDITIONS.draw(100, np.random.default_rng(0))
+    assert (n0 == 1).all() and (p0 == 1).all()
+    with pytest.raises(ConfigError, match="noise_probability"):
+        ObservingConditions(noise_probability=1.5)
+    with pytest.raises(ConfigError, match="psf_scale"):
+        ObservingConditions(psf_scale=(1.5, 0.7))
+
+
+def test_broad_background_varies_noise_and_psf(tmp_path) -> None:
+    path = galaxy_imageset(tmp_path / "obs.h5", n=300, size=24, sky_sigma=2.0, psf_sigma=1.2)
+    s = imageset.read(path)
+    bg, fits = sersic_background_images(s, s.images, rng=np.random.default_rng(3),
+                                        conditions=BROAD_CONDITIONS)
+    noise, psf = fits["noise_scale"].to_numpy(), fits["psf_scale"].to_numpy()
+    assert 0.2 < (noise != 1).mean() < 0.47 and 0.2 < (psf != 1).mean() < 0.47
+    # edge pixels are sky: their scatter follows each rendering's noise factor
+    edge = np.concatenate([bg[:, :, :2].reshape(len(bg), -1), bg[:, :, -2:].reshape(len(bg), -1)],
+                          axis=1)
+    ratio = edge.std(1) / (2.0 * noise)
+    assert np.median(ratio) == pytest.approx(1.0, rel=0.05)
+    assert np.corrcoef(edge.std(1), noise)[0, 1] > 0.9
+    # the PSF factor widens or narrows the rendering; flux is unchanged
+    same_noise = noise == 1.0
+    ref, _ = sersic_background_images(s, s.images, rng=np.random.default_rng(3),
+                                      conditions=SURVEY_CONDITIONS)
+    np.testing.assert_allclose(bg.sum((1, 2, 3))[same_noise], ref.sum((1, 2, 3))[same_noise],
+                               atol=6 * 2.0 * 24 * np.sqrt(2))
+    wide, narrow = same_noise & (psf > 1.3), same_noise & (psf < 0.8)
+    peak = bg.max((1, 2, 3)) / np.clip(ref.max((1, 2, 3)), 1e-6, None)
+    assert wide.any() and narrow.any()
+    assert np.median(peak[wide]) < 0.95 < 1.0 < np.median(peak[narrow])

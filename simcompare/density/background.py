@@ -26,6 +26,21 @@ Method (vectorised over all galaxies, torch, float32):
   with the flux solved linearly at each step (variable projection) and inverse-variance
   weights. Per-band fluxes are then linear least-squares fits with each band's PSF
   (clipped at zero).
+
+Observing conditions (:class:`ObservingConditions`). With ``SURVEY_CONDITIONS`` every
+fit is re-rendered with the survey's own PSF and noise, as in the published
+likelihood-ratio test: the two flows then see identical noise, so the ratio cancels it,
+and with it any error in the noise or PSF of the images being scored (with one seed a
+set with doubled noise scored a higher ratio than held-out observed galaxies, with
+another a lower one). With ``BROAD_CONDITIONS`` (the default) each rendering
+independently gets, with probability 1/3, its noise scaled by a factor drawn
+log-uniformly from [0.5, 2.5], and with probability 1/3 its PSF widened or narrowed by
+a factor from [0.7, 1.5] (4/9 of the renderings keep the survey's conditions exactly).
+The background then covers smooth galaxies under a range of conditions while the main
+model knows only the survey's, so the ratio still cancels the noise and smoothness of
+images taken under the survey's conditions (the background's density there is lower by
+at most about ln(9/4) = 0.8 nats plus what the flow spends on the wider range) and is
+low for images whose noise or PSF departs from the survey's.
 """
 
 from __future__ import annotations
@@ -33,15 +48,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataFormatError
+from ..errors import ConfigError, DataFormatError
 from ..imageset import ImageSet
 
-__all__ = ["N_GRID", "fit_sersic", "render_sersic", "sersic_background_images",
-           "sersic_bn", "sersic_mixture"]
+__all__ = ["BROAD_CONDITIONS", "CONDITIONS", "N_GRID", "SURVEY_CONDITIONS",
+           "ObservingConditions", "fit_sersic", "render_sersic", "scaled_psf",
+           "sersic_background_images", "sersic_bn", "sersic_mixture"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +66,80 @@ N_GRID = np.array([0.5, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0,
 # in units of r_e^2; 1/(2 ln 2) makes n = 0.5 (a Gaussian) exact
 _VARIANCES = np.sort(np.append(np.logspace(-5, math.log10(30.0), 12), 0.5 / math.log(2.0)))
 N_MIN, N_MAX = 0.5, 6.0
+
+
+@dataclass(frozen=True)
+class ObservingConditions:
+    """How the background renderings vary the survey's noise and PSF.
+
+    Parameters
+    ----------
+    noise_probability : float
+        Probability that a rendering's noise sigma is scaled.
+    noise_scale : (float, float)
+        Range of the noise-sigma factor (drawn log-uniformly).
+    psf_probability : float
+        Probability (independent of the noise) that a rendering's PSF is rescaled.
+    psf_scale : (float, float)
+        Range of the PSF width factor (drawn log-uniformly), see :func:`scaled_psf`.
+    """
+
+    noise_probability: float = 1 / 3
+    noise_scale: tuple[float, float] = (0.5, 2.5)
+    psf_probability: float = 1 / 3
+    psf_scale: tuple[float, float] = (0.7, 1.5)
+
+    def __post_init__(self) -> None:
+        for name in ("noise", "psf"):
+            prob = getattr(self, f"{name}_probability")
+            lo, hi = getattr(self, f"{name}_scale")
+            if not 0.0 <= prob <= 1.0 or not 0.0 < lo <= hi:
+                msg = (f"{name}_probability must lie in [0, 1] and {name}_scale be a range "
+                       f"0 < lo <= hi; got {prob} and ({lo}, {hi})")
+                raise ConfigError(msg)
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Noise and PSF factors for ``n`` renderings (1 where unchanged)."""
+        out = []
+        for prob, (lo, hi) in ((self.noise_probability, self.noise_scale),
+                               (self.psf_probability, self.psf_scale)):
+            use = rng.random(n) < prob
+            factor = np.exp(rng.uniform(math.log(lo), math.log(hi), n))
+            out.append(np.where(use, factor, 1.0))
+        return out[0], out[1]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON record (stored in training.json)."""
+        return {"noise_probability": self.noise_probability,
+                "noise_scale": list(self.noise_scale),
+                "psf_probability": self.psf_probability, "psf_scale": list(self.psf_scale)}
+
+
+#: The survey's own PSF and noise for every rendering (the published test's background).
+SURVEY_CONDITIONS = ObservingConditions(noise_probability=0.0, psf_probability=0.0)
+#: The default: a third of the renderings with other noise, a third with another PSF.
+BROAD_CONDITIONS = ObservingConditions()
+#: Names accepted by ``train(background_conditions=...)`` and ``--background-conditions``.
+CONDITIONS = {"broad": BROAD_CONDITIONS, "survey": SURVEY_CONDITIONS}
+
+
+def scaled_psf(psf: np.ndarray, scale: float, size: int | None = None) -> np.ndarray:
+    """A PSF stamp (P, P) widened (``scale`` > 1) or narrowed about its centre pixel.
+
+    ``psf_s(r) = psf(r / scale) / scale^2``, sampled by bilinear interpolation on a
+    ``size`` x ``size`` stamp (default P; odd sizes keep the centre), clipped at zero and
+    normalised to unit sum.
+    """
+    from scipy.ndimage import map_coordinates
+
+    p = psf.shape[-1]
+    m = p if size is None else int(size)
+    c_in, c_out = p // 2, m // 2
+    yy, xx = np.mgrid[0:m, 0:m].astype(np.float64)
+    coords = [c_in + (yy - c_out) / scale, c_in + (xx - c_out) / scale]
+    out = np.clip(map_coordinates(np.asarray(psf, np.float64), coords, order=1,
+                                  mode="constant", cval=0.0), 0.0, None)
+    return (out / out.sum()).astype(np.float32)
 
 
 def sersic_bn(n: float) -> float:
@@ -328,6 +419,7 @@ def fit_sersic(
 
 def sersic_background_images(
     s: ImageSet, filled: np.ndarray, *, rng: np.random.Generator, iterations: int = 8,
+    conditions: ObservingConditions = SURVEY_CONDITIONS, chunk: int = 512,
 ) -> tuple[np.ndarray, Any]:
     """Sersic re-renderings of every image of ``s`` with fresh noise.
 
@@ -339,14 +431,20 @@ def sersic_background_images(
     filled : ndarray (N, B, H, W)
         The images with masked pixels filled (flux units).
     rng : numpy.random.Generator
-        For the noise.
+        For the noise and the observing conditions.
+    conditions : ObservingConditions
+        How the renderings vary noise and PSF (default: the survey's own for all; the
+        training default is :data:`BROAD_CONDITIONS`).
+    chunk : int
+        Images rendered at once.
 
     Returns
     -------
     images : ndarray float32 (N, B, H, W)
     fits : pandas.DataFrame
         object_id, x0, y0 (pixels), r_e_pixels, sersic_n, axis_ratio, pa_rad,
-        flux_<band> (flux units), reduced_chi2.
+        flux_<band> (flux units), reduced_chi2, and the rendering's ``noise_scale`` and
+        ``psf_scale`` (1 = the survey's).
     """
     import pandas as pd
     import torch
@@ -374,12 +472,16 @@ def sersic_background_images(
     psf_sum = np.einsum("nb,bpq->npq", frac, psf) if psf.ndim == 3 else np.einsum(
         "nb,nbpq->npq", frac, psf)
     pars = fit_sersic(summed, w_sum, psf_sum, iterations=iterations)
-    nf = _fft_size(h, psf.shape[-1])
+    noise_scale, psf_scale = conditions.draw(n, rng)
+    p_in = psf.shape[-1]
+    p_out = max(p_in, math.ceil(p_in * float(psf_scale.max())) | 1)
+    nf = _fft_size(h, p_out)
     p = torch.from_numpy(pars[:, :6])
     out = np.empty_like(filled, dtype=np.float32)
     fluxes = np.empty((n, nb), np.float32)
     chi2 = np.zeros(n)
     for b in range(nb):
+        # flux and chi^2 against the data with the survey's PSF
         ph = _psf_hat(psf[:, b] if psf.ndim == 4 else psf[b][None], nf)
         m = render_sersic(p, ph, size=h, nf=nf)
         d = torch.from_numpy(np.ascontiguousarray(filled[:, b]))
@@ -388,11 +490,20 @@ def sersic_background_images(
         fluxes[:, b] = f.numpy()
         chi2 += c.double().numpy()
         model = (f.view(-1, 1, 1) * m).numpy()
-        out[:, b] = model + rng.standard_normal(model.shape).astype(np.float32) * np.sqrt(var[:, b])
+        changed = np.flatnonzero(psf_scale != 1.0)
+        for a in range(0, len(changed), chunk):
+            sel = changed[a:a + chunk]
+            stamps = np.stack([scaled_psf(psf[i, b] if psf.ndim == 4 else psf[b],
+                                          float(psf_scale[i]), p_out) for i in sel])
+            m_sel = render_sersic(p[sel], _psf_hat(stamps, nf), size=h, nf=nf)
+            model[sel] = (f[sel].view(-1, 1, 1) * m_sel).numpy()
+        noise = rng.standard_normal(model.shape).astype(np.float32) * np.sqrt(var[:, b])
+        out[:, b] = model + noise * noise_scale.astype(np.float32)[:, None, None]
     _, _, re, q, phi, nn = (t.numpy() for t in _shape(p))
     dof = max(1.0, float(good.sum() / n) - 6 - nb)
     fits = pd.DataFrame({"object_id": s.object_id.astype(np.int64), "x0": pars[:, 0],
                          "y0": pars[:, 1], "r_e_pixels": re, "sersic_n": nn, "axis_ratio": q,
                          "pa_rad": phi, "reduced_chi2": chi2 / dof,
-                         **{f"flux_{band}": fluxes[:, k] for k, band in enumerate(s.bands)}})
+                         **{f"flux_{band}": fluxes[:, k] for k, band in enumerate(s.bands)},
+                         "noise_scale": noise_scale, "psf_scale": psf_scale})
     return out, fits

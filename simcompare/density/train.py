@@ -286,6 +286,7 @@ def train(
     hidden: int = 128, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
     device: str = "auto", background: str = "sersic", resume: bool = False,
     progress: bool = False, ensemble: int = 1, options: TrainOptions | None = None,
+    background_conditions: str = "broad",
 ) -> Path:
     """Train the density model (and background model) on an observed ImageSet.
 
@@ -308,7 +309,8 @@ def train(
     device : {"auto", "cpu", "cuda"}
     background : {"sersic", "none"}
         ``"sersic"`` also trains a model of smooth Sersic re-renderings of the
-        observed galaxies (same PSF and noise) for the likelihood ratio.
+        observed galaxies (with noise and PSF set by ``background_conditions``) for
+        the likelihood ratio.
     resume : bool
         Continue an interrupted run in ``out`` from its last checkpoint.
     progress : bool
@@ -317,6 +319,12 @@ def train(
         Number of independently seeded members (>= 1).
     options : TrainOptions, optional
         Less common knobs.
+    background_conditions : {"broad", "survey"}
+        ``"survey"``: every Sersic re-rendering has the survey's PSF and noise (the
+        ratio then cancels errors in noise and PSF). ``"broad"`` (default): a third of
+        them have their noise scaled by 0.5-2.5 and a third their PSF width by 0.7-1.5,
+        so images whose noise or PSF departs from the survey's get a lower ratio (see
+        :mod:`simcompare.density.background`).
 
     Returns
     -------
@@ -328,6 +336,12 @@ def train(
     opts = options or TrainOptions()
     if background not in BACKGROUNDS:
         msg = f"background must be one of {BACKGROUNDS}, got {background!r}"
+        raise ConfigError(msg)
+    from .background import CONDITIONS
+
+    if background_conditions not in CONDITIONS:
+        msg = (f"background_conditions must be one of {tuple(CONDITIONS)}, "
+               f"got {background_conditions!r}")
         raise ConfigError(msg)
     for name, val in (("epochs", epochs), ("batch_size", batch_size), ("ensemble", ensemble)):
         if int(val) < 1:
@@ -380,8 +394,13 @@ def train(
         from .background import sersic_background_images
 
         t0 = time.perf_counter()
-        bg_images, fits = sersic_background_images(s, filled, rng=np.random.default_rng(seed + 1))
+        conditions = CONDITIONS[background_conditions]
+        bg_images, fits = sersic_background_images(s, filled, rng=np.random.default_rng(seed + 1),
+                                                   conditions=conditions)
         bg_info = {"kind": "sersic", "fit_seconds": time.perf_counter() - t0,
+                   "conditions": background_conditions, **conditions.describe(),
+                   "fraction_at_survey_conditions": float(np.mean(
+                       (fits["noise_scale"] == 1.0) & (fits["psf_scale"] == 1.0))),
                    "fit_seed": seed + 1, "n_fits": len(fits),
                    "median_sersic_n": float(np.nanmedian(fits["sersic_n"])),
                    "median_r_e_pixels": float(np.nanmedian(fits["r_e_pixels"]))}
