@@ -138,3 +138,46 @@ def test_resume_after_kill_ends_at_same_epoch_count(tmp_path) -> None:
     hist = info["models"][0]["history"]
     assert [h["epoch"] for h in hist] == list(range(1, epochs + 1))
     assert (out / "reference_scores.parquet").exists()
+
+
+def test_ensemble_members_mean_and_spread(tmp_path) -> None:
+    obs = galaxy_imageset(tmp_path / "obs.h5", n=60)
+    out = train(obs, out=tmp_path / "m", epochs=1, background="sersic", ensemble=3, seed=7,
+                **TINY)
+    info = json.loads((out / "training.json").read_text())
+    members = info["members"]
+    assert [m["seed"] for m in members] == [7, 1007, 2007]
+    assert [m["model"] for m in members] == ["model", "member_1/model", "member_2/model"]
+    assert all((out / m["background"] / "weights.pt").exists() for m in members)
+    assert len(info["models"]) == 6  # main and background per member
+    df = evaluate(out, obs, out=None, device="cpu")
+    assert (df["n_members"] == 3).all()
+    # each member scored on its own: the table holds their mean and sample spread
+    from simcompare.density.data import prepared_images
+    from simcompare.scoring import log_prob_batched
+
+    x = prepared_images(imageset.read(obs), sigma=np.asarray(info["noise_sigma"]), seed=7)
+    main = np.vstack([log_prob_batched(DensityModel.load(out / m["model"]), x, device="cpu")
+                      for m in members])
+    back = np.vstack([log_prob_batched(DensityModel.load(out / m["background"]), x,
+                                       device="cpu") for m in members])
+    assert np.ptp(main, axis=0).min() > 0  # differently seeded members disagree
+    np.testing.assert_allclose(df["log_prob_nats"], main.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(df["log_prob_nats_std"], main.std(0, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(df["llr_nats"], (main - back).mean(0), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(df["llr_nats_std"], (main - back).std(0, ddof=1), rtol=1e-4)
+    assert (df["llr_nats_std"] > 0).all()
+    # the reference percentiles use the ensemble-mean ratio of the test split
+    ref = pd.read_parquet(out / "reference_scores.parquet")
+    assert (ref["n_members"] == 3).all()
+
+
+def test_progress_bar_shows_bits_per_dim(tmp_path, capsys) -> None:
+    obs = galaxy_imageset(tmp_path / "obs.h5", n=40)
+    train(obs, out=tmp_path / "m", epochs=2, background="none", progress=True, **TINY)
+    err = capsys.readouterr().err
+    assert "model: " in err and "2/2" in err and "epoch" in err
+    assert "train_bpd=" in err and "val_bpd=" in err
+    # the figures shown are the ones recorded in training.json
+    hist = json.loads((tmp_path / "m" / "training.json").read_text())["models"][0]["history"]
+    assert f"val_bpd={hist[-1]['val_bits_per_dim']:.4f}" in err
