@@ -243,9 +243,12 @@ def score(config: ScoreConfig) -> Path:
             _mark_complete(eval_dir / "done.json", {"train": train_key, "render": render_key})
 
     # 5. classical morphology on the same stamps -------------------------------------
+    # keyed on the held-out test ids, not the whole training stage: another background or
+    # architecture with the same split reuses the measurements
+    test_ids = sorted(json.loads((model_dir / "split.json").read_text())["test"])
     morph_key = stage_key({"stage": "morphology", "version": __version__, "render": render_key,
-                           "observed": obs_key, "train": train_key, "max": cfg.morphology_max,
-                           "seed": cfg.seed})
+                           "observed": obs_key, "test_ids": stage_key({"ids": test_ids}),
+                           "max": cfg.morphology_max, "seed": cfg.seed})
     morph_dir = root / "cache" / "morphology" / morph_key
     morph_sim = morph_dir / "morphology_sim.parquet"
     morph_ref = morph_dir / "morphology_reference.parquet"
