@@ -191,8 +191,12 @@ class _FrozenBlock(nn.Module):
         p = _conv(h, self.w2, self.b2, self.paddings[2], fused=fused, relu=False)
         shift, a = p[:, :self.c2], p[:, self.c2:]
         log_scale = F.logsigmoid(a)
-        z2 = (z2 - shift) * torch.exp(log_scale)
-        return torch.cat([z1, z2], 1), log_scale.sum(dim=(1, 2, 3))
+        if z.requires_grad:
+            z2 = (z2 - shift) * torch.exp(log_scale)
+            return torch.cat([z1, z2], 1), log_scale.sum(dim=(1, 2, 3))
+        # z is this block's own fresh output: update its second half in place (no cat)
+        z2.sub_(shift).mul_(torch.exp(log_scale))
+        return z, log_scale.sum(dim=(1, 2, 3))
 
 
 class FrozenFlow(nn.Module):
