@@ -181,3 +181,33 @@ def test_progress_bar_shows_bits_per_dim(tmp_path, capsys) -> None:
     # the figures shown are the ones recorded in training.json
     hist = json.loads((tmp_path / "m" / "training.json").read_text())["models"][0]["history"]
     assert f"val_bpd={hist[-1]['val_bits_per_dim']:.4f}" in err
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch, caplog) -> None:
+    import importlib
+
+    from simcompare.density.train import TrainOptions
+
+    train_module = importlib.import_module("simcompare.density.train")  # the module
+
+    obs = galaxy_imageset(tmp_path / "obs.h5", n=40)
+    # validation NLL (bits/dim) per epoch: best at epoch 2, then two epochs without gain
+    fake = iter([1.0, 0.5, 0.9, 0.8, 0.7, 0.6])
+    states: list[dict[str, torch.Tensor]] = []
+
+    def fake_val(model, x, device, batch):
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(fake)
+
+    monkeypatch.setattr(train_module, "_mean_bpd", fake_val)
+    with caplog.at_level(logging.INFO, logger="simcompare.density.train"):
+        out = train(obs, out=tmp_path / "m", epochs=6, background="none",
+                    options=TrainOptions(patience=2), **TINY)
+    rec = json.loads((out / "training.json").read_text())["models"][0]
+    assert rec["epochs_run"] == 4 and rec["stopped_early"] and rec["best_epoch"] == 2
+    assert [h["val_bits_per_dim"] for h in rec["history"]] == [1.0, 0.5, 0.9, 0.8]
+    assert any("early stop after epoch 4" in r.getMessage() for r in caplog.records)
+    saved = torch.load(out / "model" / "weights.pt", weights_only=True)
+    best, last = states[1], states[3]
+    assert all(torch.equal(saved[k], best[k]) for k in best)
+    assert not all(torch.equal(saved[k], last[k]) for k in last)
