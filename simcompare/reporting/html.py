@@ -122,6 +122,25 @@ def _stat(entry: Any) -> str:
     return " ".join(parts) if parts else "–"
 
 
+def _background_text(info: dict[str, Any]) -> str:
+    """'sersic' plus the observing conditions of its renderings, as training.json records them."""
+    kind = str(info.get("background", "–"))
+    bg = info.get("background_info") or {}
+    if kind != "sersic" or "conditions" not in bg:
+        return kind
+    if bg["conditions"] == "survey":
+        return "Sérsic re-renderings with the survey's PSF and noise"
+    share = bg.get("fraction_at_survey_conditions")
+    text = (f"Sérsic re-renderings, {bg['conditions']} observing conditions (noise ×"
+            f"{_num(bg['noise_scale'][0], 2)}–{_num(bg['noise_scale'][1], 2)} in "
+            f"{_num(100 * bg['noise_probability'], 2)} %, PSF width ×"
+            f"{_num(bg['psf_scale'][0], 2)}–{_num(bg['psf_scale'][1], 2)} in "
+            f"{_num(100 * bg['psf_probability'], 2)} % of them")
+    if share is not None:
+        text += f"; {_num(100 * share, 2)} % at the survey's own"
+    return text + ")"
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
@@ -879,7 +898,7 @@ def _model(run: _Run, fig_dir: Path) -> dict[str, Any]:
         "noise_sigma": ", ".join(_num(v, 4) for v in info.get("noise_sigma") or []) or "–",
         "bands": ", ".join(str(b) for b in info.get("bands") or []) or "–",
         "stamp_size": _num(info.get("stamp_size")),
-        "background": str(info.get("background", "–")),
+        "background": _background_text(info),
         "options": _json(info.get("options") or {}),
         "background_info": _json(info.get("background_info") or {}),
         "n_members": len(info.get("members") or []),
