@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the survey's PSF and noise only (the ratio then cancels noise "
                             "and PSF errors); 'broad' = also other noise levels and PSF "
                             "widths, so such errors lower the ratio (default: broad)")
+        p.add_argument("--ensemble", type=_positive_int, default=1,
+                       help="train K models with different seeds; scores are their mean, with "
+                            "the spread in the *_std columns (default: 1)")
 
     # score ------------------------------------------------------------------------
     p = sub.add_parser("score", parents=[common], help="the whole comparison, cached",
@@ -152,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common], help="train the density model on an ImageSet")
     p.add_argument("--images", required=True, type=Path, help="observed ImageSet (.h5)")
     p.add_argument("--out", required=True, type=Path, help="model folder")
-    p.add_argument("--ensemble", type=_positive_int, default=1, help="members with different seeds")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     model_options(p)
 
@@ -220,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
             levels=args.levels, blocks=args.blocks, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, background=args.background,
             background_conditions=args.background_conditions, n_bootstrap=args.n_bootstrap,
-            seed=args.seed, noise=args.noise,
+            seed=args.seed, noise=args.noise, ensemble=args.ensemble,
             morphology_max=args.morphology_max, progress=progress,
         )
         out = score(cfg)

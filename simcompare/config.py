@@ -247,6 +247,7 @@ class ScoreConfig:
     lr: float = 1e-3
     background: str = "sersic"
     background_conditions: str = "broad"
+    ensemble: int = 1
     n_bootstrap: int | None = None
     n_null: int = 50
     seed: int = 0

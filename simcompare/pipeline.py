@@ -127,7 +127,8 @@ def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
     if unknown:
         msg = f"band(s) {unknown} are not bands of survey {survey.name!r} ({', '.join(survey.bands)})"
         raise ConfigError(msg)
-    for name in ("epochs", "batch_size", "levels", "blocks", "hidden", "workers", "n_bootstrap"):
+    for name in ("epochs", "batch_size", "levels", "blocks", "hidden", "workers", "n_bootstrap",
+                 "ensemble"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             msg = f"--{name.replace('_', '-')} must be at least 1 (got {value})"
@@ -212,7 +213,7 @@ def score(config: ScoreConfig) -> Path:
         "stage": "train", "version": __version__, "observed": obs_key, "levels": cfg.levels,
         "blocks": cfg.blocks, "hidden": cfg.hidden, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "background": cfg.background,
-        "background_conditions": cfg.background_conditions,
+        "background_conditions": cfg.background_conditions, "ensemble": cfg.ensemble,
     }
     train_key = stage_key(train_cfg)
     model_dir = root / "cache" / "train" / train_key
@@ -224,7 +225,8 @@ def score(config: ScoreConfig) -> Path:
                 observed, out=model_dir, levels=cfg.levels, blocks=cfg.blocks, hidden=cfg.hidden,
                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                 device=cfg.device, background=cfg.background,
-                background_conditions=cfg.background_conditions, resume=model_dir.exists(),
+                background_conditions=cfg.background_conditions, ensemble=cfg.ensemble,
+                resume=model_dir.exists(),
                 progress=cfg.progress,
             )
             _mark_complete(model_dir / "done.json", train_cfg)

@@ -104,3 +104,26 @@ def test_cli_and_api_give_identical_scores(cli_run, tmp_path):
     a = pd.read_parquet(ws_cli / "reports" / "demo_hsc" / "scores.parquet")
     b = pd.read_parquet(report / "scores.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_ensemble_and_background_options_reuse_the_other_stages(cli_run, tmp_path):
+    import shutil
+
+    ws = tmp_path / "ws_ens"
+    shutil.copytree(cli_run[0], ws)
+    args = ["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY,
+            "--ensemble", "2", "--background-conditions", "survey"]
+    assert main(args) == 0
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    # a new model; the mocks, the observed sample and the morphology (same test split) reused
+    assert not run["cached"]["train"] and not run["cached"]["evaluate"]
+    assert all(run["cached"][s] for s in ("render", "observed", "morphology")), run["cached"]
+    training = json.loads((Path(run["paths"]["model"]) / "training.json").read_text())
+    assert len(training["members"]) == 2
+    assert training["background_info"]["conditions"] == "survey"
+    scores = pd.read_parquet(ws / "reports" / "demo_hsc" / "scores.parquet")
+    assert (scores["n_members"] == 2).all()
+    assert np.isfinite(scores["llr_nats_std"]).all() and (scores["llr_nats_std"] > 0).all()
+    html = (ws / "reports" / "demo_hsc" / "index.html").read_text()
+    assert "2 ensemble members" in html
+    assert "with the survey&#39;s PSF and noise" in html or "with the survey's PSF and noise" in html
