@@ -480,6 +480,7 @@ def sersic_background_images(
     out = np.empty_like(filled, dtype=np.float32)
     fluxes = np.empty((n, nb), np.float32)
     chi2 = np.zeros(n)
+    changed = np.flatnonzero(psf_scale != 1.0)
     for b in range(nb):
         # flux and chi^2 against the data with the survey's PSF
         ph = _psf_hat(psf[:, b] if psf.ndim == 4 else psf[b][None], nf)
@@ -490,7 +491,6 @@ def sersic_background_images(
         fluxes[:, b] = f.numpy()
         chi2 += c.double().numpy()
         model = (f.view(-1, 1, 1) * m).numpy()
-        changed = np.flatnonzero(psf_scale != 1.0)
         for a in range(0, len(changed), chunk):
             sel = changed[a:a + chunk]
             stamps = np.stack([scaled_psf(psf[i, b] if psf.ndim == 4 else psf[b],
