@@ -159,3 +159,23 @@ def test_broad_background_varies_noise_and_psf(tmp_path) -> None:
     peak = bg.max((1, 2, 3)) / np.clip(ref.max((1, 2, 3)), 1e-6, None)
     assert wide.any() and narrow.any()
     assert np.median(peak[wide]) < 0.95 < 1.0 < np.median(peak[narrow])
+
+
+def test_broad_background_with_per_image_psfs(tmp_path) -> None:
+    import dataclasses
+
+    from _density_fixtures import gaussian_psf
+
+    s = imageset.read(galaxy_imageset(tmp_path / "obs.h5", n=40, size=16))
+    psf = np.stack([np.stack([gaussian_psf(7, 0.9 + 0.01 * i)] * 2) for i in range(40)])
+    s = dataclasses.replace(s, psf=psf.astype(np.float32))
+    bg, fits = sersic_background_images(s, s.images, rng=np.random.default_rng(0),
+                                        conditions=BROAD_CONDITIONS)
+    assert bg.shape == s.images.shape and np.isfinite(bg).all()
+    assert (fits["psf_scale"] != 1).any()
+    # each image is rendered with its own PSF: same fit and noise, only the PSF rescaled
+    ref, _ = sersic_background_images(s, s.images, rng=np.random.default_rng(0),
+                                      conditions=SURVEY_CONDITIONS)
+    same = (fits["psf_scale"] == 1.0).to_numpy() & (fits["noise_scale"] == 1.0).to_numpy()
+    np.testing.assert_allclose(bg[same], ref[same], rtol=1e-5, atol=1e-4)
+    assert not np.allclose(bg[~same], ref[~same], atol=1e-2)
