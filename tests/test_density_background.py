@@ -177,7 +177,7 @@ def test_broad_background_with_per_image_psfs(tmp_path) -> None:
     ref, _ = sersic_background_images(s, s.images, rng=np.random.default_rng(0),
                                       conditions=SURVEY_CONDITIONS)
     same = (fits["psf_scale"] == 1.0).to_numpy() & (fits["noise_scale"] == 1.0).to_numpy()
-    # (the broad set renders on a larger FFT grid for the widened PSFs: rounding-level
-    # differences of ~1e-3 in pixels of flux up to ~20)
+    # (the broad set renders on a larger FFT grid for the widened PSFs, so the periodic
+    # wrap-around of the profiles' wings differs: ~1e-3 in pixels of flux up to ~20)
     np.testing.assert_allclose(bg[same], ref[same], rtol=1e-5, atol=3e-3)
     assert not np.allclose(bg[~same], ref[~same], atol=1e-2)
