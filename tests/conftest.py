@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real-data folder, seeded torch, slow-test switch."""
+"""Shared test fixtures: the real-data folder, seeded torch, slow-test switch, HSC SPS table."""
 
 from __future__ import annotations
 
@@ -47,3 +47,25 @@ def _torch_seed():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         yield
+
+
+#: Observation redshift of the mock-rendering tests' shared flux table.
+Z_OBS = 0.3
+
+
+@pytest.fixture(scope="session")
+def hsc():
+    """The built-in HSC survey descriptor."""
+    from simcompare.registry import find_survey
+
+    return find_survey("hsc", workspace=None)
+
+
+@pytest.fixture(scope="session")
+def table(hsc, tmp_path_factory):
+    """HSC band-flux table at ``Z_OBS`` (built once per session; the SPS grid is slow to fold)."""
+    from simcompare.config import Cosmology
+    from simcompare.sps import BandFluxTable
+
+    return BandFluxTable.build(filters=hsc.filters, redshift=Z_OBS, cosmology=Cosmology(),
+                               zero_point=hsc.zero_point, cache_dir=tmp_path_factory.mktemp("sps"))

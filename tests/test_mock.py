@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import Z_OBS  # the shared table's redshift
 
 from simcompare.config import Cosmology
 from simcompare.errors import ConfigError, RangeError
@@ -21,22 +22,7 @@ from simcompare.mock import (
     render_galaxy,
 )
 from simcompare.mock.project import knn_smoothing_length
-from simcompare.registry import find_survey
 from simcompare.sims.base import StarParticles
-from simcompare.sps import BandFluxTable
-
-Z_OBS = 0.3
-
-
-@pytest.fixture(scope="module")
-def hsc():
-    return find_survey("hsc")
-
-
-@pytest.fixture(scope="module")
-def table(hsc, tmp_path_factory):
-    return BandFluxTable.build(filters=hsc.filters, redshift=Z_OBS, cosmology=Cosmology(),
-                               zero_point=hsc.zero_point, cache_dir=tmp_path_factory.mktemp("sps"))
 
 
 def make_spec(hsc, table, *, stamp=64, noise="none", projection="z", psf=None, **kw):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _demo_descriptor import tiny_demo_toml
+from conftest import Z_OBS  # the shared table's redshift
 
 from simcompare import imageset
 from simcompare.config import Cosmology
@@ -14,16 +15,13 @@ from simcompare.errors import ConfigError, DataFormatError, DataNotFoundError
 from simcompare.mock import PSF, BlankSky, Camera, NoiseModel, RenderSpec, render, render_galaxy
 from simcompare.observed.cutouts import write_hsc_band
 from simcompare.preprocess import HSC_MASK_PLANES, StampMask, bad_pixels
-from simcompare.registry import find_survey
 from simcompare.sims.base import StarParticles
-from simcompare.sps import BandFluxTable
 
 BANDS = ("g", "r", "i", "z", "y")
 SIGMA = {"g": 0.03, "r": 0.04, "i": 0.05, "z": 0.1, "y": 0.2}
 STAMP = 32
 FIELD = (40, 44)  # (H, W): every 32-pixel region covers the defect below
 DEFECT = (slice(15, 20), slice(17, 23))  # rows, columns of a masked CR + BAD block
-Z_OBS = 0.3
 
 
 def write_fields(root, *, n_fields=2, scale=0.168, bands=BANDS, seed=0):
@@ -43,17 +41,6 @@ def write_fields(root, *, n_fields=2, scale=0.168, bands=BANDS, seed=0):
                            band=band, ra=150.0 + f, dec=2.0, pixel_scale_arcsec=scale)
             truth[fid, band] = (img.astype(np.float32), var.astype(np.float32), mask)
     return truth
-
-
-@pytest.fixture(scope="module")
-def hsc():
-    return find_survey("hsc")
-
-
-@pytest.fixture(scope="module")
-def table(hsc, tmp_path_factory):
-    return BandFluxTable.build(filters=hsc.filters, redshift=Z_OBS, cosmology=Cosmology(),
-                               zero_point=hsc.zero_point, cache_dir=tmp_path_factory.mktemp("sps"))
 
 
 @pytest.fixture(scope="module")

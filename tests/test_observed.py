@@ -24,14 +24,8 @@ from simcompare.observed import (
 )
 from simcompare.observed._fits import read_simple, write_simple
 from simcompare.preprocess import HSC_MASK_PLANES, StampMask, prepare_psf
-from simcompare.registry import find_survey
 
 STAMP = 32
-
-
-@pytest.fixture(scope="module")
-def hsc():
-    return find_survey("hsc", workspace=None)
 
 
 @pytest.fixture(scope="module")
