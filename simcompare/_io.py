@@ -31,16 +31,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text (with ``\\n`` line ends) to ``path`` atomically."""
+def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Path:
+    """Write UTF-8 text (with ``\\n`` line ends) to ``path`` atomically.
+
+    ``fsync=True`` also flushes the file to disk before the rename.
+    """
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
         fh.write(text)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
     return Path(path)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any], *, indent: int = 1) -> Path:
+def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any], *, indent: int = 1,
+                      fsync: bool = False) -> Path:
     """Write ``data`` as sorted, indented JSON to ``path`` atomically."""
-    return write_text_atomic(path, json.dumps(dict(data), indent=indent, sort_keys=True, default=str))
+    return write_text_atomic(path, json.dumps(dict(data), indent=indent, sort_keys=True, default=str),
+                             fsync=fsync)
 
 
 def write_parquet_atomic(df: Any, path: str | os.PathLike) -> Path:

@@ -964,13 +964,12 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-_atomic_write_text = write_text_atomic
 
 
 def write_summary(summary: Mapping[str, Any], out: str | os.PathLike) -> Path:
     """Write a summary record to ``out`` as JSON (atomically); returns the path."""
     path = Path(out)
-    _atomic_write_text(path, json.dumps(_jsonable(summary), indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(_jsonable(summary), indent=2, sort_keys=False) + "\n")
     return path
 
 
@@ -1052,7 +1051,7 @@ def league_table(summaries: Mapping[str, Any], *, out_dir: str | os.PathLike) ->
     out.mkdir(parents=True, exist_ok=True)
     doc = {"schema": "simcompare.league", "schema_version": 1,
            "ranking": "max over axes of |AUROC - 0.5|, smallest first", "rows": rows}
-    _atomic_write_text(out / "league_table.json", json.dumps(_jsonable(doc), indent=2) + "\n")
+    write_text_atomic(out / "league_table.json", json.dumps(_jsonable(doc), indent=2) + "\n")
     with atomic_path(out / "league_table.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(_LEAGUE_FIELDS))
         w.writeheader()

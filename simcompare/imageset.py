@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import atomic_path
 from .errors import DataFormatError, DataNotFoundError
 
 __all__ = [
@@ -188,10 +188,7 @@ def write(path: str | os.PathLike, imageset: ImageSet, *, compression: str | Non
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for k, v in _attrs(imageset).items():
                 f.attrs[k] = v
@@ -211,10 +208,6 @@ def write(path: str | os.PathLike, imageset: ImageSet, *, compression: str | Non
                     cat.create_dataset(key, data=arr, dtype=h5py.string_dtype())
                 else:
                     cat.create_dataset(key, data=arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

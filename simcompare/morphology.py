@@ -39,7 +39,7 @@ import numpy as np
 
 from ._io import write_parquet_atomic
 from ._optional import progress as _progress
-from .errors import ConfigError, DataFormatError
+from .errors import ConfigError
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -395,12 +395,7 @@ def measure(
     counts = df.attrs["failures"]
     log.info("morphology of %d images (%s): %s", len(df), iset.kind, counts)
     if out is not None:
-        _write_parquet(df, Path(out))
+        write_parquet_atomic(df, Path(out))
     return df
 
 
-def _write_parquet(df: Any, path: Path) -> None:
-    write_parquet_atomic(df, path)
-    if not path.exists():  # pragma: no cover - defensive
-        msg = f"{path}: morphology table was not written"
-        raise DataFormatError(msg)

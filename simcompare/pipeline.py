@@ -106,7 +106,6 @@ def _mark_complete(marker: Path, info: Mapping[str, Any]) -> None:
     write_json_atomic(marker, info)
 
 
-_write_json = write_json_atomic
 
 
 def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
@@ -283,7 +282,7 @@ def score(config: ScoreConfig) -> Path:
                 n_null=cfg.n_null, seed=cfg.seed, morphology=morph_sim,
                 morphology_reference=morph_ref,
             )
-            _write_json(summary_path, summary)
+            write_json_atomic(summary_path, summary)
             _mark_complete(cmp_dir / "done.json", cmp_cfg)
 
     # 7. the run folder and the report ----------------------------------------------
@@ -311,7 +310,7 @@ def score(config: ScoreConfig) -> Path:
         "provenance": {"simcompare": __version__, "versions": versions, "input_hashes": hashes,
                        "seeds": {"global": cfg.seed, "bootstrap": cfg.seed}},
     }
-    _write_json(run_dir / "run.json", run)
+    write_json_atomic(run_dir / "run.json", run)
     with _stage("report", timings, lambda: False):
         from .reporting import write_index, write_report
 
@@ -319,7 +318,7 @@ def score(config: ScoreConfig) -> Path:
         write_index(workspace / "reports")
     timings["total"] = round(time.perf_counter() - t_start, 3)
     run["timings_s"] = timings
-    _write_json(run_dir / "run.json", run)
+    write_json_atomic(run_dir / "run.json", run)
     log.info("report written to %s", report_dir / "index.html")
     return report_dir
 

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import atomic_path
 from .config import Cosmology
 from .errors import ConfigError, DataFormatError, DataNotFoundError, RangeError
 
@@ -357,15 +357,12 @@ class BandFluxTable:
             return None
 
     def _save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".bandflux-", suffix=".npz", dir=path.parent)
-        os.close(fd)
         try:
-            np.savez(tmp, log_age_yr=self.log_age_yr, log_metallicity=self.log_metallicity,
-                     log_flux=self.log_flux, meta=np.asarray(json.dumps(self.meta)))
-            os.replace(tmp, path)
+            # an open file handle: np.savez would append ".npz" to a temporary name
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, log_age_yr=self.log_age_yr, log_metallicity=self.log_metallicity,
+                         log_flux=self.log_flux, meta=np.asarray(json.dumps(self.meta)))
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             log.warning("could not cache the SPS table at %s (%s)", path, exc)
 
     # -- evaluation ----------------------------------------------------------------------

@@ -53,10 +53,6 @@ def percentile_of(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write_parquet(df: Any, path: Path) -> None:
-    write_parquet_atomic(df, path)
-
-
 def _load_training(model: Path) -> dict[str, Any]:
     path = model / "training.json"
     if not path.exists():
@@ -190,5 +186,5 @@ def evaluate(
     if n_bad:
         log.warning("%d of %d images have non-finite scores (score_flag != 0)", n_bad, len(df))
     if out is not None:
-        _write_parquet(df, Path(out))
+        write_parquet_atomic(df, Path(out))
     return df

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_path
+from .._io import atomic_path, write_json_atomic
 from .._version import __version__
 from ..errors import ConfigError, DataFormatError, DataNotFoundError, SimcompareError
 from .preprocess import AsinhStretch, BandScale, Chain, Transform, build_transform
@@ -94,22 +94,10 @@ def bits_per_dim(log_prob_nats: Any, n_dim: int) -> Any:
     return -log_prob_nats / (n_dim * math.log(2.0))
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file in the same folder, renamed into place."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
 def versions() -> dict[str, str]:
@@ -324,8 +312,8 @@ class DensityModel(nn.Module):
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_torch_save(state, d / "weights.pt")
-        atomic_write_json(d / "versions.json", versions())
-        atomic_write_json(d / "config.json", self.config)
+        write_json_atomic(d / "versions.json", versions(), indent=2)
+        write_json_atomic(d / "config.json", self.config, indent=2)
         return d
 
     @classmethod

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .. import imageset as _imageset
+from .._io import write_json_atomic
 from ..errors import ConfigError, DataFormatError, SimcompareError
 from .data import make_split, prepared_images, sky_sigma
 
@@ -372,9 +373,7 @@ def train(
                            test_fraction=opts.test_fraction)
         split.update({"seed": seed, "val_fraction": opts.val_fraction,
                       "test_fraction": opts.test_fraction, "images": str(images)})
-        from .model import atomic_write_json
-
-        atomic_write_json(split_path, split)
+        write_json_atomic(split_path, split, indent=2)
     pos = {int(i): k for k, i in enumerate(ids)}
     index = {part: np.array([pos[i] for i in split[part]], np.int64)
              for part in ("train", "validation", "test")}
@@ -439,13 +438,12 @@ def train(
                              f"{opts.asinh_softening} sky sigmas; log|det J| included",
             "models": records, "nan_guard_events": sum(len(r["nan_events"]) for r in records)}
     from .evaluate import evaluate
-    from .model import atomic_write_json
-
-    atomic_write_json(out / "training.json", {**info, "seconds": time.perf_counter() - t_start})
+    write_json_atomic(out / "training.json", {**info, "seconds": time.perf_counter() - t_start},
+                      indent=2)
     t0 = time.perf_counter()
     evaluate(out, images, out=out / "reference_scores.parquet", split="test", device=device,
              _reference=True)
     info["reference_seconds"] = time.perf_counter() - t0
     info["seconds"] = time.perf_counter() - t_start
-    atomic_write_json(out / "training.json", info)
+    write_json_atomic(out / "training.json", info, indent=2)
     return out

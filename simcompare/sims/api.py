@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .._io import write_json_atomic
 from .._optional import progress as _progress
 from ..config import Cosmology, SelectionConfig, SimDescriptor
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
@@ -106,15 +107,6 @@ def _api_name(sim: SimDescriptor | str) -> str:
     msg = (f"no TNG web-API simulation known for {name!r}; use one of {sorted(API_NAMES)} "
            "or an API name such as 'TNG100-1'")
     raise ConfigError(msg)
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def verify_cutout(path: str | Path, fields: Sequence[str]) -> str | None:
@@ -362,7 +354,7 @@ def fetch(
             "box_size_ckpc_h": float(info["boxsize"]), "subhalos": ids,
             "complete": [i for i in done if i in set(ids)],
         }
-        _atomic_write_json(out / MANIFEST, manifest)
+        write_json_atomic(out / MANIFEST, manifest, indent=1, fsync=True)
     ids = list(manifest["subhalos"])
     log.info("fetching %d %s snapshot %d cutouts into %s (fields %s)", len(ids), api_name,
              snapshot, out, ",".join(fields))
@@ -377,14 +369,14 @@ def fetch(
             complete.add(sid)
             continue
         if not json_path.is_file():
-            _atomic_write_json(json_path, client.get_json(sub_url))
+            write_json_atomic(json_path, client.get_json(sub_url), indent=1, fsync=True)
         query_s = urllib.parse.urlencode({"stars": ",".join(fields)}, safe=",")
         n_bytes += client.download(f"{sub_url}cutout.hdf5?{query_s}", cutout, fields=fields)
         complete.add(sid)
         manifest["complete"] = [i for i in ids if i in complete]
-        _atomic_write_json(out / MANIFEST, manifest)
+        write_json_atomic(out / MANIFEST, manifest, indent=1, fsync=True)
     manifest["complete"] = [i for i in ids if i in complete]
-    _atomic_write_json(out / MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest, indent=1, fsync=True)
     log.info("fetch complete: %d cutouts (%.1f MB downloaded now)", len(complete), n_bytes / 1e6)
     return out
 
