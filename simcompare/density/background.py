@@ -99,7 +99,11 @@ class ObservingConditions:
                 raise ConfigError(msg)
 
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Noise and PSF factors for ``n`` renderings (1 where unchanged)."""
+        """Noise and PSF factors for ``n`` renderings (1 where unchanged).
+
+        The same random numbers are drawn whatever the probabilities, so renderings
+        under different conditions with the same seed share their noise realisations.
+        """
         out = []
         for prob, (lo, hi) in ((self.noise_probability, self.noise_scale),
                                (self.psf_probability, self.psf_scale)):
