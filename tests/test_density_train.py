@@ -211,3 +211,52 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch, caplog) -> N
     best, last = states[1], states[3]
     assert all(torch.equal(saved[k], best[k]) for k in best)
     assert not all(torch.equal(saved[k], last[k]) for k in last)
+
+
+def test_learning_rate_warm_up_then_cosine_decay() -> None:
+    from simcompare.density.train import _lr_factor
+
+    total, warmup, floor = 100, 10, 0.02
+    f = np.array([_lr_factor(s, total, warmup, floor) for s in range(total + 1)])
+    np.testing.assert_allclose(f[:warmup], np.arange(1, warmup + 1) / warmup)  # linear warm-up
+    assert f[warmup] == pytest.approx(1.0)  # the peak learning rate
+    assert np.all(np.diff(f[warmup:]) <= 1e-12)  # then never rises
+    mid = warmup + (total - warmup) // 2
+    assert f[mid] == pytest.approx(floor + (1 - floor) * 0.5)  # cosine: halfway at the midpoint
+    assert f[total] == pytest.approx(floor)  # decays to the floor
+
+
+def test_augmentation_draws_all_eight_rotations_and_flips() -> None:
+    from simcompare.density.train import _augment
+
+    base = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(1, 2, 4, 4)
+    variants = [torch.rot90(t, k, (-2, -1)) for t in (base, base.flip(-1)) for k in range(4)]
+    x = base.repeat(400, 1, 1, 1)
+    out = _augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(x, base.repeat(400, 1, 1, 1))  # input untouched
+    which = [next(i for i, v in enumerate(variants) if torch.equal(o, v[0])) for o in out]
+    counts = np.bincount(which, minlength=8)
+    assert (counts > 25).all(), counts  # each of the 8 symmetries, drawn per image (~50 each)
+
+
+def test_gradients_are_clipped_to_the_option(tmp_path, monkeypatch) -> None:
+    from simcompare.density.train import TrainOptions
+
+    obs = galaxy_imageset(tmp_path / "obs.h5", n=40)
+    original = torch.nn.utils.clip_grad_norm_
+    seen: list[tuple[float, float, float]] = []
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        before = original(params, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
+        seen.append((float(max_norm), float(before), float(after)))
+        return before
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    train(obs, out=tmp_path / "m", epochs=1, background="none",
+          options=TrainOptions(clip_norm=1e-3), **TINY)
+    assert seen and all(m == 1e-3 for m, _, _ in seen)
+    assert all(before > 1e-3 for _, before, _ in seen)  # the raw gradients were larger ...
+    assert all(after <= 1e-3 * (1 + 1e-4) for _, _, after in seen)  # ... and were clipped
