@@ -144,3 +144,18 @@ def test_sharded_cpu_scoring_matches_and_restores_thread_count(monkeypatch) -> N
     assert sorted(seen) == [(1, 1), (1, 1)]
     with pytest.raises(ConfigError, match="shards"):
         freeze(m, shards=0)
+
+
+def test_device_auto_picks_cuda_when_present(monkeypatch) -> None:
+    from simcompare.scoring import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    assert resolve_device("CPU") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("tpu")
