@@ -136,8 +136,8 @@ def log_prob_batched(
     progress : bool
         Show a progress bar.
     frozen : bool
-        Score with a frozen copy (default; about 2.3x as fast as normflows on a
-        2-core CPU, see ``benchmarks/score.py``).
+        Score with a frozen copy (default; 1.7-2.3x as fast as normflows on a
+        2-core CPU, median 1.8, see ``benchmarks/score.py``).
 
     Returns
     -------

@@ -5,7 +5,7 @@ Importing this package imports torch. :class:`DensityModel` gives
 model and a smooth-Sersic background model; :func:`evaluate` scores an ImageSet with
 the log-likelihood ratio and its percentile among held-out observed galaxies, scoring
 with :func:`freeze`'s inference-only copy (same log-densities,
-about 2.3x as fast as normflows on a 2-core CPU).
+1.7-2.3x as fast as normflows on a 2-core CPU, median 1.8).
 """
 
 from __future__ import annotations

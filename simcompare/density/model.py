@@ -257,8 +257,9 @@ class DensityModel(nn.Module):
                channels_last: bool | None = None, shards: int | None = None) -> Any:
         """Scoring-only copy with pre-folded weights (:class:`~simcompare.density.frozen.FrozenDensity`).
 
-        The copy computes the same log-densities (to float32 rounding) about 2.3x as
-        fast on CPU, without gradients; this model is left unchanged.
+        The copy computes the same log-densities (to float32 rounding) 1.7-2.3x as
+        fast as normflows on a 2-core CPU (median 1.8, ``benchmarks/score.py``),
+        without gradients; this model is left unchanged.
 
         Parameters
         ----------
