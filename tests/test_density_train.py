@@ -172,7 +172,16 @@ def test_ensemble_members_mean_and_spread(tmp_path) -> None:
     assert (ref["n_members"] == 3).all()
 
 
-def test_progress_bar_shows_bits_per_dim(tmp_path, capsys) -> None:
+def test_progress_bar_shows_bits_per_dim(tmp_path, capsys, monkeypatch) -> None:
+    import tqdm.auto
+
+    class SlowTimer(tqdm.auto.tqdm):
+        """A bar whose redraw timer never fires, as when epochs are faster than it."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "mininterval": 1e9})
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", SlowTimer)
     obs = galaxy_imageset(tmp_path / "obs.h5", n=40)
     train(obs, out=tmp_path / "m", epochs=2, background="none", progress=True, **TINY)
     err = capsys.readouterr().err

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,15 @@ def build_glow(
     c, length = channels, levels
     q0, merges, flows = [], [], []
     for i in range(length):
-        flows_ = [nf.flows.GlowBlock(c * 2 ** (length + 1 - i), hidden, split_mode="channel",
-                                     scale=True) for _ in range(blocks)] + [nf.flows.Squeeze()]
+        with warnings.catch_warnings():
+            # normflows 1.7 initialises the LU 1x1 convolutions with the deprecated
+            # Tensor.lu; the result is the same, the warning is of no use to a user
+            warnings.filterwarnings("ignore", message=r"torch\.lu is deprecated",
+                                    category=UserWarning)
+            flows_ = [nf.flows.GlowBlock(c * 2 ** (length + 1 - i), hidden,
+                                         split_mode="channel", scale=True)
+                      for _ in range(blocks)]
+        flows_.append(nf.flows.Squeeze())
         flows.append(flows_)
         if i > 0:
             merges.append(nf.flows.Merge())

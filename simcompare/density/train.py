@@ -185,15 +185,15 @@ def _train_one(
 
     good = snapshot()
     stopped_early = False
-    epoch_iter: Any = range(start_epoch, epochs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(epoch_iter, desc=label, initial=start_epoch, total=epochs, unit="epoch",
+        # updated by hand after each epoch, so the count and the figures shown are always
+        # those of the epoch just finished (an iterating bar redraws only on a timer)
+        bar = tqdm(desc=label, initial=start_epoch, total=epochs, unit="epoch",
                    leave=False, dynamic_ncols=True)
-        epoch_iter = bar
-    for epoch in epoch_iter:
+    for epoch in range(start_epoch, epochs):
         if stopped_early:
             break
         t0 = time.perf_counter()
@@ -251,7 +251,10 @@ def _train_one(
             bad_epochs += 1
         stopped_early = bad_epochs >= opts.patience and epoch + 1 < epochs
         if bar is not None:
-            bar.set_postfix(train_bpd=f"{train_bpd:.4f}", val_bpd=f"{val_bpd:.4f}")
+            bar.set_postfix(train_bpd=f"{train_bpd:.4f}", val_bpd=f"{val_bpd:.4f}",
+                            refresh=False)
+            bar.update(1)
+            bar.refresh()
         log.info("%s epoch %d: train %.4f, validation %.4f bits/dim", label, epoch + 1,
                  train_bpd, val_bpd)
         atomic_torch_save({
