@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -310,9 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(args)
-    # normflows' LU-parametrised 1x1 convolutions call a deprecated torch function on
-    # every pass; the warning says nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*torch\.lu is deprecated.*")
     try:
         return _run(args)
     except SimcompareError as exc:
