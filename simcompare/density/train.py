@@ -251,10 +251,8 @@ def _train_one(
             bad_epochs += 1
         stopped_early = bad_epochs >= opts.patience and epoch + 1 < epochs
         if bar is not None:
-            bar.set_postfix(train_bpd=f"{train_bpd:.4f}", val_bpd=f"{val_bpd:.4f}",
-                            refresh=False)
             bar.update(1)
-            bar.refresh()
+            bar.set_postfix(train_bpd=f"{train_bpd:.4f}", val_bpd=f"{val_bpd:.4f}")  # redraws
         log.info("%s epoch %d: train %.4f, validation %.4f bits/dim", label, epoch + 1,
                  train_bpd, val_bpd)
         atomic_torch_save({
