@@ -6,7 +6,7 @@ The command-line verbs are importable functions of the same names::
     report_dir = simcompare.score(simcompare.ScoreConfig(sim="demo", survey="hsc"))
 
 ``render``, ``ingest``, ``train``, ``evaluate``, ``compare``, ``report``, ``score``,
-``list`` and ``fetch`` are loaded on first use, so ``import simcompare`` stays cheap
+``list``, ``fetch`` and ``validate`` are loaded on first use, so ``import simcompare`` stays cheap
 (torch, galsim and statmorph are imported only by the stages that need them).
 """
 
@@ -30,6 +30,7 @@ __all__ = [
     "report",
     "score",
     "train",
+    "validate",
 ]
 
 _VERBS = {
@@ -42,6 +43,7 @@ _VERBS = {
     "report": ("simcompare.reporting", "write_report"),
     "list": ("simcompare.pipeline", "list_all"),
     "fetch": ("simcompare.sims.api", "fetch"),
+    "validate": ("simcompare.imageset", "validate"),
 }
 
 

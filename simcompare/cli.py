@@ -22,6 +22,7 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("simcompare")
 
 EXIT_USAGE = 2
+EXIT_INVALID = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -191,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-stellar-mass", type=_float, default=1e10, help="Msun (physical)")
     p.add_argument("--limit", type=_positive_int, default=None)
     p.add_argument("--out", type=Path, default=None, help="download folder")
+
+    # validate ---------------------------------------------------------------------
+    p = sub.add_parser("validate", parents=[common],
+                       help="check an ImageSet file (e.g. written by hand; see docs/imageset.md)")
+    p.add_argument("file", type=Path, help="the HDF5 image set")
     return parser
 
 
@@ -298,7 +304,29 @@ def _run(args: argparse.Namespace) -> int:
                     limit=args.limit, out=args.out, workspace=ws, progress=progress)
         print(out)
         return 0
+    if args.verb == "validate":
+        return _validate(args.file)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown verbs
+
+
+def _validate(path: Path) -> int:
+    """``simcompare validate FILE``: every problem on stderr, or a one-line summary."""
+    from .imageset import read, validate
+
+    problems = validate(path)
+    if problems:
+        print(f"simcompare: {path}: {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    s = read(path)
+    h, w = s.images.shape[2:]
+    extras = ", ".join(f"{name} {'yes' if getattr(s, name) is not None else 'no'}"
+                       for name in ("variance", "mask", "psf"))
+    note = "" if s.psf is not None else " (a background model, and so the likelihood ratio, needs a PSF)"
+    print(f"{path}: valid {s.kind} image set, {len(s)} images, bands {','.join(s.bands)}, "
+          f"{h}x{w} pixels of {s.pixel_scale_arcsec:g} arcsec, {extras}{note}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
