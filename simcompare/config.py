@@ -313,7 +313,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             msg = f"{where} must be a table such as {{g = 0.8, r = 0.7}}, got {value!r}"
             raise ConfigError(msg)
-        return types.MappingProxyType({str(k): float(v) for k, v in value.items()})
+        table = {}
+        for k, v in value.items():
+            try:
+                if isinstance(v, bool):
+                    raise TypeError
+                table[str(k)] = float(v)
+            except (TypeError, ValueError):
+                msg = f"{where}: the value of {str(k)!r} must be a number, got {v!r}"
+                raise ConfigError(msg) from None
+        return types.MappingProxyType(table)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             msg = f"{where} must be a number, got {value!r}"
@@ -355,7 +364,7 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, where: str = "config") -
         if f.name in data:
             kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            msg = f"{where}: required key {f.name!r} is missing"
+            msg = f"{where}: required key {f.name!r} is missing; add it"
             raise ConfigError(msg)
     return cls(**kwargs)
 

@@ -504,14 +504,16 @@ def evaluate_empty_model_folder(env: Env) -> list[str]:
     return _evaluate(env, env.tmp / "model", galaxy_imageset(env.tmp / "obs.h5", n=4, size=STAMP))
 
 
-def evaluate_damaged_weights(env: Env) -> list[str]:
-    model = env.tmp / "model"
-    shutil.copytree(env.model, model)
-    weights = sorted(model.rglob("weights.pt"))
-    assert weights
-    for w in weights:
-        w.write_bytes(w.read_bytes()[:100])
-    return _evaluate(env, model, galaxy_imageset(env.tmp / "obs.h5", n=4, size=STAMP))
+def _damage_weights(damage: Callable[[bytes], bytes]) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        model = env.tmp / "model"
+        shutil.copytree(env.model, model)
+        weights = sorted(model.rglob("weights.pt"))
+        assert weights
+        for w in weights:
+            w.write_bytes(damage(w.read_bytes()))
+        return _evaluate(env, model, galaxy_imageset(env.tmp / "obs.h5", n=4, size=STAMP))
+    return build
 
 
 def evaluate_damaged_training_json(env: Env) -> list[str]:
@@ -678,7 +680,8 @@ def _key_never_shown(env: Env, out: str, err: str) -> None:
 CASES = [
     # simulation side -----------------------------------------------------------------
     Case("sim-missing-snapshot-chunk", sim_missing_chunk, ("snap_078.1.hdf5", "missing", "download")),
-    Case("sim-truncated-snapshot-chunk", sim_truncated_snapshot, ("snap_078.2.hdf5", "truncated", "download")),
+    Case("sim-truncated-snapshot-chunk", sim_truncated_snapshot,
+         ("snap_078.2.hdf5", "truncated", "download")),
     Case("sim-truncated-group-catalogue", sim_truncated_groupcat, ("fof_subhalo_tab_078.0.hdf5", "download")),
     Case("sim-missing-offsets", sim_missing_offsets, ("offsets_078.hdf5", "download")),
     Case("sim-missing-star-dataset", sim_missing_star_dataset, ("GFM_Metallicity", "snap_078", "download")),
@@ -687,7 +690,8 @@ CASES = [
     Case("sim-wind-only-subhalo", sim_wind_only_subhalo,
          ("wind", "GFM_StellarFormationTime", "mysim.toml", "ids")),
     Case("sim-all-star-particles-wind", sim_all_wind_cells, ("wind", "GFM_StellarFormationTime", "output")),
-    Case("sim-empty-selection", sim_empty_selection, ("matched no galaxy", "min_stellar_mass_msun", "loosen")),
+    Case("sim-empty-selection", sim_empty_selection,
+         ("matched no galaxy", "min_stellar_mass_msun", "loosen")),
     Case("sim-nan-coordinates", sim_nan_coordinates, ("NaN", "Coordinates", "output", "download")),
     Case("sim-base-path-missing", sim_no_base_path, ("nowhere", "does not exist", "set base_path")),
     Case("descriptor-toml-syntax-error", toml_syntax_error, ("mysim.toml", "not valid TOML", "fix")),
@@ -711,7 +715,8 @@ CASES = [
         env, edit=lambda o, b, i, v, m: (i, v, m), psf=False), (), accepted=_psf_fallback),
     Case("obs-manifest-missing-column", obs_manifest_missing_column, ("manifest.csv", "'image'", "add")),
     Case("obs-manifest-missing-path", obs_manifest_missing_path, ("moved", "manifest.csv")),
-    Case("obs-manifest-duplicate-rows", obs_manifest_duplicate_rows, ("manifest.csv", "more than one row", "remove")),
+    Case("obs-manifest-duplicate-rows", obs_manifest_duplicate_rows,
+         ("manifest.csv", "more than one row", "remove")),
     Case("obs-duplicate-ids", obs_duplicate_ids, ("catalog.csv", "duplicate object_id", "unique")),
     Case("obs-catalog-without-object-id", obs_catalog_without_object_id, ("catalog.csv", "object_id", "add")),
     Case("obs-catalog-missing", obs_catalog_missing, ("catalog.csv", "not found", "--catalog")),
@@ -725,25 +730,34 @@ CASES = [
     Case("train-imageset-is-a-directory", train_imageset_is_a_directory, ("obs.h5", "directory")),
     Case("evaluate-stamp-mismatch", evaluate_stamp_mismatch, ("big.h5", "stamp 24", "same")),
     Case("evaluate-band-mismatch", evaluate_band_mismatch, ("gri.h5", "bands", "same survey bands")),
-    Case("evaluate-empty-model-folder", evaluate_empty_model_folder, ("model", "training.json", "simcompare train")),
-    Case("evaluate-damaged-weights", evaluate_damaged_weights, ("weights.pt", "train")),
+    Case("evaluate-empty-model-folder", evaluate_empty_model_folder,
+         ("model", "training.json", "simcompare train")),
+    Case("evaluate-truncated-weights", _damage_weights(lambda b: b[:100]), ("model", "damaged", "train")),
+    Case("evaluate-empty-weights", _damage_weights(lambda b: b""), ("weights.pt", "train")),
+    Case("evaluate-garbage-weights", _damage_weights(lambda b: bytes(range(256)) * 4),
+         ("weights.pt", "train")),
     Case("evaluate-damaged-training-json", evaluate_damaged_training_json, ("training.json", "retrain")),
     Case("option-train-epochs-0", _option(_train_args, "--epochs", "0"), ("--epochs", "at least 1")),
     Case("option-train-batch-size-negative", _option(_train_args, "--batch-size", "-1"),
          ("--batch-size", "at least 1")),
     Case("option-train-lr-0", _option(_train_args, "--lr", "0"), ("--lr", "positive")),
-    Case("option-render-n-galaxies-0", _option(_render_args, "--n-galaxies", "0"), ("--n-galaxies", "at least 1")),
-    Case("option-render-stamp-size-0", _option(_render_args, "--stamp-size", "0"), ("--stamp-size", "at least 1")),
+    Case("option-render-n-galaxies-0", _option(_render_args, "--n-galaxies", "0"),
+         ("--n-galaxies", "at least 1")),
+    Case("option-render-stamp-size-0", _option(_render_args, "--stamp-size", "0"),
+         ("--stamp-size", "at least 1")),
     Case("option-render-redshift-negative", _option(_render_args, "--redshift", "-0.5"),
          ("--redshift", "-0.5")),
-    Case("option-score-n-bootstrap-0", _option(_score_args, "--n-bootstrap", "0"), ("--n-bootstrap", "at least 1")),
-    Case("option-score-workers-negative", _option(_score_args, "--workers", "-2"), ("--workers", "at least 1")),
+    Case("option-score-n-bootstrap-0", _option(_score_args, "--n-bootstrap", "0"),
+         ("--n-bootstrap", "at least 1")),
+    Case("option-score-workers-negative", _option(_score_args, "--workers", "-2"),
+         ("--workers", "at least 1")),
     # outputs -------------------------------------------------------------------------
     Case("out-unwritable", out_unwritable, ("obs.h5", "cannot write", "--out")),
     Case("out-parent-is-a-file", out_parent_is_a_file, ("results.txt", "not a folder", "--out")),
     Case("out-is-a-directory", out_is_a_directory, ("obs.h5", "directory", "--out")),
     Case("render-out-is-a-directory", render_out_is_a_directory, ("out.h5", "directory", "--out")),
-    Case("evaluate-out-is-a-directory", evaluate_out_is_a_directory, ("scores.parquet", "directory", "--out")),
+    Case("evaluate-out-is-a-directory", evaluate_out_is_a_directory,
+         ("scores.parquet", "directory", "--out")),
     # web client ----------------------------------------------------------------------
     Case("fetch-no-api-key", fetch_no_key, ("TNG_API_KEY", "set")),
     Case("fetch-offline", fetch_offline, ("127.0.0.1", "connect"), also=_key_never_shown),
@@ -774,6 +788,7 @@ def test_bad_input(case: Case, tmp_path, sim_template, tiny_model, monkeypatch, 
     ws.mkdir()
     env = Env(tmp=tmp_path, ws=ws, sim_template=sim_template, model=tiny_model, monkeypatch=monkeypatch)
     argv = case.build(env)
+    before = sorted(env.out.rglob("*")) if env.out.is_dir() else None  # a directory in the way
     code, out, err = _run(argv, capsys)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert not any("Traceback" in ln for ln in lines), err
@@ -790,7 +805,10 @@ def test_bad_input(case: Case, tmp_path, sim_template, tiny_model, monkeypatch, 
     record_property("message", message)
     missing = [w for w in case.words if w.lower() not in message.lower()]
     assert not missing, f"message lacks {missing}: {message}"
-    assert not env.out.exists(), f"partial output left at {env.out}"
+    if before is not None:
+        assert env.out.is_dir() and sorted(env.out.rglob("*")) == before, f"{env.out} was changed"
+    else:
+        assert not env.out.exists(), f"partial output left at {env.out}"
     assert not env.out.with_name(env.out.name + ".part").exists(), f"partial {env.out}.part left"
     assert not _completed_stages(ws), f"a stage was completed: {_completed_stages(ws)}"
     assert not (ws / "reports").exists() or not any((ws / "reports").iterdir())
