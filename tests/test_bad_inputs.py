@@ -120,7 +120,7 @@ class Env:
 
 
 def _args(env: Env, *argv: str) -> list[str]:
-    return [*argv, "--workspace", str(env.ws), "-q"]
+    return [*argv, "--workspace", str(env.ws)]
 
 
 # ---------------------------------------------------------------------------
@@ -848,3 +848,25 @@ def test_pristine_inputs_pass(tmp_path, sim_template, tiny_model, monkeypatch, c
                         capsys)
     assert code == 0, err
     assert len(pd.read_parquet(env.out)) == 4
+
+
+@pytest.mark.parametrize("build", [toml_wrong_type_in_table, out_parent_is_a_file, obs_truncated_fits])
+def test_bad_input_in_a_separate_process(build, tmp_path, sim_template, tiny_model, monkeypatch):
+    """The same one-line message from ``python -m simcompare`` (real stderr, fresh interpreter)."""
+    import subprocess
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    env = Env(tmp=tmp_path, ws=ws, sim_template=sim_template, model=tiny_model, monkeypatch=monkeypatch)
+    argv = build(env)
+    import simcompare
+
+    code_root = str(Path(simcompare.__file__).resolve().parent.parent)  # the code under test
+    pythonpath = os.pathsep.join([code_root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    proc = subprocess.run([sys.executable, "-m", "simcompare", *argv], capture_output=True, text=True,
+                          check=False, cwd=tmp_path, env={**os.environ, "PYTHONPATH": pythonpath})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and len(lines) <= 3, proc.stderr
+    assert sum(ln.startswith("simcompare: error:") for ln in lines) == 1, proc.stderr
+    assert not env.out.exists()
