@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, RangeError
 
 __all__ = [
     "SCORE_DEFAULTS",
@@ -387,6 +387,18 @@ def load_sim_descriptor(path: str | os.PathLike) -> SimDescriptor:
     if desc.reader not in {"tng", "tng-api", "eagle", "demo"}:
         msg = f"{path.name}: reader must be one of tng, tng-api, eagle, demo (got {desc.reader!r})"
         raise ConfigError(msg)
+    for key, value in (("softening_kpc", desc.softening_kpc), ("box_size_ckpc_h", desc.box_size_ckpc_h)):
+        if value is not None and not value > 0:
+            msg = f"{path.name}: {key} must be positive, got {value}; set it to the simulation's value"
+            raise RangeError(msg, value=float(value), min=0.0)
+    if desc.selection.min_star_particles < 0:
+        msg = (f"{path.name}: selection.min_star_particles must be >= 0, got "
+               f"{desc.selection.min_star_particles}; set a particle count (0: no cut)")
+        raise RangeError(msg, value=desc.selection.min_star_particles, min=0.0)
+    if desc.observation_redshift is not None and desc.observation_redshift < 0:
+        msg = (f"{path.name}: observation_redshift must be >= 0, got {desc.observation_redshift}; "
+               "set it to the redshift the galaxies are observed at")
+        raise RangeError(msg, value=desc.observation_redshift, min=0.0)
     return desc
 
 

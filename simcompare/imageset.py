@@ -338,7 +338,8 @@ def read(path: str | os.PathLike, *, index: np.ndarray | None = None) -> ImageSe
                 variance=variance, mask=mask, psf=psf, provenance=prov,
             )
         except DataFormatError as exc:
-            msg = f"{path}: {exc}".replace("ImageSet: ", "")
+            msg = (f"{path}: {exc}".replace("ImageSet: ", "")
+                   + "; fix the file (layout: docs/imageset.md) or regenerate it")
             raise DataFormatError(msg) from None
         except (KeyError, OSError, ValueError, TypeError) as exc:
             msg = f"{path}: damaged image set ({exc}); regenerate it"

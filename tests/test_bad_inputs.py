@@ -277,6 +277,25 @@ def toml_unknown_key(env: Env) -> list[str]:
     return _render(env)
 
 
+def toml_negative_softening(env: Env) -> list[str]:
+    _sim(env, toml=SIM_TOML.replace("softening_kpc = 0.5", "softening_kpc = -0.5"))
+    return _render(env)
+
+
+def survey_stamp_too_small(env: Env) -> list[str]:
+    _survey_toml(env, "stamp_size = 64", "stamp_size = 4")
+    argv = _hsc_sample(env)
+    argv[argv.index("hsc")] = "mysurvey"
+    return argv
+
+
+def train_imageset_band_count_mismatch(env: Env) -> list[str]:
+    p = galaxy_imageset(env.tmp / "obs.h5", n=24, size=STAMP)
+    with h5py.File(p, "r+") as f:
+        f.attrs["bands"] = json.dumps(["g", "r", "i"])
+    return _train(env, p)
+
+
 def _survey_toml(env: Env, old: str, new: str) -> None:
     from simcompare.registry import builtin_dir
 
@@ -707,6 +726,10 @@ CASES = [
     Case("descriptor-unknown-key", toml_unknown_key, ("mysim.toml", "min_star_particle", "spelling")),
     Case("descriptor-wrong-type-in-table", toml_wrong_type_in_table,
          ("mysurvey.toml", "psf.fwhm_arcsec", "'g'", "number")),
+    Case("descriptor-negative-softening", toml_negative_softening,
+         ("mysim.toml", "softening_kpc", "positive")),
+    Case("survey-stamp-size-too-small", survey_stamp_too_small,
+         ("mysurvey.toml", "stamp_size", "at least 8")),
     Case("score-missing-snapshot-chunk", score_broken_sim, ("snap_078.0.hdf5", "download")),
     # observed side -------------------------------------------------------------------
     Case("obs-truncated-fits", obs_truncated_fits, ("g.fits", "truncated", "download")),
@@ -737,6 +760,8 @@ CASES = [
     Case("train-one-image", train_one_image, ("one.h5", "1 image", "at least")),
     Case("train-cuda-without-gpu", train_cuda_without_gpu, ("cuda", "--device cpu")),
     Case("train-truncated-imageset", train_truncated_imageset, ("obs.h5", "regenerate")),
+    Case("train-imageset-band-count-mismatch", train_imageset_band_count_mismatch,
+         ("obs.h5", "bands lists 3", "fix the file")),
     Case("train-imageset-is-a-directory", train_imageset_is_a_directory, ("obs.h5", "directory")),
     Case("evaluate-stamp-mismatch", evaluate_stamp_mismatch, ("big.h5", "stamp 24", "same")),
     Case("evaluate-band-mismatch", evaluate_band_mismatch, ("gri.h5", "bands", "same survey bands")),
