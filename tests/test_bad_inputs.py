@@ -742,8 +742,8 @@ CASES = [
     Case("obs-band-mismatch", obs_wrong_filter, ("r.fits", "FILTER", "HSC-I")),
     Case("obs-cube-with-too-few-planes", obs_cube_too_few_planes, ("cube1.fits", "plane", "1")),
     Case("obs-missing-psf-in-manifest", obs_manifest_missing_psf, ("psf_g.fits", "manifest.csv", "psf")),
-    Case("obs-missing-psf-file-falls-back", lambda env: _hsc_sample(
-        env, edit=lambda o, b, i, v, m: (i, v, m), psf=False), (), accepted=_psf_fallback,
+    Case("obs-missing-psf-file-falls-back", lambda env: _hsc_sample(env, psf=False), (),
+         accepted=_psf_fallback,
          note="the survey's PSF model stands in for missing PSF files, with one warning"),
     Case("obs-manifest-missing-column", obs_manifest_missing_column, ("manifest.csv", "'image'", "add")),
     Case("obs-manifest-missing-path", obs_manifest_missing_path, ("moved", "manifest.csv")),
