@@ -5,8 +5,8 @@ The command-line verbs are importable functions of the same names::
     import simcompare
     report_dir = simcompare.score(simcompare.ScoreConfig(sim="demo", survey="hsc"))
 
-``render``, ``ingest``, ``train``, ``evaluate``, ``compare``, ``report``, ``score``,
-``list`` and ``fetch`` are loaded on first use, so ``import simcompare`` stays cheap
+``render``, ``ingest``, ``train``, ``evaluate``, ``measure``, ``compare``, ``report``,
+``score``, ``list`` and ``fetch`` are loaded on first use, so ``import simcompare`` stays cheap
 (torch, galsim and statmorph are imported only by the stages that need them).
 """
 
@@ -26,6 +26,7 @@ __all__ = [
     "fetch",
     "ingest",
     "list",
+    "measure",
     "render",
     "report",
     "score",
@@ -41,6 +42,7 @@ _VERBS = {
     "compare": ("simcompare.comparison", "compare_files"),
     "report": ("simcompare.reporting", "write_report"),
     "list": ("simcompare.pipeline", "list_all"),
+    "measure": ("simcompare.morphology", "measure"),
     "fetch": ("simcompare.sims.api", "fetch"),
 }
 

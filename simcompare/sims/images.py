@@ -56,6 +56,7 @@ __all__ = [
     "catalog_columns",
     "image_catalog",
     "image_files",
+    "image_fingerprint",
     "image_folder",
     "read_image_file",
 ]
@@ -156,6 +157,21 @@ def image_files(sim: SimDescriptor, *, workspace: str | os.PathLike = ".") -> li
                "fix pattern in the descriptor")
         raise DataNotFoundError(msg)
     return files
+
+
+def image_fingerprint(sim: SimDescriptor, *, workspace: str | os.PathLike = ".") -> str:
+    """A short hash of the image files' names, sizes and modification times (cache keys)."""
+    import hashlib
+
+    files = image_files(sim, workspace=workspace)
+    if sim.catalog:
+        cat = Path(sim.catalog)
+        files.append(cat if cat.is_absolute() else image_folder(sim, workspace=workspace) / cat)
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat() if p.exists() else None
+        h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
+    return h.hexdigest()[:16]
 
 
 def _env(sim: SimDescriptor) -> str:
