@@ -89,8 +89,9 @@ def write_realsim_idealised(path: Path, *, bands: Sequence[str] = ("g", "r", "i"
     for b in bands:
         img = sersic_plane(flux=10 ** (-0.4 * mags[b]), hlr_arcsec=hlr_kpc / kpc_per_arcsec,
                            scale_arcsec=scale_arcsec, size=size)
+        img = np.clip(img, 0.0, None)  # galsim's k-space drawing leaves tiny negative wings
         maggies[b] = float(img.sum())
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             sb = np.where(img > 0, -2.5 * np.log10(img / scale_arcsec**2), 99.0)
         hdu = fits.ImageHDU(sb.astype(np.float32), name=HSC_FILTERS[b])
         hdu.header["BUNIT"] = "AB mag/arcsec2"
@@ -127,8 +128,8 @@ def write_realsim_hsc(path: Path, *, rng: np.random.Generator,
         img = model + sigma_nmgy * rng.standard_normal(model.shape)
         mask = np.zeros(model.shape, np.int32)
         if bad_box:
-            mask[:6, :6] |= 1 << HSC_MP["MP_BAD"]
-            img[:6, :6] = np.nan
+            mask[10:16, 10:16] |= 1 << HSC_MP["MP_BAD"]
+            img[10:16, 10:16] = np.nan
         mask[model > 3 * sigma_nmgy] |= 1 << HSC_MP["MP_DETECTED"]
         name = HSC_FILTERS[b]
         h = fits.ImageHDU(img.astype(np.float32), name=name)
@@ -139,7 +140,7 @@ def write_realsim_hsc(path: Path, *, rng: np.random.Generator,
         hdus.append(h)
         mh = fits.ImageHDU(mask, name=f"{name} MASK")
         for k, v in HSC_MP.items():
-            mh.header[k] = v
+            mh.header[f"HIERARCH {k}"] = v
         hdus.append(mh)
         if with_variance:
             hdus.append(fits.ImageHDU(np.full(model.shape, sigma_nmgy**2, np.float32),

@@ -239,8 +239,8 @@ def _load(path: Path) -> list[tuple[Any, np.ndarray | None]]:
     from astropy.io import fits
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # astropy warns on truncated or damaged files
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # astropy only warns on truncated files
             with fits.open(path, memmap=False) as hdul:
                 out = []
                 for h in hdul:
@@ -249,6 +249,11 @@ def _load(path: Path) -> list[tuple[Any, np.ndarray | None]]:
     except Exception as exc:  # any failure to read is the same exclusion
         msg = f"{path.name}: cannot read it as FITS ({type(exc).__name__}: {exc})"
         raise ImageFileExcluded(msg, reason="unreadable") from None
+    damaged = [str(w.message) for w in caught
+               if any(word in str(w.message).lower() for word in ("truncated", "corrupt"))]
+    if damaged:
+        msg = f"{path.name}: damaged FITS file ({damaged[0]})"
+        raise ImageFileExcluded(msg, reason="unreadable")
     if not out:
         msg = f"{path.name}: no HDU"
         raise ImageFileExcluded(msg, reason="unreadable")
