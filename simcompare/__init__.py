@@ -22,6 +22,7 @@ __all__ = [
     "ScoreConfig",
     "__version__",
     "compare",
+    "crosscheck",
     "evaluate",
     "fetch",
     "ingest",
@@ -43,6 +44,7 @@ _VERBS = {
     "report": ("simcompare.reporting", "write_report"),
     "list": ("simcompare.pipeline", "list_all"),
     "measure": ("simcompare.morphology", "measure"),
+    "crosscheck": ("simcompare.crosscheck", "crosscheck"),
     "fetch": ("simcompare.sims.api", "fetch"),
 }
 

@@ -183,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--morphology-reference", type=Path, default=None, metavar="REF.parquet",
                    help="morphology of the reference (held-out observed) images")
 
+    # crosscheck -------------------------------------------------------------------
+    p = sub.add_parser("crosscheck", parents=[common], help="particle renders vs published images",
+                       description="Match a particle render and an image render of the same subhalos "
+                       "(both from 'simcompare render' for one survey) and tabulate per band the "
+                       "flux ratio, half-light radius and colour differences.")
+    p.add_argument("--particles", required=True, type=Path, help="mock ImageSet rendered from particles")
+    p.add_argument("--images", required=True, type=Path, help="mock ImageSet rendered from images")
+    p.add_argument("--out", required=True, type=Path, help="output table (.parquet)")
+    p.add_argument("--figure", type=Path, default=None, help="PNG of the pairs side by side per band")
+
     # measure ----------------------------------------------------------------------
     p = sub.add_parser("measure", parents=[common], help="global-axis morphology of an ImageSet",
                        description="Measure statmorph morphology (sizes, Sersic index, CAS, Gini-M20, "
@@ -307,6 +317,12 @@ def _run(args: argparse.Namespace) -> int:
                 path, args.reference, out=target, column=args.column,
                 n_bootstrap=args.n_bootstrap, n_null=args.n_null, seed=args.seed)
         league_table(summaries, out_dir=args.out)
+        print(args.out)
+        return 0
+    if args.verb == "crosscheck":
+        from .crosscheck import crosscheck
+
+        crosscheck(args.particles, args.images, out=args.out, figure=args.figure)
         print(args.out)
         return 0
     if args.verb == "measure":
