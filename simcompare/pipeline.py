@@ -176,6 +176,10 @@ def score(config: ScoreConfig) -> Path:
         "base_path": cfg.base_path, "stamp": stamp, "bands": bands, "noise": cfg.noise,
         "seed": cfg.seed,
     }
+    if sim.kind == "images":  # published images: the files themselves are the input
+        from .sims.images import image_fingerprint
+
+        render_cfg["images"] = image_fingerprint(sim, workspace=workspace)
     render_key = stage_key(render_cfg)
     render_dir = root / "cache" / "render" / render_key
     mocks = render_dir / "mocks.h5"
