@@ -139,7 +139,7 @@ def fingerprints(
     ws = Path(workspace).resolve() if workspace is not None else None
     out: dict[str, str] = {}
     for path, full in files:
-        p = Path(path).absolute()
+        p = Path(os.path.abspath(path))  # absolute, with ".." folded
         name = _name(p, ws)
         out[name] = memo.digest(p, full=bool(full))
     return dict(sorted(out.items()))
