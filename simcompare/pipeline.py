@@ -174,6 +174,10 @@ class _Stages:
     def _why_rerun(self, stage: str, upstream: tuple[str, ...]) -> str:
         reran = [u for u in upstream if self.reasons.get(u, "reused") != "reused"]
         config_key = self._config_keys[stage]
+        final = self.final(stage)
+        if final.with_name(final.name + ".partial").exists():
+            return ("rerun: resuming an interrupted run" if stage == "train"
+                    else "rerun: an earlier run was interrupted in this stage")
         for done in sorted((self.root / "cache" / stage).glob("*/done.json"),
                            key=lambda p: p.stat().st_mtime_ns, reverse=True):
             try:
@@ -280,6 +284,30 @@ def _render_inputs(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescripto
             sky = None  # the render stage says what is missing
         if sky is not None:
             files += [(sky, False)] if sky.is_file() else [(p, False) for p in _tree(sky)]
+    return files + _sps_files(survey)
+
+
+def _sps_files(survey: SurveyDescriptor) -> list[tuple[Path, bool]]:
+    """The BC03 grid and the survey's filter curves (speclite names or files)."""
+    import importlib.util
+
+    from .errors import DataNotFoundError
+    from .sps import bc03_grid_path
+
+    files: list[tuple[Path, bool]] = []
+    try:
+        files.append((bc03_grid_path(), False))
+    except DataNotFoundError:
+        pass  # the render stage says what to install
+    spec = importlib.util.find_spec("speclite")
+    folder = (Path(spec.submodule_search_locations[0]) / "data" / "filters"
+              if spec is not None and spec.submodule_search_locations else None)
+    for name in survey.filters:
+        path = Path(name).expanduser()
+        if not path.is_file() and folder is not None:
+            path = folder / f"{name}.ecsv"
+        if path.is_file():
+            files.append((path, True))
     return files
 
 
@@ -459,7 +487,18 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
     with _stage("report", timings, lambda: False):
         from .reporting import write_index, write_report
 
-        write_report(run_dir, out=report_dir)
+        # written beside the report folder, then swapped in: a killed run never leaves a
+        # half-written report in its place
+        work = report_dir.with_name(f".{report_dir.name}.partial")
+        old = report_dir.with_name(f".{report_dir.name}.old")
+        for leftover in (work, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        write_report(run_dir, out=work)
+        if report_dir.exists():
+            os.rename(report_dir, old)
+        os.rename(work, report_dir)
+        shutil.rmtree(old, ignore_errors=True)
         write_index(workspace / "reports")
     timings["total"] = round(time.perf_counter() - t_start, 3)
     run["timings_s"] = timings
