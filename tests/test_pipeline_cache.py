@@ -1,4 +1,4 @@
-"""Inputs in the cache key, the workspace lock, and a run killed mid-stage then rerun."""
+"""Inputs in the cache key and the workspace lock (interrupted runs: tests/test_interrupts.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -185,36 +184,3 @@ def test_stale_lock_is_taken_over_with_a_log_line(tmp_path, caplog):
     assert any("stale" in r.getMessage() and str(gone.pid) in r.getMessage() for r in caplog.records)
     assert not lock.exists()
 
-
-def _science(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k not in ("timings_s", "created", "provenance")}
-
-
-def test_sigkill_mid_stage_then_rerun_matches_a_clean_run(clean_run, tmp_path):
-    ws = _real_sample_workspace(tmp_path / "ws")
-    cmd = [sys.executable, "-m", "simcompare", "score", "--sim", "demo", "--survey", "hsc",
-           "--workspace", str(ws), "-q", *TINY]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    train_cache = ws / ".simcompare" / "cache" / "train"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(train_cache.glob("*.partial")):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before the train stage began"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert lock_path(ws).exists()  # left behind by the killed run
-    assert not list(train_cache.glob("*/done.json"))  # the killed stage does not look complete
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "stale" in rerun.stderr
-    run = _run(ws)
-    assert run["cached"]["render"] and run["cached"]["observed"], run["cached"]
-    a = json.loads(Path(clean_run[1]["paths"]["summary"]).read_text())
-    b = json.loads(Path(run["paths"]["summary"]).read_text())
-    assert _science(b) == _science(a)
-    # the model the rerun finished is the one a clean run trains (same split and data)
-    assert run["stage_keys"]["observed"] == clean_run[1]["stage_keys"]["observed"]
-    assert run["stage_keys"]["train"] == clean_run[1]["stage_keys"]["train"]
