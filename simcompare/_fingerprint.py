@@ -71,22 +71,22 @@ class FingerprintMemo:
                                         "FROM files"):
                 self._rows[row[0]] = tuple(row[1:])  # type: ignore[assignment]
 
-    def digest(self, path: Path, *, full: bool) -> str:
+    def digest(self, path: str | os.PathLike, *, full: bool) -> str:
         """The fingerprint of one file (``"missing"`` when it does not exist)."""
+        key = os.fspath(path)
         try:
-            st = path.stat()
+            st = os.stat(key)
         except OSError:
             return MISSING
         mode = "full" if full or st.st_size <= FULL_HASH_MAX_BYTES else "head"
-        key = str(path)
         stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode)
         row = self._rows.get(key)
         if row is not None and row[:5] == stamp:
             return row[5]
         if mode == "full":
-            digest = f"{st.st_size}:{_full_sha(path)[:20]}"
+            digest = f"{st.st_size}:{_full_sha(Path(key))[:20]}"
         else:
-            digest = f"{st.st_size}:{st.st_mtime_ns}:{_head_tail_sha(path, st.st_size)[:20]}"
+            digest = f"{st.st_size}:{st.st_mtime_ns}:{_head_tail_sha(Path(key), st.st_size)[:20]}"
         self._rows[key] = self._new[key] = (*stamp, digest)
         return digest
 
@@ -105,15 +105,6 @@ class FingerprintMemo:
         if self._db is not None:
             self._db.close()
             self._db = None
-
-
-def _name(path: Path, workspace: Path | None) -> str:
-    if workspace is not None:
-        try:
-            return path.relative_to(workspace).as_posix()
-        except ValueError:
-            pass
-    return path.as_posix()
 
 
 def fingerprints(
@@ -136,12 +127,13 @@ def fingerprints(
     dict
         Name -> fingerprint, sorted by name.
     """
-    ws = Path(workspace).resolve() if workspace is not None else None
+    prefixes = () if workspace is None else tuple(
+        {os.path.join(os.path.abspath(workspace), ""), os.path.join(str(Path(workspace).resolve()), "")})
     out: dict[str, str] = {}
     for path, full in files:
-        p = Path(os.path.abspath(path))  # absolute, with ".." folded
-        name = _name(p, ws)
-        out[name] = memo.digest(p, full=bool(full))
+        p = os.path.abspath(path)  # absolute, with ".." folded
+        name = next((p[len(pre):] for pre in prefixes if p.startswith(pre)), p)
+        out[Path(name).as_posix() if os.sep != "/" else name] = memo.digest(p, full=bool(full))
     return dict(sorted(out.items()))
 
 

@@ -199,6 +199,10 @@ class _Stages:
             return f"rerun: upstream stage changed: {', '.join(reran)}"
         return "rerun: new configuration"
 
+    def input_digests(self) -> dict[str, str]:
+        """sha256 over the input-file fingerprints of each stage that reads input files."""
+        return {stage: _fingerprint.combined(prints) for stage, prints in self._inputs.items() if prints}
+
     def close(self) -> None:
         self.memo.close()
 
@@ -464,6 +468,7 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
         "sim_descriptor": hashlib.sha256(_descriptor_text(sim).encode()).hexdigest(),
         "survey_descriptor": hashlib.sha256(_descriptor_text(survey).encode()).hexdigest(),
         "mocks": _cached_sha(mocks), "observed": _cached_sha(observed),
+        **{f"{stage}_input_files": digest for stage, digest in stages.input_digests().items()},
     }
     run = {
         "schema": "simcompare.run", "schema_version": 1,
