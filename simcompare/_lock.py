@@ -103,8 +103,8 @@ def workspace_lock(workspace: str | os.PathLike, *, what: str = "score") -> Iter
                 if holder and _holder_alive(holder):
                     msg = (f"workspace {Path(workspace)} is busy: simcompare {holder.get('command', '')} "
                            f"(pid {holder.get('pid')} on {holder.get('host')}, since "
-                           f"{holder.get('since')}) holds {path}; wait for it to finish or use "
-                           "another --workspace")
+                           f"{holder.get('since')}) holds {path}; wait for it to finish, use another "
+                           "--workspace, or delete that file if no such process runs")
                     raise WorkspaceBusyError(msg) from None
                 log.warning("taking over the stale workspace lock %s of pid %s on %s (that process "
                             "is gone)", path, holder.get("pid", "?"), holder.get("host", "?"))
