@@ -5,8 +5,9 @@ The command-line verbs are importable functions of the same names::
     import simcompare
     report_dir = simcompare.score(simcompare.ScoreConfig(sim="demo", survey="hsc"))
 
-``render``, ``ingest``, ``train``, ``evaluate``, ``compare``, ``report``, ``score``,
-``list``, ``fetch`` and ``validate`` are loaded on first use, so ``import simcompare`` stays cheap
+``render``, ``ingest``, ``train``, ``evaluate``, ``measure``, ``compare``, ``report``,
+``score``, ``list``, ``fetch``, ``crosscheck`` and ``validate`` are loaded on first use, so
+``import simcompare`` stays cheap
 (torch, galsim and statmorph are imported only by the stages that need them).
 """
 
@@ -22,10 +23,12 @@ __all__ = [
     "ScoreConfig",
     "__version__",
     "compare",
+    "crosscheck",
     "evaluate",
     "fetch",
     "ingest",
     "list",
+    "measure",
     "render",
     "report",
     "score",
@@ -42,6 +45,8 @@ _VERBS = {
     "compare": ("simcompare.comparison", "compare_files"),
     "report": ("simcompare.reporting", "write_report"),
     "list": ("simcompare.pipeline", "list_all"),
+    "measure": ("simcompare.morphology", "measure"),
+    "crosscheck": ("simcompare.crosscheck", "crosscheck"),
     "fetch": ("simcompare.sims.api", "fetch"),
     "validate": ("simcompare.imageset", "validate"),
 }

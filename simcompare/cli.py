@@ -186,6 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bootstrap", type=_positive_int, default=1000)
     p.add_argument("--n-null", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--morphology", type=Path, default=None, metavar="SIM.parquet",
+                   help="morphology of the simulated images ('simcompare measure'): adds the "
+                        "global-structure axis")
+    p.add_argument("--morphology-reference", type=Path, default=None, metavar="REF.parquet",
+                   help="morphology of the reference (held-out observed) images")
+
+    # crosscheck -------------------------------------------------------------------
+    p = sub.add_parser("crosscheck", parents=[common], help="particle renders vs published images",
+                       description="Match a particle render and an image render of the same subhalos "
+                       "(both from 'simcompare render' for one survey) and tabulate per band the "
+                       "flux ratio, half-light radius and colour differences.")
+    p.add_argument("--particles", required=True, type=Path, help="mock ImageSet rendered from particles")
+    p.add_argument("--images", required=True, type=Path, help="mock ImageSet rendered from images")
+    p.add_argument("--out", required=True, type=Path, help="output table (.parquet)")
+    p.add_argument("--figure", type=Path, default=None, help="PNG of the pairs side by side per band")
+
+    # measure ----------------------------------------------------------------------
+    p = sub.add_parser("measure", parents=[common], help="global-axis morphology of an ImageSet",
+                       description="Measure statmorph morphology (sizes, Sersic index, CAS, Gini-M20, "
+                       "colours) of every stamp of an ImageSet into a Parquet table for "
+                       "'simcompare compare --morphology'.")
+    p.add_argument("--images", required=True, type=Path, help="ImageSet (.h5), mock or observed")
+    p.add_argument("--out", required=True, type=Path, help="output table (.parquet)")
+    p.add_argument("--band", default=None, help="measurement band (default i, else r, else the middle)")
+    p.add_argument("--max-images", type=_positive_int, default=None,
+                   help="measure a random subset of N images (default all)")
+    p.add_argument("--workers", type=_positive_int, default=1)
+    p.add_argument("--seed", type=int, default=0)
 
     # report -----------------------------------------------------------------------
     p = sub.add_parser("report", parents=[common], help="HTML report of a run folder")
@@ -279,9 +307,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.verb == "compare":
         from .comparison import compare_files, league_table
 
+        if (args.morphology is None) != (args.morphology_reference is None):
+            from .errors import ConfigError
+
+            msg = "give both --morphology and --morphology-reference (or neither)"
+            raise ConfigError(msg)
+        morph = {"morphology": args.morphology, "morphology_reference": args.morphology_reference} \
+            if args.morphology is not None else {}
+        if morph and len(args.scores) > 1:
+            from .errors import ConfigError
+
+            msg = "--morphology takes one simulation: give a single --scores table with it"
+            raise ConfigError(msg)
         if len(args.scores) == 1:
             compare_files(args.scores[0], args.reference, out=args.out, column=args.column,
-                          n_bootstrap=args.n_bootstrap, n_null=args.n_null, seed=args.seed)
+                          n_bootstrap=args.n_bootstrap, n_null=args.n_null, seed=args.seed, **morph)
             print(args.out)
             return 0
         summaries = {}
@@ -291,6 +331,19 @@ def _run(args: argparse.Namespace) -> int:
                 path, args.reference, out=target, column=args.column,
                 n_bootstrap=args.n_bootstrap, n_null=args.n_null, seed=args.seed)
         league_table(summaries, out_dir=args.out)
+        print(args.out)
+        return 0
+    if args.verb == "crosscheck":
+        from .crosscheck import crosscheck
+
+        crosscheck(args.particles, args.images, out=args.out, figure=args.figure)
+        print(args.out)
+        return 0
+    if args.verb == "measure":
+        from .morphology import measure
+
+        measure(args.images, out=args.out, band=args.band, max_images=args.max_images,
+                workers=args.workers, seed=args.seed, progress=progress)
         print(args.out)
         return 0
     if args.verb == "report":

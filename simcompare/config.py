@@ -115,11 +115,31 @@ class ScoreDefaults:
 
 @dataclass(frozen=True)
 class SimDescriptor:
-    """A simulation: where its data lives and how to read it."""
+    """A simulation: where its data lives and how to read it.
+
+    ``kind = "particles"`` (the default) names a particle ``reader``; ``kind = "images"``
+    names a folder of FITS images (``path`` + ``pattern``), see
+    :mod:`simcompare.sims.images`: ``[bands]`` maps each survey band to a plane by the
+    file's filter name, ``psf_convolved`` says whether the images already carry a PSF
+    (and noise, i.e. are survey-realistic), and ``flux_unit``, ``pixel_scale_arcsec`` or
+    ``kpc_per_pixel`` override what the files' headers say (``BUNIT``, ``CDELT1``).
+    ``catalog`` names a table beside the images (object id, view, redshift, stellar
+    mass). An image descriptor may also name a particle ``reader`` and ``base_path`` for
+    the same galaxies (``simcompare crosscheck``).
+    """
 
     name: str
     title: str
-    reader: str
+    reader: str = ""
+    kind: str = "particles"
+    path: str = ""
+    pattern: str = "*.fits"
+    psf_convolved: bool = False
+    bands: dict[str, str] = field(default_factory=dict)
+    flux_unit: str = ""
+    pixel_scale_arcsec: float | None = None
+    kpc_per_pixel: float | None = None
+    catalog: str = ""
     base_path: str = ""
     snapshots: tuple[int, ...] = ()
     default_snapshot: int | None = None
@@ -193,9 +213,9 @@ class SurveyDescriptor:
     name: str
     title: str
     bands: tuple[str, ...]
-    filters: tuple[str, ...]
     pixel_scale_arcsec: float
     zero_point: float
+    filters: tuple[str, ...] = ()  # speclite curves: needed only to render star particles
     flux_unit: str = "counts"
     stamp_size: int = 64
     default_redshift: float = 0.1
@@ -204,6 +224,20 @@ class SurveyDescriptor:
     sample: SampleConfig = field(default_factory=SampleConfig)
     notes: str = ""
     source: str = ""
+
+    def filters_for(self, bands: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """The SPS filter curve of each band; a ConfigError when the survey names none.
+
+        ``filters`` is needed only to render star particles (and the synthetic observed
+        demo sample): image-kind simulations and real cutouts do without it.
+        """
+        if not self.filters:
+            where = self.source or "the survey descriptor"
+            msg = (f"survey {self.name!r} has no 'filters' (speclite filter curves, one per band): "
+                   "they are needed to render star particles or the demo sample; add "
+                   f"filters = [...] to {where}, or score a kind = \"images\" simulation")
+            raise ConfigError(msg)
+        return tuple(self.filters[self.bands.index(b)] for b in bands)
 
     def band_values(self, mapping: Mapping[str, float], what: str) -> list[float]:
         """Return ``mapping`` ordered by :attr:`bands`; a missing band is a ConfigError."""
@@ -384,6 +418,17 @@ def load_sim_descriptor(path: str | os.PathLike) -> SimDescriptor:
     data = _load_toml(path)
     data["source"] = str(path)
     desc = from_mapping(SimDescriptor, data, where=path.name)
+    if desc.kind not in {"particles", "images"}:
+        msg = f"{path.name}: kind must be 'particles' or 'images' (got {desc.kind!r})"
+        raise ConfigError(msg)
+    if desc.kind == "images":
+        _check_image_descriptor(desc, path.name)
+        if not desc.reader:
+            return desc
+    if not desc.reader:
+        msg = (f"{path.name}: required key 'reader' is missing; add it (one of tng, tng-api, eagle, "
+               "demo), or kind = \"images\" for published images")
+        raise ConfigError(msg)
     if desc.reader not in {"tng", "tng-api", "eagle", "demo"}:
         msg = f"{path.name}: reader must be one of tng, tng-api, eagle, demo (got {desc.reader!r})"
         raise ConfigError(msg)
@@ -402,13 +447,34 @@ def load_sim_descriptor(path: str | os.PathLike) -> SimDescriptor:
     return desc
 
 
+def _check_image_descriptor(desc: SimDescriptor, where: str) -> None:
+    """The keys ``kind = "images"`` needs: path and a [bands] table of plane names."""
+    if not desc.path:
+        msg = (f"{where}: kind = \"images\" needs path = \"<folder of FITS files>\" "
+               "(relative to the descriptor or the workspace)")
+        raise ConfigError(msg)
+    if not isinstance(desc.bands, Mapping) or not desc.bands or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in desc.bands.items()):
+        msg = (f"{where}: kind = \"images\" needs a [bands] table mapping each survey band to "
+               "the file's filter name, e.g. [bands] i = \"SUBARU_HSC.I\"")
+        raise ConfigError(msg)
+    for key in ("pixel_scale_arcsec", "kpc_per_pixel"):
+        value = getattr(desc, key)
+        if value is not None and not value > 0:
+            msg = f"{where}: {key} must be positive (got {value})"
+            raise ConfigError(msg)
+    if desc.pixel_scale_arcsec is not None and desc.kpc_per_pixel is not None:
+        msg = f"{where}: give pixel_scale_arcsec or kpc_per_pixel, not both"
+        raise ConfigError(msg)
+
+
 def load_survey_descriptor(path: str | os.PathLike) -> SurveyDescriptor:
     """Read a survey descriptor TOML file and check per-band tables cover every band."""
     path = Path(path)
     data = _load_toml(path)
     data["source"] = str(path)
     desc = from_mapping(SurveyDescriptor, data, where=path.name)
-    if len(desc.filters) != len(desc.bands):
+    if desc.filters and len(desc.filters) != len(desc.bands):
         msg = f"{path.name}: 'filters' must name one filter curve per band ({len(desc.bands)})"
         raise ConfigError(msg)
     if desc.psf.kind != "image":

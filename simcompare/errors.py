@@ -15,6 +15,7 @@ __all__ = [
     "RangeError",
     "SimcompareError",
     "SimcompareWarning",
+    "WorkspaceBusyError",
 ]
 
 
@@ -53,6 +54,10 @@ class DataNotFoundError(SimcompareError, FileNotFoundError):
 
 class DataFormatError(SimcompareError, ValueError):
     """An input file exists but is corrupt, truncated or of the wrong layout."""
+
+
+class WorkspaceBusyError(SimcompareError):
+    """Another ``simcompare score`` (a live process) holds the workspace's lock."""
 
 
 class SimcompareWarning(UserWarning):

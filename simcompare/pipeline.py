@@ -1,9 +1,14 @@
 """``simcompare score``: render -> ingest -> train -> evaluate -> measure -> compare -> report.
 
 Every stage writes into ``<workspace>/.simcompare/cache/<stage>/<key>/``, where ``key``
-hashes the stage's own configuration together with the keys of the stages it reads
-from. A stage whose output is complete is reused, so a second identical run only
-re-links the run folder and rewrites the report. The run folder
+hashes the stage's own configuration, the fingerprints of the input files it reads (see
+:mod:`simcompare._fingerprint`) and the keys of the stages it reads from: an edited
+catalogue, cutout or snapshot file gives a new key, so that stage and every stage after it
+run again, and ``score`` logs for each stage whether it was reused or why it reran. A
+stage writes into ``<key>.partial/`` and renames it to ``<key>/`` once complete, so a
+killed run never leaves a folder that looks complete. A second identical run only
+re-links the run folder and rewrites the report. One ``score`` at a time writes a
+workspace (see :mod:`simcompare._lock`). The run folder
 ``<workspace>/.simcompare/runs/<sim>_<survey>/run.json`` names every artefact; the
 report reads nothing else.
 """
@@ -23,7 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import _fingerprint
 from ._io import write_json_atomic
+from ._lock import workspace_lock
 from ._version import __version__
 from .config import ScoreConfig, SimDescriptor, SurveyDescriptor
 from .errors import ConfigError
@@ -106,6 +113,98 @@ def _mark_complete(marker: Path, info: Mapping[str, Any]) -> None:
     write_json_atomic(marker, info)
 
 
+class _Stages:
+    """Keys, work folders, completion and the reuse/rerun log of the pipeline's stages."""
+
+    def __init__(self, root: Path, workspace: Path) -> None:
+        self.root = root
+        self.workspace = workspace
+        self.memo = _fingerprint.FingerprintMemo(root / "fingerprints.sqlite")
+        self.reasons: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
+        self._inputs: dict[str, dict[str, str]] = {}
+        self._config_keys: dict[str, str] = {}
+
+    def key(self, stage: str, config: Mapping[str, Any],
+            files: list[tuple[Path, bool]] | None = None) -> str:
+        """The stage's key: its configuration plus the fingerprints of ``files``."""
+        config_key = stage_key(config)
+        prints = _fingerprint.fingerprints(files or [], memo=self.memo, workspace=self.workspace)
+        self.memo.save()
+        key = stage_key({"config": config_key, "inputs": _fingerprint.combined(prints)})
+        self.keys[stage] = key
+        self._inputs[stage] = prints
+        self._config_keys[stage] = config_key
+        return key
+
+    def final(self, stage: str) -> Path:
+        return self.root / "cache" / stage / self.keys[stage]
+
+    def work(self, stage: str, *, keep: bool = False) -> Path:
+        """A fresh ``<key>.partial`` folder to write the stage into (``keep``: resume in it)."""
+        final = self.final(stage)
+        partial = final.with_name(final.name + ".partial")
+        if final.exists():  # an incomplete folder of an older layout
+            shutil.rmtree(final)
+        if partial.exists() and not keep:
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        return partial
+
+    def is_complete(self, stage: str) -> bool:
+        return _complete(self.final(stage) / "done.json")
+
+    def finish(self, stage: str, work: Path, info: Mapping[str, Any]) -> None:
+        """Mark ``work`` complete and rename it into place."""
+        write_json_atomic(work / "inputs.json", self._inputs[stage])
+        _mark_complete(work / "done.json", {**info, "config_key": self._config_keys[stage],
+                                            "key": self.keys[stage]})
+        os.replace(work, self.final(stage))
+
+    def explain(self, stage: str, cached: bool, upstream: tuple[str, ...] = ()) -> str:
+        """Why the stage is reused or reruns (logged; kept in run.json)."""
+        if cached:
+            why = "reused"
+        else:
+            why = self._why_rerun(stage, upstream)
+        self.reasons[stage] = why
+        log.info("stage %-10s %s", stage, why)
+        return why
+
+    def _why_rerun(self, stage: str, upstream: tuple[str, ...]) -> str:
+        reran = [u for u in upstream if self.reasons.get(u, "reused") != "reused"]
+        config_key = self._config_keys[stage]
+        final = self.final(stage)
+        if final.with_name(final.name + ".partial").exists():
+            return ("rerun: resuming an interrupted run" if stage == "train"
+                    else "rerun: an earlier run was interrupted in this stage")
+        for done in sorted((self.root / "cache" / stage).glob("*/done.json"),
+                           key=lambda p: p.stat().st_mtime_ns, reverse=True):
+            try:
+                info = json.loads(done.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if info.get("config_key") != config_key:
+                continue
+            try:
+                old = json.loads((done.parent / "inputs.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            changed = _fingerprint.changed_names(old, self._inputs[stage])
+            if changed:
+                more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+                return f"rerun: input changed: {changed[0]}{more}"
+            break
+        if reran:
+            return f"rerun: upstream stage changed: {', '.join(reran)}"
+        return "rerun: new configuration"
+
+    def input_digests(self) -> dict[str, str]:
+        """sha256 over the input-file fingerprints of each stage that reads input files."""
+        return {stage: _fingerprint.combined(prints) for stage, prints in self._inputs.items() if prints}
+
+    def close(self) -> None:
+        self.memo.close()
 
 
 def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
@@ -161,6 +260,63 @@ def score(config: ScoreConfig) -> Path:
     survey = find_survey(config.survey, workspace=workspace)
     cfg = config.resolved(sim.score_defaults)
     _check_options(cfg, survey)
+    root = cache_root(workspace)
+    with workspace_lock(workspace, what="score"):
+        stages = _Stages(root, workspace)
+        try:
+            return _score(cfg, sim, survey, workspace, stages)
+        finally:
+            stages.close()
+
+
+def _render_inputs(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor,
+                   workspace: Path) -> list[tuple[Path, bool]]:
+    """The simulation files, PSF images and blank-sky fields the render stage reads."""
+    from .observed.sample import _tree, psf_image_files
+    from .sims import input_files
+
+    files = input_files(sim, snapshot=cfg.snapshot, base_path=cfg.base_path, workspace=workspace)
+    files += [(p, False) for p in psf_image_files(survey, workspace=workspace)]
+    if cfg.noise == "blank-sky" and survey.noise.blank_sky:
+        from .errors import DataNotFoundError
+        from .mock.blanksky import resolve_blank_sky_path
+
+        try:
+            sky = resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
+                                         descriptor_source=survey.source)
+        except DataNotFoundError:
+            sky = None  # the render stage says what is missing
+        if sky is not None:
+            files += [(sky, False)] if sky.is_file() else [(p, False) for p in _tree(sky)]
+    return files + _sps_files(survey)
+
+
+def _sps_files(survey: SurveyDescriptor) -> list[tuple[Path, bool]]:
+    """The BC03 grid and the survey's filter curves (speclite names or files)."""
+    import importlib.util
+
+    from .errors import DataNotFoundError
+    from .sps import bc03_grid_path
+
+    files: list[tuple[Path, bool]] = []
+    try:
+        files.append((bc03_grid_path(), False))
+    except DataNotFoundError:
+        pass  # the render stage says what to install
+    spec = importlib.util.find_spec("speclite")
+    folder = (Path(spec.submodule_search_locations[0]) / "data" / "filters"
+              if spec is not None and spec.submodule_search_locations else None)
+    for name in survey.filters:
+        path = Path(name).expanduser()
+        if not path.is_file() and folder is not None:
+            path = folder / f"{name}.ecsv"
+        if path.is_file():
+            files.append((path, True))
+    return files
+
+
+def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, workspace: Path,
+           stages: _Stages) -> Path:
     stamp = cfg.stamp_size or survey.stamp_size
     bands = tuple(cfg.bands) or survey.bands
     root = cache_root(workspace)
@@ -176,36 +332,47 @@ def score(config: ScoreConfig) -> Path:
         "base_path": cfg.base_path, "stamp": stamp, "bands": bands, "noise": cfg.noise,
         "seed": cfg.seed,
     }
-    render_key = stage_key(render_cfg)
-    render_dir = root / "cache" / "render" / render_key
+    if sim.kind == "images":  # published images: the files themselves are the input
+        from .sims.images import image_fingerprint
+
+        render_cfg["images"] = image_fingerprint(sim, workspace=workspace)
+    render_key = stages.key("render", render_cfg, _render_inputs(cfg, sim, survey, workspace))
+    render_dir = stages.final("render")
     mocks = render_dir / "mocks.h5"
-    with _stage("render", timings, lambda: _complete(render_dir / "done.json"), reused) as cached:
+    with _stage("render", timings, lambda: stages.is_complete("render"), reused) as cached:
+        stages.explain("render", cached)
         if not cached:
             from .mock import render
 
+            work = stages.work("render")
             render(
-                sim, survey, out=mocks, snapshot=cfg.snapshot, n_galaxies=cfg.n_galaxies,
+                sim, survey, out=work / "mocks.h5", snapshot=cfg.snapshot, n_galaxies=cfg.n_galaxies,
                 base_path=cfg.base_path, workspace=workspace, stamp_size=stamp, bands=bands,
                 noise=cfg.noise, seed=cfg.seed, workers=cfg.workers, scheduler=cfg.scheduler,
                 progress=cfg.progress,
             )
-            _mark_complete(render_dir / "done.json", render_cfg)
+            stages.finish("render", work, render_cfg)
 
     # 2. the observed sample --------------------------------------------------------
+    from .observed.sample import sample_input_files
+
     obs_cfg = {
         "stage": "observed", "version": __version__, "survey": _descriptor_text(survey),
         "stamp": stamp, "bands": bands,
     }
-    obs_key = stage_key(obs_cfg)
-    obs_dir = root / "cache" / "observed" / obs_key
+    obs_files = sample_input_files(survey, workspace=workspace, stamp_size=stamp, progress=cfg.progress)
+    obs_key = stages.key("observed", obs_cfg, obs_files)
+    obs_dir = stages.final("observed")
     observed = obs_dir / "observed.h5"
-    with _stage("observed", timings, lambda: _complete(obs_dir / "done.json"), reused) as cached:
+    with _stage("observed", timings, lambda: stages.is_complete("observed"), reused) as cached:
+        stages.explain("observed", cached)
         if not cached:
             from .observed import load_sample
 
-            load_sample(survey, out=observed, workspace=workspace, stamp_size=stamp, bands=bands,
-                        progress=cfg.progress)
-            _mark_complete(obs_dir / "done.json", obs_cfg)
+            work = stages.work("observed")
+            load_sample(survey, out=work / "observed.h5", workspace=workspace, stamp_size=stamp,
+                        bands=bands, progress=cfg.progress)
+            stages.finish("observed", work, obs_cfg)
 
     # 3. train the density model (and the background model) -------------------------
     train_cfg = {
@@ -214,76 +381,89 @@ def score(config: ScoreConfig) -> Path:
         "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "background": cfg.background,
         "background_conditions": cfg.background_conditions, "ensemble": cfg.ensemble,
     }
-    train_key = stage_key(train_cfg)
-    model_dir = root / "cache" / "train" / train_key
-    with _stage("train", timings, lambda: _complete(model_dir / "done.json"), reused) as cached:
+    train_key = stages.key("train", train_cfg)
+    model_dir = stages.final("train")
+    with _stage("train", timings, lambda: stages.is_complete("train"), reused) as cached:
+        stages.explain("train", cached, ("observed",))
         if not cached:
             from .density import train
 
+            # an interrupted training resumes from the checkpoints in its partial folder
+            partial = model_dir.with_name(model_dir.name + ".partial")
+            resume = partial.exists()
+            work = stages.work("train", keep=True)
             train(
-                observed, out=model_dir, levels=cfg.levels, blocks=cfg.blocks, hidden=cfg.hidden,
+                observed, out=work, levels=cfg.levels, blocks=cfg.blocks, hidden=cfg.hidden,
                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                 device=cfg.device, background=cfg.background,
                 background_conditions=cfg.background_conditions, ensemble=cfg.ensemble,
-                resume=model_dir.exists(),
+                resume=resume,
                 progress=cfg.progress,
             )
-            _mark_complete(model_dir / "done.json", train_cfg)
+            stages.finish("train", work, train_cfg)
 
     # 4. score simulated and held-out observed images --------------------------------
-    eval_key = stage_key({"stage": "evaluate", "train": train_key, "render": render_key})
-    eval_dir = root / "cache" / "evaluate" / eval_key
+    eval_key = stages.key("evaluate", {"stage": "evaluate", "train": train_key, "render": render_key})
+    eval_dir = stages.final("evaluate")
     sim_scores = eval_dir / "sim_scores.parquet"
     # train() already scored the held-out observed test split (for percentiles)
     ref_scores = model_dir / "reference_scores.parquet"
-    with _stage("evaluate", timings, lambda: _complete(eval_dir / "done.json"), reused) as cached:
+    with _stage("evaluate", timings, lambda: stages.is_complete("evaluate"), reused) as cached:
+        stages.explain("evaluate", cached, ("train", "render"))
         if not cached:
             from .density import evaluate
 
-            evaluate(model_dir, mocks, out=sim_scores, device=cfg.device, progress=cfg.progress)
-            _mark_complete(eval_dir / "done.json", {"train": train_key, "render": render_key})
+            work = stages.work("evaluate")
+            evaluate(model_dir, mocks, out=work / "sim_scores.parquet", device=cfg.device,
+                     progress=cfg.progress)
+            stages.finish("evaluate", work, {"train": train_key, "render": render_key})
 
     # 5. classical morphology on the same stamps -------------------------------------
     # keyed on the held-out test ids, not the whole training stage: another background or
     # architecture with the same split reuses the measurements
     test_ids = sorted(json.loads((model_dir / "split.json").read_text())["test"])
-    morph_key = stage_key({"stage": "morphology", "version": __version__, "render": render_key,
-                           "observed": obs_key, "test_ids": stage_key({"ids": test_ids}),
-                           "max": cfg.morphology_max, "seed": cfg.seed})
-    morph_dir = root / "cache" / "morphology" / morph_key
+    morph_key = stages.key("morphology", {
+        "stage": "morphology", "version": __version__, "render": render_key, "observed": obs_key,
+        "test_ids": stage_key({"ids": test_ids}), "max": cfg.morphology_max, "seed": cfg.seed})
+    morph_dir = stages.final("morphology")
     morph_sim = morph_dir / "morphology_sim.parquet"
     morph_ref = morph_dir / "morphology_reference.parquet"
     observed_test = morph_dir / "observed_test.h5"
-    with _stage("morphology", timings, lambda: _complete(morph_dir / "done.json"), reused) as cached:
+    with _stage("morphology", timings, lambda: stages.is_complete("morphology"), reused) as cached:
+        stages.explain("morphology", cached, ("render", "observed"))
         if not cached:
             from .morphology import measure
 
-            _write_test_split(observed, model_dir / "split.json", observed_test)
-            measure(mocks, out=morph_sim, max_images=cfg.morphology_max, workers=cfg.workers,
-                    seed=cfg.seed, progress=cfg.progress)
-            measure(observed_test, out=morph_ref, max_images=cfg.morphology_max,
+            work = stages.work("morphology")
+            _write_test_split(observed, model_dir / "split.json", work / "observed_test.h5")
+            measure(mocks, out=work / "morphology_sim.parquet", max_images=cfg.morphology_max,
                     workers=cfg.workers, seed=cfg.seed, progress=cfg.progress)
-            _mark_complete(morph_dir / "done.json", {"key": morph_key})
+            measure(work / "observed_test.h5", out=work / "morphology_reference.parquet",
+                    max_images=cfg.morphology_max, workers=cfg.workers, seed=cfg.seed,
+                    progress=cfg.progress)
+            stages.finish("morphology", work, {"key": morph_key})
 
     # 6. population statistics -------------------------------------------------------
     cmp_cfg = {"stage": "compare", "version": __version__, "evaluate": eval_key,
                "morphology": morph_key, "n_bootstrap": cfg.n_bootstrap, "n_null": cfg.n_null,
                "seed": cfg.seed}
-    cmp_key = stage_key(cmp_cfg)
-    cmp_dir = root / "cache" / "compare" / cmp_key
+    cmp_key = stages.key("compare", cmp_cfg)
+    cmp_dir = stages.final("compare")
     summary_path = cmp_dir / "summary.json"
-    with _stage("compare", timings, lambda: _complete(cmp_dir / "done.json"), reused) as cached:
+    with _stage("compare", timings, lambda: stages.is_complete("compare"), reused) as cached:
+        stages.explain("compare", cached, ("evaluate", "morphology"))
         if not cached:
             from .comparison import compare
 
+            work = stages.work("compare")
             column = "llr_nats" if cfg.background != "none" else "log_prob_nats"
             summary = compare(
                 sim_scores, ref_scores, column=column, n_bootstrap=cfg.n_bootstrap,
                 n_null=cfg.n_null, seed=cfg.seed, morphology=morph_sim,
                 morphology_reference=morph_ref,
             )
-            write_json_atomic(summary_path, summary)
-            _mark_complete(cmp_dir / "done.json", cmp_cfg)
+            write_json_atomic(work / "summary.json", summary)
+            stages.finish("compare", work, cmp_cfg)
 
     # 7. the run folder and the report ----------------------------------------------
     run_dir = root / "runs" / f"{sim.name}_{survey.name}"
@@ -292,6 +472,7 @@ def score(config: ScoreConfig) -> Path:
         "sim_descriptor": hashlib.sha256(_descriptor_text(sim).encode()).hexdigest(),
         "survey_descriptor": hashlib.sha256(_descriptor_text(survey).encode()).hexdigest(),
         "mocks": _cached_sha(mocks), "observed": _cached_sha(observed),
+        **{f"{stage}_input_files": digest for stage, digest in stages.input_digests().items()},
     }
     run = {
         "schema": "simcompare.run", "schema_version": 1,
@@ -307,6 +488,7 @@ def score(config: ScoreConfig) -> Path:
         },
         "timings_s": timings,
         "cached": reused,
+        "stage_reasons": dict(stages.reasons),
         "provenance": {"simcompare": __version__, "versions": versions, "input_hashes": hashes,
                        "seeds": {"global": cfg.seed, "bootstrap": cfg.seed}},
     }
@@ -314,7 +496,18 @@ def score(config: ScoreConfig) -> Path:
     with _stage("report", timings, lambda: False):
         from .reporting import write_index, write_report
 
-        write_report(run_dir, out=report_dir)
+        # written beside the report folder, then swapped in: a killed run never leaves a
+        # half-written report in its place
+        work = report_dir.with_name(f".{report_dir.name}.partial")
+        old = report_dir.with_name(f".{report_dir.name}.old")
+        for leftover in (work, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        write_report(run_dir, out=work)
+        if report_dir.exists():
+            os.rename(report_dir, old)
+        os.rename(work, report_dir)
+        shutil.rmtree(old, ignore_errors=True)
         write_index(workspace / "reports")
     timings["total"] = round(time.perf_counter() - t_start, 3)
     run["timings_s"] = timings

@@ -10,7 +10,8 @@ import pytest
 
 from simcompare.cli import main
 
-VERBS = ["score", "render", "ingest", "train", "evaluate", "compare", "report", "list", "fetch"]
+VERBS = ["score", "render", "ingest", "train", "evaluate", "measure", "compare", "report", "list",
+         "fetch", "crosscheck"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -475,11 +475,17 @@ def render(
     if unknown:
         msg = f"band(s) {unknown} are not bands of survey {survey.name!r} ({list(survey.bands)})"
         raise ConfigError(msg)
-    filters = tuple(survey.filters[survey.bands.index(b)] for b in bands)
     stamp = int(stamp_size or survey.stamp_size)
     from .._io import check_output_file
 
     out = check_output_file(out)
+    if sim.kind == "images":  # published mock images: no particles, no SPS
+        from .images import render_images
+
+        return render_images(sim, survey, out=out, workspace=workspace, stamp_size=stamp,
+                             bands=bands, noise=noise, seed=seed, n_galaxies=n_galaxies,
+                             progress=progress)
+    filters = survey.filters_for(bands)
 
     from ..sims import open_reader
 

@@ -147,8 +147,7 @@ def _component_fluxes(sv: SurveyDescriptor, bands: Sequence[str], redshift: floa
     """Flux per unit *current* stellar mass (survey flux units per Msun) of each component."""
     from ..sps import BandFluxTable
 
-    idx = [sv.bands.index(b) for b in bands]
-    filters = [sv.filters[i] for i in idx]
+    filters = list(sv.filters_for(tuple(bands)))
     table = BandFluxTable.build(filters=filters, redshift=redshift, cosmology=Cosmology(),
                                 zero_point=sv.zero_point)
 

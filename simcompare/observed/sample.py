@@ -8,16 +8,83 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..config import SurveyDescriptor
-from .cutouts import _survey, ingest
+from .cutouts import _resolve, _survey, ingest, read_manifest
 from .demo import demo_sample_root, make_demo_sample
 
-__all__ = ["DEMO_REDSHIFT", "load_sample"]
+__all__ = ["DEMO_REDSHIFT", "load_sample", "psf_image_files", "sample_input_files"]
 
 log = logging.getLogger(__name__)
 
 #: Redshift at which both demo populations are observed (docs/ARCHITECTURE.md).
 #: Default observation redshift of the demo sample (the descriptor's ``demo_redshift``).
 DEMO_REDSHIFT = 0.5
+
+
+def psf_image_files(survey: SurveyDescriptor, *, workspace: str | os.PathLike = ".") -> list[Path]:
+    """The PSF image files of a ``[psf] kind = "image"`` survey (relative paths: to the workspace)."""
+    if survey.psf.kind != "image" or not survey.psf.image:
+        return []
+    out = []
+    for b in survey.bands:
+        p = Path(survey.psf.image.replace("{band}", b)).expanduser()
+        out.append(p if p.is_absolute() else Path(workspace) / p)
+    return sorted(set(out))
+
+
+def _tree(folder: Path) -> list[Path]:
+    """Every file below ``folder`` (sorted; none when it is missing)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        out.extend(Path(dirpath) / f for f in sorted(filenames))
+    return out
+
+
+def sample_input_files(
+    survey: SurveyDescriptor | str, *, workspace: str | os.PathLike = ".", stamp_size: int | None = None,
+    progress: bool = False,
+) -> list[tuple[Path, bool]]:
+    """The files :func:`load_sample` reads, for the observed stage's cache key.
+
+    The catalogue (hashed in full) and every file below the cutout folder, or the
+    manifest (in full) and every image, variance, sigma, mask and PSF file it names, and
+    the survey's PSF images. For a demo sample the synthetic cutouts are written first
+    (as :func:`load_sample` would) and fingerprinted like real ones.
+
+    Returns
+    -------
+    list of (Path, bool)
+        Each file and whether it is hashed in full whatever its size.
+    """
+    sv = _survey(survey, workspace)
+    size = int(stamp_size or sv.stamp_size)
+    files: list[tuple[Path, bool]] = [(p, False) for p in psf_image_files(sv, workspace=workspace)]
+    s = sv.sample
+    if s.demo:
+        root = demo_sample_root(sv, workspace=workspace, n_galaxies=s.demo_n_galaxies, seed=s.demo_seed,
+                                stamp_size=size, redshift=s.demo_redshift)
+        cutouts, catalog = make_demo_sample(sv, root=root, n_galaxies=s.demo_n_galaxies, seed=s.demo_seed,
+                                            stamp_size=size, redshift=s.demo_redshift, progress=progress)
+        return [*files, (catalog, True), *((p, False) for p in _tree(cutouts))]
+    base = Path(sv.source).parent if sv.source else Path(workspace)
+    manifest = _resolve(s.manifest or None, base)
+    if manifest is not None:
+        files.append((manifest, True))
+        if manifest.is_file():
+            rows, _ = read_manifest(manifest)
+            names = set()
+            for col in ("image", "variance", "sigma", "mask", "psf"):
+                if col in rows.columns:
+                    names.update(str(v) for v in rows[col].dropna() if str(v).strip())
+            files.extend((manifest.parent / n, False) for n in sorted(names))
+        return files
+    catalog = _resolve(s.catalog or None, base)
+    cutouts = _resolve(s.cutout_dir or None, base)
+    if catalog is not None:
+        files.append((catalog, True))
+    if cutouts is not None:
+        files.extend((p, False) for p in _tree(cutouts))
+    return files
 
 
 def load_sample(

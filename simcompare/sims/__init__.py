@@ -29,7 +29,7 @@ from ..config import SimDescriptor
 from ..errors import ConfigError, RangeError
 from .base import Galaxy, SimReader, StarParticles
 
-__all__ = ["Galaxy", "SimReader", "StarParticles", "ensure_demo", "open_reader",
+__all__ = ["Galaxy", "SimReader", "StarParticles", "ensure_demo", "input_files", "open_reader",
            "resolve_base_path"]
 
 log = logging.getLogger(__name__)
@@ -165,3 +165,48 @@ def open_reader(
                            cosmology=sim.cosmology, progress=progress)
     msg = f"unknown reader {sim.reader!r} for simulation {sim.name!r}"
     raise ConfigError(msg)
+
+
+def _files(folder: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+def input_files(
+    sim: SimDescriptor, *, snapshot: int | None = None, base_path: str | os.PathLike | None = None,
+    workspace: str | os.PathLike = ".",
+) -> list[tuple[Path, bool]]:
+    """The files a reader of ``sim`` reads for one snapshot, for the render stage's cache key.
+
+    TNG (and the demo, whose TNG-layout files are written first with :func:`ensure_demo`):
+    the group-catalogue and snapshot chunks and the offsets file; EAGLE: the subfind and
+    particledata files of the snapshot's tag; web-API cutouts: every cutout and record of
+    the folder.
+
+    Returns
+    -------
+    list of (Path, bool)
+        Each file and whether it is hashed in full (JSON records), else by its headers,
+        size and modification time (see :mod:`simcompare._fingerprint`).
+    """
+    if getattr(sim, "kind", None) == "images":
+        return []  # the image files are fingerprinted by the render stage itself
+    if sim.reader == "demo":
+        bp = Path(base_path) if base_path else ensure_demo(sim, workspace=workspace)
+        snap = sim.demo.snapshot if snapshot is None else int(snapshot)
+    else:
+        snap = snapshot if snapshot is not None else sim.default_snapshot
+        if snap is None:
+            return []  # open_reader says what to pass
+        bp = resolve_base_path(sim, base_path=base_path, workspace=workspace)
+    snap = int(snap)
+    if sim.reader in ("tng", "demo"):
+        files = (_files(bp / f"groups_{snap:03d}", "*.hdf5") + _files(bp / f"snapdir_{snap:03d}", "*.hdf5")
+                 + _files(bp.parent / "postprocessing" / "offsets", f"offsets_{snap:03d}.hdf5"))
+        return [(p, False) for p in files]
+    if sim.reader == "eagle":
+        files = (_files(bp, f"groups_{snap:03d}_z*/*.hdf5")
+                 + _files(bp, f"particledata_{snap:03d}_z*/*.hdf5"))
+        return [(p, False) for p in files]
+    if sim.reader == "tng-api":
+        return [(p, False) for p in _files(bp, "*.hdf5")] + [(p, True) for p in _files(bp, "*.json")]
+    return []
