@@ -13,14 +13,79 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json_atomic", "write_parquet_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_path", "check_output_dir", "check_output_file", "write_json_atomic", "write_parquet_atomic",
+    "write_text_atomic",
+]
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder that will hold ``path``; a typed error names what is in the way."""
+    from .errors import ConfigError
+
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                msg = f"cannot write {path}: {parent} is a file, not a folder; choose another --out"
+                raise ConfigError(msg)
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot write {path}: {exc.strerror or exc}; choose a writable --out"
+        raise ConfigError(msg) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        msg = f"cannot write {path}: permission denied in {path.parent}; choose a writable --out"
+        raise ConfigError(msg)
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Check that a file can be written at ``path`` (its folder is created) before any work.
+
+    Raises
+    ------
+    ConfigError
+        When ``path`` is an existing directory, a parent is a file, or the folder is not
+        writable; the message names the path and says to choose another ``--out``.
+    """
+    from .errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        msg = (f"cannot write {path}: it is an existing directory; give a file path as --out "
+               "(or remove the directory)")
+        raise ConfigError(msg)
+    _make_parent(path)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path``; a typed error when a file is in the way or it is not writable."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        msg = f"cannot write {path}: it is a file, not a folder; give a folder path as --out"
+        raise ConfigError(msg)
+    _make_parent(path)
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot write {path}: {exc.strerror or exc}; choose a writable --out"
+        raise ConfigError(msg) from None
+    return path
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    Raises
+    ------
+    ConfigError
+        When ``path`` cannot be written (see :func:`check_output_file`).
+    """
+    path = check_output_file(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:

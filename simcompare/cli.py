@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,6 @@ class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line (plus the usage)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"simcompare: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -46,6 +46,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(msg) from None
     if value < 1:
         msg = f"must be at least 1, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if not (value > 0 and math.isfinite(value)):
+        msg = f"must be a positive number, got {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -89,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training epochs" + note % 20)
         p.add_argument("--batch-size", type=_positive_int, default=None if demo_note else 32,
                        help="training batch size" + note % 32)
-        p.add_argument("--lr", type=_float, default=1e-3, help="peak learning rate (default: 1e-3)")
+        p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate (default: 1e-3)")
         p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
         p.add_argument("--background", choices=("sersic", "none"), default="sersic",
@@ -136,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", type=_bands, default=())
     p.add_argument("--noise", choices=("survey", "none", "blank-sky"), default="survey")
     p.add_argument("--projection", default="random", help="x, y, z, face-on, edge-on or random")
-    p.add_argument("--redshift", type=_float, default=None, help="observation redshift")
+    p.add_argument("--redshift", type=_positive_float, default=None, help="observation redshift")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=_positive_int, default=1)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS")

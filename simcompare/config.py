@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, RangeError
 
 __all__ = [
     "SCORE_DEFAULTS",
@@ -347,7 +347,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             msg = f"{where} must be a table such as {{g = 0.8, r = 0.7}}, got {value!r}"
             raise ConfigError(msg)
-        return types.MappingProxyType({str(k): float(v) for k, v in value.items()})
+        table = {}
+        for k, v in value.items():
+            try:
+                if isinstance(v, bool):
+                    raise TypeError
+                table[str(k)] = float(v)
+            except (TypeError, ValueError):
+                msg = f"{where}: the value of {str(k)!r} must be a number, got {v!r}"
+                raise ConfigError(msg) from None
+        return types.MappingProxyType(table)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             msg = f"{where} must be a number, got {value!r}"
@@ -389,7 +398,7 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, where: str = "config") -
         if f.name in data:
             kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            msg = f"{where}: required key {f.name!r} is missing"
+            msg = f"{where}: required key {f.name!r} is missing; add it"
             raise ConfigError(msg)
     return cls(**kwargs)
 
@@ -419,6 +428,18 @@ def load_sim_descriptor(path: str | os.PathLike) -> SimDescriptor:
     if desc.reader not in {"tng", "tng-api", "eagle", "demo"}:
         msg = f"{path.name}: reader must be one of tng, tng-api, eagle, demo (got {desc.reader!r})"
         raise ConfigError(msg)
+    for key, value in (("softening_kpc", desc.softening_kpc), ("box_size_ckpc_h", desc.box_size_ckpc_h)):
+        if value is not None and not value > 0:
+            msg = f"{path.name}: {key} must be positive, got {value}; set it to the simulation's value"
+            raise RangeError(msg, value=float(value), min=0.0)
+    if desc.selection.min_star_particles < 0:
+        msg = (f"{path.name}: selection.min_star_particles must be >= 0, got "
+               f"{desc.selection.min_star_particles}; set a particle count (0: no cut)")
+        raise RangeError(msg, value=desc.selection.min_star_particles, min=0.0)
+    if desc.observation_redshift is not None and desc.observation_redshift < 0:
+        msg = (f"{path.name}: observation_redshift must be >= 0, got {desc.observation_redshift}; "
+               "set it to the redshift the galaxies are observed at")
+        raise RangeError(msg, value=desc.observation_redshift, min=0.0)
     return desc
 
 

@@ -218,6 +218,9 @@ def _open(path: Path):
     if not path.exists():
         msg = f"{path}: no such image set; create it with 'simcompare render' or 'simcompare ingest'"
         raise DataNotFoundError(msg)
+    if path.is_dir():
+        msg = f"{path}: is a directory, not an image set file; pass the .h5 file itself"
+        raise DataFormatError(msg)
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -335,7 +338,8 @@ def read(path: str | os.PathLike, *, index: np.ndarray | None = None) -> ImageSe
                 variance=variance, mask=mask, psf=psf, provenance=prov,
             )
         except DataFormatError as exc:
-            msg = f"{path}: {exc}".replace("ImageSet: ", "")
+            msg = (f"{path}: {exc}".replace("ImageSet: ", "")
+                   + "; fix the file (layout: docs/imageset.md) or regenerate it")
             raise DataFormatError(msg) from None
         except (KeyError, OSError, ValueError, TypeError) as exc:
             msg = f"{path}: damaged image set ({exc}); regenerate it"
@@ -536,7 +540,9 @@ class ImageSetWriter:
 
         self.path = Path(path)
         self.part = self.path.with_name(self.path.name + ".part")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from ._io import check_output_file
+
+        check_output_file(self.path)
         b, h = len(bands), stamp_size
         if resume and self.part.exists():
             self._f = h5py.File(self.part, "a")

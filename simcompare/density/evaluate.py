@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import imageset as _imageset
-from .._io import write_parquet_atomic
+from .._io import check_output_file, write_parquet_atomic
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = ["SCORE_COLUMNS", "evaluate", "percentile_of"]
@@ -105,6 +105,8 @@ def evaluate(
     from .model import DensityModel
 
     model = Path(model)
+    if out is not None:
+        check_output_file(out)
     info = _load_training(model)
     dev = resolve_device(device)
     s = _imageset.read(images)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .. import imageset as _imageset
-from .._io import write_json_atomic
+from .._io import check_output_dir, write_json_atomic
 from ..errors import ConfigError, DataFormatError, SimcompareError
 from .data import make_split, prepared_images, sky_sigma
 
@@ -354,7 +354,6 @@ def train(
         raise ConfigError(msg)
     t_start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     s = _imageset.read(images)
     n, _nb, h, w = s.images.shape
@@ -370,8 +369,13 @@ def train(
             msg = f"{split_path} does not match the image set's object ids; train without resume"
             raise ConfigError(msg)
     else:
-        split = make_split(ids, seed=seed, val_fraction=opts.val_fraction,
-                           test_fraction=opts.test_fraction)
+        try:
+            split = make_split(ids, seed=seed, val_fraction=opts.val_fraction,
+                               test_fraction=opts.test_fraction)
+        except ConfigError as exc:
+            msg = f"{images}: {exc}"
+            raise ConfigError(msg) from None
+        check_output_dir(out)
         split.update({"seed": seed, "val_fraction": opts.val_fraction,
                       "test_fraction": opts.test_fraction, "images": str(images)})
         write_json_atomic(split_path, split, indent=2)

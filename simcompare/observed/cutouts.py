@@ -95,6 +95,10 @@ class Cutout:
         the array centre.
     row : dict
         Catalogue columns.
+    files : tuple of str
+        The image file of each band (for messages).
+    psf_missing : tuple of str
+        PSF files that were looked for and not found (the survey's PSF model stands in).
     """
 
     object_id: int
@@ -106,6 +110,8 @@ class Cutout:
     center: tuple[float, float] | None
     row: dict[str, Any] = field(default_factory=dict)
     psf_pixel_scale_arcsec: float | None = None
+    files: tuple[str, ...] = ()
+    psf_missing: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------
@@ -201,7 +207,8 @@ def read_catalog_table(path: str | os.PathLike):
         msg = f"{path}: cannot read the catalogue ({type(exc).__name__}: {exc}); it must be CSV or Parquet"
         raise DataFormatError(msg) from None
     if "object_id" not in df.columns:
-        msg = f"{path}: catalogue has no 'object_id' column (columns: {list(df.columns)[:12]})"
+        msg = (f"{path}: catalogue has no 'object_id' column (columns: {list(df.columns)[:12]}); "
+               "add one (or rename the id column to object_id)")
         raise DataFormatError(msg)
     try:
         ids = df["object_id"].to_numpy()
@@ -265,7 +272,7 @@ def _load_hdus(path: Path) -> list[_HDU]:
     try:
         raw = read_simple(path)
     except Truncated:
-        msg = f"{path}: truncated FITS file (ends before its data)"
+        msg = f"{path}: truncated FITS file (ends before its data); download it again"
         raise _excluded(msg, "unreadable_file") from None
     except (Unsupported, UnicodeDecodeError, ValueError, KeyError):
         return _load_hdus_astropy(path)
@@ -294,7 +301,7 @@ def _load_hdus_astropy(path: Path) -> list[_HDU]:
                     out.append(_HDU(name=h.name.upper(), header=dict(h.header.items()),
                                     data=None if data is None else np.array(data)))
     except (OSError, ValueError, TypeError, IndexError) as exc:
-        msg = f"{path}: not a readable FITS file ({exc})"
+        msg = f"{path}: not a readable FITS file ({exc}); download it again"
         raise _excluded(msg, "unreadable_file") from None
     if not out:
         msg = f"{path}: FITS file holds no HDU"
@@ -338,7 +345,8 @@ def read_hsc_band(path: str | os.PathLike, *, band: str | None = None) -> dict[s
     hdr = by_name["IMAGE"].header
     filt = hdus[0].header.get("FILTER", hdr.get("FILTER"))
     if band is not None and filt is not None and _band_of_filter(str(filt)) != band.lower():
-        msg = f"{path}: FILTER keyword is {filt!r} but the file is band {band!r}"
+        msg = (f"{path}: FILTER keyword is {filt!r} but the file is band {band!r}; file it under "
+               "the right band or fix its FILTER keyword")
         raise _excluded(msg, "band_mismatch")
     image = np.asarray(by_name["IMAGE"].data, np.float64)
     mask = np.asarray(by_name["MASK"].data)
@@ -462,23 +470,27 @@ def iter_hsc_cutouts(
             for b in bands:
                 path = folder / f"{b}.fits"
                 if not path.is_file():
-                    msg = f"{path}: band {b!r} missing for object {oid}"
+                    msg = (f"{path}: band {b!r} missing for object {oid}; add the file or leave "
+                           "the band out with --bands")
                     raise _excluded(msg, "missing_band")
                 per.append(read_hsc_band(path, band=b))
             shapes = {p["image"].shape for p in per}
             if len(shapes) != 1:
                 msg = f"{folder}: bands have different shapes {sorted(shapes)}"
                 raise _excluded(msg, "shape_mismatch")
-            psfs = []
+            psfs, psf_missing = [], []
             for b in bands:
                 p = folder / f"psf_{b}.fits"
                 psfs.append(read_psf(p) if p.is_file() else None)
+                if not p.is_file():
+                    psf_missing.append(str(p))
             planes = per[0]["mask_planes"]
             yield Cutout(
                 object_id=oid, image=np.stack([p["image"] for p in per]),
                 variance=np.stack([p["variance"] for p in per]), mask=np.stack([p["mask"] for p in per]),
                 mask_planes=planes if planes is not None else dict(HSC_MASK_PLANES), psf=psfs,
                 center=_center_from_wcs(per[0]["header"], row), row=row,
+                files=tuple(str(folder / f"{b}.fits") for b in bands), psf_missing=tuple(psf_missing),
             )
         except ExcludedObject as exc:
             yield oid, exc
@@ -516,14 +528,16 @@ def read_manifest(path: str | os.PathLike):
         raise DataFormatError(msg) from None
     need = {"object_id", "band", "image"}
     if not need <= set(df.columns):
-        msg = f"{path}: manifest needs columns {sorted(need)}; it has {list(df.columns)}"
+        msg = (f"{path}: manifest needs columns {sorted(need)}; it has {list(df.columns)}; add "
+               f"column(s) {sorted(need - set(df.columns))}")
         raise DataFormatError(msg)
     df["object_id"] = df["object_id"].astype(np.int64)
     df["band"] = df["band"].astype(str)
     dup = df.duplicated(["object_id", "band"])
     if dup.any():
         r = df[dup].iloc[0]
-        msg = f"{path}: object {r['object_id']} has more than one row for band {r['band']!r}"
+        msg = (f"{path}: object {r['object_id']} has more than one row for band {r['band']!r}; "
+               "remove the duplicate row")
         raise DataFormatError(msg)
     cat_cols = [c for c in df.columns if c not in _MANIFEST_RESERVED]
     cat = df.groupby("object_id", sort=False)[cat_cols].nunique(dropna=False) if cat_cols else None
@@ -575,7 +589,8 @@ def _plane(path: Path, arr: np.ndarray, plane: int | None) -> np.ndarray:
     """Select ``plane`` of a 3-D cube; 2-D arrays pass through."""
     if arr.ndim == 3 and plane is not None:
         if not -arr.shape[0] <= plane < arr.shape[0]:
-            msg = f"{path}: plane {plane} out of range for a cube of {arr.shape[0]} images"
+            msg = (f"{path}: plane {plane} out of range for a cube of {arr.shape[0]} images; "
+                   "give one plane per band (fix the manifest's 'plane' column or the file)")
             raise _excluded(msg, "missing_extension")
         return arr[plane]
     if arr.ndim == 3 and arr.shape[0] == 1:
@@ -616,6 +631,7 @@ def iter_manifest_cutouts(
                 msg = f"{manifest}: object {oid} has no row for band(s) {missing}"
                 raise _excluded(msg, "missing_band")
             imgs, vars_, masks, psfs, header, psf_scale = [], [], [], [], None, None
+            files: list[str] = []
             for b in bands:
                 r = have[b]
                 plane = _hdu_arg(r.get("plane"))
@@ -623,6 +639,7 @@ def iter_manifest_cutouts(
                     msg = f"{manifest}: object {oid} band {b!r}: plane must be an integer, got {plane!r}"
                     raise _excluded(msg, "bad_manifest_row")
                 img, hdr = _read_hdu(base / str(r["image"]), _hdu_arg(r.get("image_hdu")), plane)
+                files.append(str(base / str(r["image"])))
                 header = header if header is not None else hdr
                 if _present(r.get("variance")):
                     var, _ = _read_hdu(base / str(r["variance"]), _hdu_arg(r.get("variance_hdu")), plane)
@@ -652,8 +669,12 @@ def iter_manifest_cutouts(
                 raise _excluded(msg, "shape_mismatch")
             yield Cutout(object_id=oid, image=np.stack(imgs), variance=np.stack(vars_),
                          mask=np.stack(masks), mask_planes=None, psf=psfs,
-                         center=_center_from_wcs(header, row), row=row, psf_pixel_scale_arcsec=psf_scale)
+                         center=_center_from_wcs(header, row), row=row, psf_pixel_scale_arcsec=psf_scale,
+                         files=tuple(files))
         except ExcludedObject as exc:
+            if exc.reason == "missing_file":
+                exc = _excluded(f"{exc}, named in {manifest}; fix the path (relative to the "
+                                "manifest's folder)", exc.reason)
             yield oid, exc
 
 
@@ -767,9 +788,11 @@ def ingest(
     ConfigError, DataNotFoundError, DataFormatError
     """
     from .. import imageset
+    from .._io import check_output_file
 
     workspace = Path(workspace)
     sv = _survey(survey, workspace)
+    out = check_output_file(out)
     bands = tuple(bands) if bands else tuple(sv.bands)
     unknown = [b for b in bands if b not in sv.bands]
     if unknown:
@@ -825,10 +848,13 @@ def ingest(
     excluded_ids: dict[str, list[int]] = {}
     fallback_psf = None
     q0, q1 = size // 4, size - size // 4
+    first_problem: list[str] = []
+    psf_missing: list[str] = []
 
     def exclude(oid: int, reason: str, message: str) -> None:
         if strict:
             raise DataFormatError(message)
+        first_problem[:1] = first_problem[:1] or [message]
         log.warning("excluding object %d (%s): %s", oid, reason, message)
         exclusions[reason] = exclusions.get(reason, 0) + 1
         excluded_ids.setdefault(reason, []).append(int(oid))
@@ -838,6 +864,20 @@ def ingest(
             exclude(item[0], item[1].reason, str(item[1]))
             continue
         c = item
+        where = c.files or (f"object {c.object_id}",) * len(bands)
+        blank = [b for b in range(len(bands)) if np.all(c.image[b] == 0)]
+        if blank:
+            exclude(c.object_id, "blank_image",
+                    f"{where[blank[0]]}: band {bands[blank[0]]!r} of object {c.object_id} is all zeros "
+                    "(no data); download the cutout again or drop the object from the catalogue")
+            continue
+        h_in, w_in = c.image.shape[-2:]
+        if h_in * w_in < 0.5 * size * size:
+            exclude(c.object_id, "smaller_than_stamp",
+                    f"{where[0]}: cutout {h_in}x{w_in} is much smaller than the {size}x{size} stamp "
+                    "(more than half of it would be padding); use a smaller --stamp-size or "
+                    "larger cutouts")
+            continue
         try:
             prep = preprocess_stamp(
                 c.image, variance=c.variance, mask=c.mask, stamp_size=size, center=c.center, rng=rng,
@@ -849,13 +889,16 @@ def ingest(
         if prep.info["all_bad_bands"]:
             bnames = [bands[b] for b in prep.info["all_bad_bands"]]
             exclude(c.object_id, "all_masked",
-                    f"object {c.object_id}: every pixel masked in band(s) {bnames}")
+                    f"{where[prep.info['all_bad_bands'][0]]}: every pixel of band(s) {bnames} of object "
+                    f"{c.object_id} is masked or not finite (NaN/inf); download the cutout again or "
+                    "drop the object from the catalogue")
             continue
         core = (prep.mask[:, q0:q1, q0:q1] & 3) != 0
         worst = float(core.mean(axis=(1, 2)).max())
         if worst > max_masked_fraction:
             exclude(c.object_id, "mostly_masked",
-                    f"object {c.object_id}: {worst:.0%} of the central pixels are bad or outside the cutout")
+                    f"{where[0]}: {worst:.0%} of the central pixels of object {c.object_id} are bad or "
+                    "outside the cutout; use a smaller --stamp-size or check the mask")
             continue
         try:
             obj_psf = []
@@ -866,6 +909,7 @@ def ingest(
         except DataFormatError as exc:
             exclude(c.object_id, "bad_psf", f"object {c.object_id}: {exc}")
             continue
+        psf_missing.extend(c.psf_missing)
         images.append(prep.image)
         variances.append(prep.variance)
         masks.append(prep.mask)
@@ -876,7 +920,6 @@ def ingest(
             columns.setdefault(k, []).append(v)
         extra["n_neighbour_pixels"].append(prep.info["n_neighbour_pixels"])
         extra["masked_fraction"].append(prep.info["masked_fraction"])
-        h_in, w_in = c.image.shape[-2:]
         cx, cy = c.center if c.center is not None else ((w_in - 1) / 2, (h_in - 1) / 2)
         extra["center_x_pix"].append(cx)
         extra["center_y_pix"].append(cy)
@@ -884,9 +927,12 @@ def ingest(
     n = len(images)
     if n == 0:
         msg = (f"no usable object in the observed sample ({n_catalog} catalogue rows; exclusions: "
-               f"{exclusions or 'none'}; removed by cuts: {removed_by_cut or 'none'}); "
-               "check the paths and cuts")
+               f"{exclusions or 'none'}; removed by cuts: {removed_by_cut or 'none'})"
+               + (f"; first: {first_problem[0]}" if first_problem else "; check the paths and cuts"))
         raise DataFormatError(msg)
+    if psf_missing:
+        log.warning("%d PSF file(s) not found (e.g. %s); the survey's PSF model stands in for them",
+                    len(psf_missing), psf_missing[0])
     # PSFs: objects without one take the survey-model PSF; identical PSFs are stored once
     model_psf = None
     stack = []

@@ -160,7 +160,7 @@ def preflight_tng(
                 n_gc = int(f["Header"].attrs["NumFiles"])
             gc_paths = [groupcat_path(bp, snapshot, i) for i in range(n_gc)]
         except (OSError, KeyError) as exc:
-            bad.append(f"{gc0} does not open as a group catalogue ({_short(exc)})")
+            bad.append(f"{gc0} does not open as a group catalogue ({_short(exc)}); download it again")
     gone = [i for i, p in enumerate(gc_paths) if not p.is_file()]
     if gone:
         missing.append(f"group-catalogue chunks {_ranges(gone)} of {len(gc_paths)} in "
@@ -177,7 +177,7 @@ def preflight_tng(
             sn_paths = [snapshot_path(bp, snapshot, i)
                         for i in range(int(header["NumFilesPerSnapshot"]))]
         except (OSError, KeyError) as exc:
-            bad.append(f"{sn0} does not open as a snapshot chunk ({_short(exc)})")
+            bad.append(f"{sn0} does not open as a snapshot chunk ({_short(exc)}); download it again")
     gone = [i for i, p in enumerate(sn_paths) if not p.is_file()]
     if gone:
         missing.append(f"snapshot chunks {_ranges(gone)} of {len(sn_paths)} in {sn0.parent} "
@@ -216,8 +216,9 @@ def preflight_tng(
             mini = (f" (snapshot {snapshot} is a mini snapshot; full snapshots are "
                     f"{', '.join(map(str, FULL_SNAPSHOTS_TNG))})"
                     if naming == "tng" and snapshot not in FULL_SNAPSHOTS_TNG else "")
-            bad.append(f"{p} has no PartType4 field(s) {lacking}{mini}; use a snapshot "
-                       "that has them")
+            fix = ("use a snapshot that has them" if mini
+                   else "the file is incomplete: download it again")
+            bad.append(f"{p} has no PartType4 field(s) {lacking}{mini}; {fix}")
         break
     else:
         if sn_paths and not missing:
