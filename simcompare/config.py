@@ -426,8 +426,8 @@ def load_sim_descriptor(path: str | os.PathLike) -> SimDescriptor:
         if not desc.reader:
             return desc
     if not desc.reader:
-        msg = (f"{path.name}: required key 'reader' is missing; add it (one of tng, tng-api, eagle, "
-               "demo), or kind = \"images\" for published images")
+        msg = (f"{path.name}: missing key 'reader'; add reader = \"tng\", \"tng-api\", \"eagle\" or "
+               f"\"demo\" (or kind = \"images\" for a folder of FITS images)")
         raise ConfigError(msg)
     if desc.reader not in {"tng", "tng-api", "eagle", "demo"}:
         msg = f"{path.name}: reader must be one of tng, tng-api, eagle, demo (got {desc.reader!r})"

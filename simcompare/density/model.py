@@ -348,10 +348,16 @@ class DensityModel(nn.Module):
         try:
             config = json.loads(cfg_path.read_text())
             model = cls.from_config(config)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
+            msg = f"{cfg_path}: damaged density model configuration ({exc}); train the model again"
+            raise DataFormatError(msg) from None
+        try:
             state = torch.load(w_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
-        except (json.JSONDecodeError, KeyError, RuntimeError, OSError) as exc:
-            msg = f"{d}: damaged density model ({exc}); retrain it"
+        except Exception as exc:  # torch raises many types for a damaged or foreign file
+            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            msg = (f"{w_path}: damaged density model weights ({first}); train the model again "
+                   "or restore the file")
             raise DataFormatError(msg) from None
         if not model.initialized:
             msg = f"{d}: saved model has uninitialised ActNorm layers; retrain it"

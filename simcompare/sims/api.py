@@ -156,7 +156,7 @@ class _Client:
 
     def _fail(self, url: str, what: str) -> DataNotFoundError:
         msg = (f"TNG web API request {url} failed after {self.retries + 1} attempts ({what}); "
-               "try again later or raise --retries")
+               "check the network and try again later")
         return DataNotFoundError(msg)
 
     def open(self, url: str, attempt_from: int = 0) -> tuple[Any, int]:
@@ -181,7 +181,8 @@ class _Client:
                 wait = self._wait(attempt, retry_after)
                 log.info("HTTP %d from %s; retrying in %.1f s", code, url, wait)
             except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-                if attempt >= self.retries:
+                refused = isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
+                if refused or attempt >= self.retries:  # nothing listens there: no point waiting
                     raise self._fail(url, type(exc).__name__) from None
                 wait = self._wait(attempt, None)
                 log.info("%s for %s; retrying in %.1f s", type(exc).__name__, url, wait)
@@ -262,7 +263,8 @@ def fetch(
     snapshot: int,
     min_stellar_mass: float,
     limit: int | None = None,
-    out: str | Path,
+    out: str | Path | None = None,
+    workspace: str | Path = ".",
     api_key: str | None = None,
     base_url: str | None = None,
     fields: Sequence[str] = DEFAULT_FIELDS,
@@ -286,8 +288,11 @@ def fetch(
         Lower limit of the subhalo's total stellar mass [physical Msun].
     limit : int, optional
         Fetch at most this many subhalos (the first ones the API lists).
-    out : path
-        Output folder (created); re-running resumes.
+    out : path, optional
+        Output folder (created); re-running resumes. Default:
+        ``<workspace>/tng-api/<sim>_<snapshot>``.
+    workspace : path
+        The workspace (default: the current folder); gives the default ``out``.
     api_key : str, optional
         Defaults to ``TNG_API_KEY`` or the user config file.
     base_url : str, optional
@@ -325,6 +330,9 @@ def fetch(
         raise ConfigError(msg)
     fields = list(fields)
     client = _Client(key, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, sleep=sleep)
+    if out is None:
+        label = getattr(sim, "name", str(sim))
+        out = Path(workspace) / "tng-api" / f"{label}_{int(snapshot):03d}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
