@@ -2,7 +2,9 @@
 
 Each verb is a thin wrapper over the Python function of the same name; the parser is
 built inside :func:`main` so importing this module costs nothing. Errors a user can fix
-end with one line naming the fix and exit code 2; ``-v`` shows tracebacks.
+end with one line naming the fix and exit code 2; ``-v`` shows tracebacks. Any other
+exception is a bug: one ``simcompare: internal error:`` line naming the log file that holds
+the traceback (``<workspace>/.simcompare/logs/``, else the temp folder), exit code 3.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger("simcompare")
 EXIT_USAGE = 2
 EXIT_INVALID = 1
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,22 +69,32 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _general_options(p: argparse.ArgumentParser, *, defaults: bool = False) -> None:
+    """-v, -q, --workspace and --no-progress; with ``defaults`` their default values."""
+    g = p.add_argument_group("general")
+    kw = (lambda value: {"default": value}) if defaults else (lambda value: {})
+    g.add_argument("-v", "--verbose", action="count", help="more output (-vv: debug)", **kw(0))
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors", **kw(False))
+    g.add_argument("--workspace", metavar="DIR", **kw("."),
+                   help="folder for caches (.simcompare/) and reports (default: current folder)")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars", **kw(False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (called by :func:`main`, never at import time)."""
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("general")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv: debug)")
-    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    g.add_argument("--workspace", default=".", metavar="DIR",
-                   help="folder for caches (.simcompare/) and reports (default: current folder)")
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    # The general options are accepted before the verb and after it. Their defaults are
+    # set once, on the top-level parser; the verbs' copies default to SUPPRESS, so a verb
+    # that is not given an option leaves the value from before the verb alone, and one
+    # given after the verb wins.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _general_options(common)
 
     parser = _Parser(
         prog="simcompare",
         description="Compare the galaxies of a cosmological simulation with a survey's galaxies: "
         "mock imaging, normalizing-flow likelihoods, statistics with uncertainties, HTML reports.",
-        parents=[common],
     )
+    _general_options(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"simcompare {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
@@ -408,6 +421,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("simcompare: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the boundary: anything else is a bug to report
+        return _internal_error(exc, args, sys.argv[1:] if argv is None else list(argv))
+
+
+def _internal_error(exc: BaseException, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """An unexpected exception: one line on stderr, the traceback in a log file."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    where = _write_traceback(text, Path(args.workspace), argv)
+    if args.verbose:
+        print(text, end="", file=sys.stderr)
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    saved = f"traceback in {where}" if where else "traceback not saved: no writable folder"
+    print(f"simcompare: internal error: {type(exc).__name__}: {detail} ({saved})", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _write_traceback(text: str, workspace: Path, argv: Sequence[str]) -> Path | None:
+    """Write ``text`` to ``<workspace>/.simcompare/logs/`` (else the temp folder)."""
+    import os
+    import tempfile
+    import time
+
+    stem = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    header = (f"simcompare {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
+              f"command: simcompare {' '.join(argv)}\n\n")
+    for folder in (workspace / ".simcompare" / "logs", Path(tempfile.gettempdir()) / "simcompare-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=stem + "-", suffix=".log", dir=folder)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(header + text)
+        except OSError:
+            continue
+        return Path(name).resolve()
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover
