@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 
@@ -79,6 +80,51 @@ def test_fast_fits_matches_astropy(tmp_path, shared_data):
             assert ours[0][0]["NAXIS1"] == h[0].header["NAXIS1"]
             if "CRVAL1" in h[0].header:
                 assert ours[0][0]["CRVAL1"] == h[0].header["CRVAL1"]
+
+
+def test_fits_writer_non_finite_values_and_long_strings_are_valid_fits(tmp_path):
+    """NaN/inf header values are written as strings, long strings with CONTINUE cards;
+    astropy's strictest verification passes and both readers give the same values."""
+    from astropy.io import fits
+
+    long = "".join(f"{i:03d} it's a long note; " for i in range(10))[:200]
+    assert len(long) == 200 and long.count("'") > 5
+    cards = [("NANVAL", float("nan")), ("POSINF", np.inf), ("NEGINF", np.float32(-np.inf)),
+             ("HALF", 0.5), ("BIG", 1e20), ("LONGSTR", long), ("SHORT", "it's"),
+             ("EXACT68", "x" * 68), ("QUOTES", "'" * 34 + "y"), ("AFTER", 7)]
+    hier = "MP_" + "A" * 40  # HIERARCH: a long string is cut to one card, closing quote kept
+    cards.append((hier, long))
+    img = np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = tmp_path / "h.fits"
+    write_simple(path, [([("FILTER", long)], None), ([("EXTNAME", "IMAGE"), *cards], img)])
+    with fits.open(path) as h:
+        h.verify("exception")
+        for hdu in h:
+            hdu.header.tostring()  # every card parses
+            for card in hdu.header.cards:
+                card.verify("exception")
+        ref = [dict(x.header.items()) for x in h]
+        np.testing.assert_array_equal(h[1].data, img)
+    ours = read_simple(path)
+    np.testing.assert_array_equal(ours[1][1], img)
+    hdr = ours[1][0]
+    for key in ("NANVAL", "POSINF", "NEGINF", "HALF", "BIG", "LONGSTR", "SHORT", "EXACT68",
+                "QUOTES", "AFTER", hier, "EXTNAME"):
+        assert hdr[key] == ref[1][key], key
+    assert ours[0][0]["FILTER"] == ref[0]["FILTER"] == long
+    # the documented round trip: non-finite numbers come back through float()
+    assert np.isnan(float(hdr["NANVAL"]))
+    assert float(hdr["POSINF"]) == np.inf and float(hdr["NEGINF"]) == -np.inf
+    assert hdr["HALF"] == 0.5 and hdr["BIG"] == 1e20 and hdr["AFTER"] == 7
+    assert hdr["LONGSTR"] == long and hdr["SHORT"] == "it's"
+    assert hdr["EXACT68"] == "x" * 68 and hdr["QUOTES"] == "'" * 34 + "y"
+    assert long.startswith(hdr[hier]) and 20 < len(hdr[hier]) < len(long)
+    text = path.read_bytes().decode("latin-1")
+    assert re.search(r"= +[-+]?(NAN|INF)", text, re.IGNORECASE) is None  # no bare NaN cards
+    # 200 characters (209 escaped): 3 continuation cards, twice; 34 quotes + "y" (69
+    # escaped): one, and the split keeps each doubled quote whole
+    assert text.count("CONTINUE  '") == 2 * 3 + 1
+    assert "CONTINUE  '" + "''" + "y'" in text
 
 
 def test_tan_wcs_fast_path_matches_astropy(shared_data):

@@ -31,26 +31,76 @@ class Truncated(Exception):
     """The file ends before its header or data are complete."""
 
 
+#: Longest escaped string that fits one card with its closing quote (and ``&``).
+_CHUNK = 67
+
+
+def _quoted(text: str) -> str:
+    """A FITS string value: quotes doubled, padded to 8 characters, in quotes."""
+    return "'" + text.replace("'", "''").ljust(8) + "'"
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Split ``text`` into pieces whose escaped form (quotes doubled) is at most ``size``."""
+    out, piece, n = [], [], 0
+    for ch in text:
+        w = 2 if ch == "'" else 1
+        if n + w > size:
+            out.append("".join(piece))
+            piece, n = [], 0
+        piece.append(ch)
+        n += w
+    out.append("".join(piece))
+    return out
+
+
 @lru_cache(maxsize=8192)
-def _card(key: str, value: Any) -> str:
-    if isinstance(value, bool):
+def _cards(key: str, value: Any) -> str:
+    """The 80-character card(s) of one keyword (several for a long string)."""
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        value = repr(float(value))  # 'nan', 'inf', '-inf': FITS has no non-finite numbers
+    if isinstance(value, bool | np.bool_):
         v = f"{'T' if value else 'F':>20}"
     elif isinstance(value, int | np.integer):
         v = f"{int(value):>20d}"
     elif isinstance(value, float | np.floating):
         s = f"{float(value):.16G}"
-        if "." not in s and "E" not in s and "N" not in s:
+        if "." not in s and "E" not in s:
             s += ".0"
         v = f"{s:>20}"
     else:
-        v = "'" + str(value).replace("'", "''").ljust(8) + "'"
-    if len(key) > 8:  # ESO HIERARCH convention, as HSC uses for its MP_* mask planes
-        return f"HIERARCH {key} = {v.strip()}"[:80].ljust(80)
-    return f"{key:<8}= {v}"[:80].ljust(80)
+        text = str(value)
+        if len(key) > 8:  # ESO HIERARCH convention, as HSC uses for its MP_* mask planes
+            room = 80 - len(f"HIERARCH {key} = ''")
+            if room < 1:
+                msg = f"FITS keyword {key!r} is too long for a card"
+                raise ValueError(msg)
+            card = f"HIERARCH {key} = {_quoted(_chunks(text, room)[0])}"
+            if len(card) > 80:
+                msg = f"FITS keyword {key!r} is too long for a card"
+                raise ValueError(msg)
+            return card.ljust(80)
+        escaped = text.replace("'", "''")
+        if len(escaped) <= 68:
+            return f"{key:<8}= {_quoted(text)}".ljust(80)
+        # the long-string (CONTINUE) convention: every card but the last ends in '&'
+        pieces = _chunks(text, _CHUNK)
+        cards = [f"{key:<8}= '{pieces[0].replace(chr(39), chr(39) * 2)}&'".ljust(80)]
+        for i, piece in enumerate(pieces[1:], start=2):
+            amp = "&" if i < len(pieces) else ""
+            cards.append(f"CONTINUE  '{piece.replace(chr(39), chr(39) * 2)}{amp}'".ljust(80))
+        return "".join(cards)
+    if len(key) > 8:
+        card = f"HIERARCH {key} = {v.strip()}"
+        if len(card) > 80:
+            msg = f"FITS keyword {key!r} is too long for a card"
+            raise ValueError(msg)
+        return card.ljust(80)
+    return f"{key:<8}= {v}".ljust(80)
 
 
 def _header_bytes(cards: list[tuple[str, Any]]) -> bytes:
-    text = "".join(_card(k, v) for k, v in cards) + "END".ljust(80)
+    text = "".join(_cards(k, v) for k, v in cards) + "END".ljust(80)
     pad = (-len(text)) % _BLOCK
     return (text + " " * pad).encode("ascii")
 
@@ -64,7 +114,8 @@ def write_simple(
     ----------
     hdus : list of (cards, data)
         ``cards``: extra (keyword, value) pairs (``EXTNAME`` etc.); ``data``: 2-D array
-        or None. The first entry is the primary HDU.
+        or None. The first entry is the primary HDU. Non-finite floats and long strings
+        are written as the module docstring describes.
     """
     chunks = []
     for i, (cards, data) in enumerate(hdus):
@@ -125,6 +176,7 @@ def read_simple(path: str | os.PathLike) -> list[tuple[dict[str, Any], np.ndarra
     pos = 0
     while pos < len(buf):
         header: dict[str, Any] = {}
+        last = ""  # the keyword a CONTINUE card continues
         while True:
             block = buf[pos:pos + _BLOCK]
             if len(block) < _BLOCK:
@@ -140,8 +192,15 @@ def read_simple(path: str | os.PathLike) -> list[tuple[dict[str, Any], np.ndarra
                 if key == "END":
                     done = True
                     break
+                if key == "CONTINUE" and card[8:10] == "  ":
+                    prev = header.get(last)
+                    value = _parse_value(card[10:])
+                    if isinstance(prev, str) and prev.endswith("&") and isinstance(value, str):
+                        header[last] = prev[:-1] + value
+                    continue
                 if card[8:10] == "= ":
                     header[key] = _parse_value(card[10:])
+                    last = key
                 elif key == "HIERARCH" and "=" in card:
                     name, raw = card[9:].split("=", 1)
                     header[name.strip()] = _parse_value(raw)
