@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -292,3 +296,54 @@ def test_tng_api_reader_matches_the_basepath_reader(server, shared_data, tmp_pat
         next(api.galaxies([0]))
     with pytest.raises(DataNotFoundError, match="simcompare fetch"):
         TNGAPIReader(tmp_path / "empty")
+
+
+def test_fetch_cli_downloads_from_the_api_url(server, fixtures, tmp_path):
+    """``simcompare fetch`` in a subprocess against the local server (SIMCOMPARE_TNG_API_URL):
+    the files land in the workspace's default folder, the reader reads them, and the key
+    shows nowhere."""
+    ws = tmp_path / "ws"
+    env = {k: v for k, v in os.environ.items() if k not in ("TNG_API_KEY", "SIMCOMPARE_TNG_API_URL")}
+    env.update(TNG_API_KEY=KEY, SIMCOMPARE_TNG_API_URL=server.url,
+               XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                           env.get("PYTHONPATH", "")]))
+    argv = ["fetch", "--sim", "tng100", "--snapshot", "86", "--min-stellar-mass", "1e8",
+            "--limit", "3"]
+    proc = subprocess.run([sys.executable, "-m", "simcompare", "--workspace", str(ws), *argv],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = ws / "tng-api" / "tng100_086"
+    assert proc.stdout.strip() == str(out)
+    assert "fetch complete: 3 cutouts" in proc.stderr
+    assert any("cutout.hdf5" in p for p, _ in server.log)  # downloaded through the server
+    h = fixtures["h"]
+    expect = [i for i, r in sorted(fixtures["records"].items())
+              if r["mass_stars"] > 1e8 * h / 1e10][:3]
+    for i in expect:
+        assert (out / f"cutout_{i}.hdf5").read_bytes() == fixtures["cutouts"][i]
+    assert not list(out.glob("*.part"))
+    sel = SelectionConfig(min_stellar_mass_msun=1e8, mass_definition="total",
+                          min_star_particles=1, require_subhalo_flag=True)
+    reader = TNGAPIReader(out, snapshot=86, selection=sel, cosmology=Cosmology())
+    table = reader.select()
+    assert sorted(table["object_id"]) == expect
+    galaxies = list(reader.galaxies(table["object_id"]))
+    assert [g.object_id for g in galaxies] == list(table["object_id"])
+    assert all(len(g.particles) > 0 and np.isfinite(g.particles.mass_msun).all()
+               for g in galaxies)
+    # the key travelled in the header only and was written and printed nowhere
+    assert all(hdr.get("api-key") == KEY for _, hdr in server.log)
+    assert KEY not in proc.stdout + proc.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) >= 7
+    assert not any(KEY.encode() in p.read_bytes() for p in written)
+    # a second run resumes (nothing downloaded again); -q hides the progress notes
+    server.log.clear()
+    proc = subprocess.run([sys.executable, "-m", "simcompare", "-q", *argv, "--workspace", str(ws)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out) and proc.stderr == ""
+    assert not any("cutout.hdf5" in p for p, _ in server.log)
