@@ -452,7 +452,7 @@ def _write_traceback(text: str, workspace: Path, argv: Sequence[str]) -> Path | 
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=stem + "-", suffix=".log", dir=folder)
-            with os.fdopen(fd, "w") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
                 fh.write(header + text)
         except OSError:
             continue
