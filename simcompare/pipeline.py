@@ -374,7 +374,7 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
 
             work = stages.work("observed")
             load_sample(survey, out=work / "observed.h5", workspace=workspace, stamp_size=stamp,
-                        bands=bands, progress=cfg.progress)
+                        bands=bands, progress=cfg.progress, cluster=cluster)
             stages.finish("observed", work, obs_cfg)
 
     # 3. train the density model (and the background model) -------------------------
