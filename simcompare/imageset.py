@@ -517,6 +517,23 @@ def _validate_catalog(f: Any, shape: tuple[int, ...] | None, problems: list[str]
             problems.append(f"dataset 'catalog/{key}' has shape {ds.shape}, expected ({n},)")
 
 
+_PENDING_PSF = "_psf_shared_pending"
+
+
+def _check_written(path: Path) -> None:
+    """Header, shapes and catalogue lengths of a file just written (no pixels read)."""
+    with _open(path) as f:
+        _check_header(f, path)
+        n = f["images"].shape[0]
+        bad = [name for name in ("variance", "mask") if name in f and f[name].shape != f["images"].shape]
+        bad += [f"catalog/{k}" for k, ds in f["catalog"].items() if ds.shape[0] != n]
+        if "psf" in f and f["psf"].ndim == 4 and f["psf"].shape[0] != n:
+            bad.append("psf")
+        if bad:
+            msg = f"{path}: dataset(s) {bad} do not match the {n} images; regenerate the file"
+            raise DataFormatError(msg)
+
+
 class ImageSetWriter:
     """Stream images into an ImageSet file batch by batch (flat memory in N).
 
@@ -576,11 +593,19 @@ class ImageSetWriter:
     def append(
         self, images: np.ndarray, *, catalog: Mapping[str, np.ndarray],
         variance: np.ndarray | None = None, mask: np.ndarray | None = None,
+        psf: np.ndarray | None = None,
     ) -> None:
-        """Append a batch of images and their catalogue rows."""
+        """Append a batch of images and their catalogue rows.
+
+        ``psf`` (k, B, P, P) gives each image its own PSF (for a writer made without a
+        shared ``psf``). While every PSF so far is the same one it is kept once; the file
+        switches to per-image PSFs at the first that differs.
+        """
         import h5py
 
         n0, k = len(self), images.shape[0]
+        if psf is not None:
+            self._append_psf(np.asarray(psf, np.float32), n0)
         for name, arr in (("images", images), ("variance", variance), ("mask", mask)):
             if name in self._f:
                 if arr is None:
@@ -607,11 +632,52 @@ class ImageSetWriter:
         """Replace the provenance record."""
         self._f.attrs["provenance"] = json.dumps(dict(provenance), sort_keys=True, default=str)
 
+    def _append_psf(self, psf: np.ndarray, n0: int) -> None:
+        f = self._f
+        if "psf" in f and f["psf"].ndim == 3:
+            msg = f"{self.path}: this image set has one shared PSF; per-image PSFs cannot be added"
+            raise DataFormatError(msg)
+        if "psf" not in f:
+            if _PENDING_PSF not in f:
+                f.create_dataset(_PENDING_PSF, data=psf[0])
+            common = f[_PENDING_PSF][()]
+            if common.shape == psf.shape[1:] and np.array_equal(psf, np.broadcast_to(common, psf.shape)):
+                return
+            # the first PSF that differs: every earlier image gets the shared one
+            ds = f.create_dataset("psf", shape=(n0, *common.shape), maxshape=(None, *common.shape),
+                                  dtype="f4", chunks=(1, *common.shape))
+            for i in range(0, n0, 1024):
+                ds[i:min(n0, i + 1024)] = common
+            del f[_PENDING_PSF]
+        ds = f["psf"]
+        ds.resize(n0 + psf.shape[0], axis=0)
+        ds[n0:] = psf
+
+    def truncate_to_catalog(self) -> None:
+        """Drop rows of a batch cut off between images and catalogue (a crash mid-append)."""
+        f = self._f
+        cat = f["catalog"]
+        n = int(cat["object_id"].shape[0]) if "object_id" in cat else 0
+        for name in ("images", "variance", "mask"):
+            if name in f and f[name].shape[0] != n:
+                f[name].resize(n, axis=0)
+        if "psf" in f and f["psf"].ndim == 4 and f["psf"].shape[0] != n:
+            f["psf"].resize(n, axis=0)
+        for key in list(cat.keys()):
+            if cat[key].shape[0] != n:
+                cat[key].resize(n, axis=0)
+
     def close(self) -> Path:
-        """Finish the file and rename it into place; returns the final path."""
+        """Finish the file and rename it into place; returns the final path.
+
+        The file is checked (header, dataset shapes, catalogue lengths) without reading
+        its pixels, so memory stays flat in N.
+        """
+        if _PENDING_PSF in self._f:
+            self._f.move(_PENDING_PSF, "psf")
         self._f.close()
         os.replace(self.part, self.path)
-        read(self.path)  # validate what was written
+        _check_written(self.path)
         return self.path
 
     def abort(self) -> None:

@@ -32,6 +32,7 @@ from . import _fingerprint
 from ._io import write_json_atomic
 from ._lock import workspace_lock
 from ._version import __version__
+from .cluster import Cluster
 from .config import ScoreConfig, SimDescriptor, SurveyDescriptor
 from .errors import ConfigError
 from .registry import find_sim, find_survey, list_sims, list_surveys
@@ -263,9 +264,12 @@ def score(config: ScoreConfig) -> Path:
     root = cache_root(workspace)
     with workspace_lock(workspace, what="score"):
         stages = _Stages(root, workspace)
+        # one pool of workers for every stage; started only when a stage needs it
+        cluster = Cluster(workers=cfg.workers, scheduler=cfg.scheduler)
         try:
-            return _score(cfg, sim, survey, workspace, stages)
+            return _score(cfg, sim, survey, workspace, stages, cluster)
         finally:
+            cluster.close()
             stages.close()
 
 
@@ -316,7 +320,7 @@ def _sps_files(survey: SurveyDescriptor) -> list[tuple[Path, bool]]:
 
 
 def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, workspace: Path,
-           stages: _Stages) -> Path:
+           stages: _Stages, cluster: Cluster) -> Path:
     stamp = cfg.stamp_size or survey.stamp_size
     bands = tuple(cfg.bands) or survey.bands
     root = cache_root(workspace)
@@ -348,8 +352,7 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
             render(
                 sim, survey, out=work / "mocks.h5", snapshot=cfg.snapshot, n_galaxies=cfg.n_galaxies,
                 base_path=cfg.base_path, workspace=workspace, stamp_size=stamp, bands=bands,
-                noise=cfg.noise, seed=cfg.seed, workers=cfg.workers, scheduler=cfg.scheduler,
-                progress=cfg.progress,
+                noise=cfg.noise, seed=cfg.seed, cluster=cluster, progress=cfg.progress,
             )
             stages.finish("render", work, render_cfg)
 
@@ -371,7 +374,7 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
 
             work = stages.work("observed")
             load_sample(survey, out=work / "observed.h5", workspace=workspace, stamp_size=stamp,
-                        bands=bands, progress=cfg.progress)
+                        bands=bands, progress=cfg.progress, cluster=cluster)
             stages.finish("observed", work, obs_cfg)
 
     # 3. train the density model (and the background model) -------------------------

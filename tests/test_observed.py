@@ -512,3 +512,108 @@ def test_cosmos_parametric_sample(shared_data, hsc, tmp_path):
     good = np.isfinite(mag) & (mag < 22)
     pred = 10 ** (-0.4 * (mag[good] - 27.0))
     assert np.median(flux[good] / pred) == pytest.approx(1.0, abs=0.25)
+
+
+# ---------------------------------------------------------------------------
+# streaming, workers and resumption
+# ---------------------------------------------------------------------------
+def _same_sets(a, b) -> None:
+    np.testing.assert_array_equal(a.object_id, b.object_id)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.variance, b.variance)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.psf, b.psf)
+    assert sorted(a.catalog) == sorted(b.catalog)
+    for k in a.catalog:
+        np.testing.assert_array_equal(a.catalog[k], b.catalog[k])
+    assert a.provenance["exclusions"] == b.provenance["exclusions"]
+    assert a.provenance["excluded_ids"] == b.provenance["excluded_ids"]
+
+
+def test_ingest_on_a_cluster_with_a_killed_worker_matches_one_process(demo, demo_set, hsc, tmp_path):
+    import os
+    import signal
+    from typing import ClassVar
+
+    from simcompare.cluster import Cluster
+
+    class KillsAWorker(Cluster):
+        killed: ClassVar[list[int]] = []
+
+        def map(self, *args, **kwargs):
+            for i, res in enumerate(super().map(*args, **kwargs)):
+                if i == 0:
+                    pid = self.worker_pids()[0]
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+                yield res
+
+    _, cutouts, catalog = demo
+    import simcompare.observed.cutouts as cut
+
+    old = cut._INGEST_BATCH
+    cut._INGEST_BATCH = 2  # twelve tasks for the 24 objects, several in flight when one dies
+    try:
+        with KillsAWorker(workers=2) as cluster:
+            out = ingest(hsc, out=tmp_path / "c.h5", cutouts=cutouts, catalog=catalog,
+                         stamp_size=STAMP, cluster=cluster)
+            assert len(cluster.killed) == 1
+    finally:
+        cut._INGEST_BATCH = old
+    _same_sets(imageset.read(out), demo_set)
+
+
+def test_interrupted_ingest_resumes_to_the_same_file(demo, demo_set, hsc, tmp_path, monkeypatch):
+    import simcompare.observed.cutouts as cut
+
+    _, cutouts, catalog = demo
+    monkeypatch.setattr(cut, "_INGEST_BATCH", 4)
+    real = cut._ingest_batch
+    calls = []
+
+    def dies_on_the_third(task, spec):
+        calls.append(len(calls))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task, spec)
+
+    monkeypatch.setattr(cut, "_ingest_batch", dies_on_the_third)
+    out = tmp_path / "r.h5"
+    with pytest.raises(KeyboardInterrupt):
+        ingest(hsc, out=out, cutouts=cutouts, catalog=catalog, stamp_size=STAMP)
+    part = out.with_name(out.name + ".part")
+    assert part.exists() and not out.exists()
+    assert len(imageset.read_catalog(part)["object_id"]) > 0
+    seen = []
+
+    def counts(task, spec):
+        seen.append(len(task[0]))
+        return real(task, spec)
+
+    monkeypatch.setattr(cut, "_ingest_batch", counts)
+    ingest(hsc, out=out, cutouts=cutouts, catalog=catalog, stamp_size=STAMP)
+    assert sum(seen) == 24 - 8  # the two finished batches were not read again
+    assert not part.exists()
+    _same_sets(imageset.read(out), demo_set)
+
+
+def test_per_object_psfs_are_kept_and_a_shared_one_stored_once(tmp_path):
+    from simcompare.imageset import ImageSetWriter
+
+    psf = np.zeros((2, 5, 5), np.float32)
+    psf[:, 2, 2] = 1
+    other = np.full((2, 5, 5), 1 / 25, np.float32)
+    kw = {"kind": "observed", "survey": "hsc", "bands": ("g", "r"), "pixel_scale_arcsec": 0.168,
+          "zero_point": 27.0, "stamp_size": 4}
+    imgs = np.ones((3, 2, 4, 4), np.float32)
+    with ImageSetWriter(tmp_path / "same.h5", **kw) as w:
+        for i in range(2):
+            w.append(imgs, catalog={"object_id": np.arange(3) + 3 * i}, psf=np.stack([psf] * 3))
+    s = imageset.read(tmp_path / "same.h5")
+    assert s.psf.shape == (2, 5, 5) and np.array_equal(s.psf, psf)
+    with ImageSetWriter(tmp_path / "mixed.h5", **kw) as w:
+        w.append(imgs, catalog={"object_id": np.arange(3)}, psf=np.stack([psf] * 3))
+        w.append(imgs, catalog={"object_id": np.arange(3, 6)}, psf=np.stack([psf, other, psf]))
+    s = imageset.read(tmp_path / "mixed.h5")
+    assert s.psf.shape == (6, 2, 5, 5)
+    assert [np.array_equal(p, other) for p in s.psf] == [False] * 4 + [True, False]

@@ -5,8 +5,8 @@
 survey filters at the observation redshift), orientation, adaptive smoothing, a
 flux-conserving pixel-integrated deposit, convolution with the effective PSF, the shared
 stamp preprocessing, and noise. Galaxies are rendered in batches (each task several
-galaxies, so that a task costs well over the ~3 ms scheduling overhead) in a local
-process pool (``workers=N``) or on a dask.distributed cluster (``scheduler=ADDRESS``);
+galaxies, so that a task costs well over the ~3 ms scheduling overhead) on a
+local dask cluster (``workers=N``) or on a running one (``scheduler=ADDRESS``);
 finished batches stream in submission order into an
 :class:`~simcompare.imageset.ImageSetWriter`, so memory stays flat in the sample size.
 An interrupted render leaves ``<out>.part``; running the same command again resumes it,
@@ -22,9 +22,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 from .._optional import progress as _progress
 from .._version import __version__
+from ..cluster import Cluster, as_cluster
 from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
 from ..sims.base import Galaxy, StarParticles
@@ -379,7 +379,8 @@ def _render_batch(
                         mask=np.stack(masks) if with_mask else None)
 
 
-def _render_batch_from_reader(reader_args: _ReaderArgs, ids: list[int], spec: RenderSpec) -> _BatchResult:
+def _render_batch_from_reader(ids: list[int], reader_args: _ReaderArgs, spec: RenderSpec) -> _BatchResult:
+    """One task on a worker: read the batch's galaxies with the worker's own reader, render."""
     reader = _worker_reader(reader_args)
     return _render_batch(reader.galaxies(ids), spec, expected=ids, reader=reader)
 
@@ -398,7 +399,7 @@ def render(
     noise: str = "survey", projection: str = "random", redshift: float | None = None,
     seed: int = 0, workers: int = 1, scheduler: str | None = None, progress: bool = False,
     batch_size: int | None = None, dust_av: float = 0.0, knn_k: int = 16,
-    max_flux_outside: float = 0.5,
+    max_flux_outside: float = 0.5, cluster: Cluster | None = None,
 ) -> Path:
     """Render mock images of a simulation's galaxies as a survey sees them.
 
@@ -438,7 +439,7 @@ def render(
     seed : int
         Base seed (orientation and noise per galaxy: ``default_rng([seed, object_id])``).
     workers : int
-        Local worker processes (1 = in this process).
+        Local worker processes (1 = in this process; more start a local dask cluster).
     scheduler : str, optional
         dask.distributed scheduler address; overrides ``workers``.
     progress : bool
@@ -451,6 +452,9 @@ def render(
         Neighbour rank for smoothing lengths when the simulation has none.
     max_flux_outside : float
         Exclude galaxies with more than this fraction of their light outside the stamp.
+    cluster : Cluster, optional
+        The workers to render on (see :mod:`simcompare.cluster`), shared with the other
+        stages of a run; overrides ``workers`` and ``scheduler``.
 
     Returns
     -------
@@ -575,6 +579,7 @@ def render(
                             flux_unit=survey.flux_unit, with_variance=True,
                             with_mask=blank_sky is not None,
                             psf=psf.image.astype(np.float32), provenance=provenance, resume=resume)
+    cluster, own_cluster = as_cluster(cluster, workers=workers, scheduler=scheduler)
     try:
         done: set[int] = set()
         if resume:
@@ -587,13 +592,13 @@ def render(
         todo = [i for i in ids if i not in done]
         excluded_ids: dict[str, str] = {str(k): v for k, v in prior_excluded.items()}
         if batch_size is None:
-            batch_size = _auto_batch(len(todo), workers if scheduler is None else 4)
+            batch_size = _auto_batch(len(todo), cluster.n_workers if cluster.distributed else 1)
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         t0 = time.perf_counter()
         n_written = len(writer)
         for res in _progress(_run_batches(batches, spec, reader, sim=sim, snapshot=snapshot,
                                           base_path=base_path, workspace=str(workspace),
-                                          workers=workers, scheduler=scheduler),
+                                          cluster=cluster),
                              desc="render", total=len(batches), enable=progress, unit="batch"):
             if res.images is not None:
                 cat = _rows_to_columns(res.rows, writer)
@@ -618,6 +623,9 @@ def render(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if own_cluster:
+            cluster.close()
     writer.close()
     log.info("rendered %d galaxies into %s (excluded: %s)", n_written, out,
              provenance["exclusions"])
@@ -720,59 +728,14 @@ def _truncate_partial(writer: Any) -> None:
 
 def _run_batches(
     batches: list[list[int]], spec: RenderSpec, reader: Any, *, sim: SimDescriptor,
-    snapshot: int | None, base_path: str | None, workspace: str, workers: int,
-    scheduler: str | None,
+    snapshot: int | None, base_path: str | None, workspace: str, cluster: Cluster,
 ) -> Iterator[_BatchResult]:
     """Yield batch results in submission order, with a bounded number in flight."""
     if not batches:
         return
-    rargs = _ReaderArgs(sim=sim, snapshot=snapshot, base_path=base_path, workspace=workspace)
-    if scheduler is not None:
-        yield from _run_dask(batches, spec, rargs, scheduler)
-        return
-    if workers == 1:
+    if not cluster.distributed:
         for ids in batches:
             yield _render_batch(reader.galaxies(ids), spec, expected=ids, reader=reader)
         return
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        yield from _windowed(lambda ids: pool.submit(_render_batch_from_reader, rargs, ids, spec),
-                             batches, window=2 * workers)
-
-
-def _run_dask(batches: list[list[int]], spec: RenderSpec, rargs: _ReaderArgs,
-              scheduler: Any) -> Iterator[_BatchResult]:
-    from distributed import Client
-
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
-    try:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        [spec_f] = client.scatter([spec], broadcast=True)
-        token = hashlib.sha256(repr((spec.seed, spec.projection, id(spec))).encode()).hexdigest()[:8]
-        yield from _windowed(
-            lambda ids: client.submit(_render_batch_from_reader, rargs, ids, spec_f,
-                                      key=f"simcompare-render-{token}-{ids[0]}-{len(ids)}",
-                                      pure=False),
-            batches, window=2 * n_workers + 2)
-    finally:
-        if client is not scheduler:
-            client.close()
-
-
-def _windowed(submit: Any, batches: list[list[int]], *, window: int) -> Iterator[_BatchResult]:
-    pending: deque = deque()
-    it = iter(batches)
-    for ids in it:
-        pending.append(submit(ids))
-        if len(pending) >= window:
-            break
-    while pending:
-        fut = pending.popleft()
-        res = fut.result()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(submit(nxt))
-        yield res
+    rargs = _ReaderArgs(sim=sim, snapshot=snapshot, base_path=base_path, workspace=workspace)
+    yield from cluster.map(_render_batch_from_reader, batches, rargs, spec, name="render")

@@ -26,6 +26,7 @@ raise a typed error.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,8 +38,9 @@ import numpy as np
 
 from .._optional import progress as _progress
 from .._version import __version__
+from ..cluster import Cluster, as_cluster
 from ..config import SurveyDescriptor
-from ..errors import ConfigError, DataFormatError, DataNotFoundError
+from ..errors import ConfigError, DataFormatError, DataNotFoundError, SimcompareError
 from ..preprocess import HSC_BAD_PLANES, HSC_MASK_PLANES, NeighbourConfig, prepare_psf, preprocess_stamp
 from ._fits import Truncated, Unsupported, read_simple, write_simple
 
@@ -733,7 +735,8 @@ def ingest(
     progress: bool = False, cuts: Mapping[str, Sequence[float | None]] | None = None,
     mask_neighbours: bool = True, seed: int = 0, psf_size: int | None = None,
     neighbours: NeighbourConfig | None = None, bad_planes: Sequence[str] = HSC_BAD_PLANES,
-    max_masked_fraction: float = 0.5, strict: bool = False,
+    max_masked_fraction: float = 0.5, strict: bool = False, workers: int = 1,
+    scheduler: Any = None, cluster: Cluster | None = None,
 ) -> Path:
     """Read observed cutouts, preprocess them like the mocks and write an ImageSet.
 
@@ -777,6 +780,13 @@ def ingest(
     strict : bool
         Raise a :class:`~simcompare.errors.DataFormatError` naming the file for the first
         per-object problem instead of excluding the object.
+    workers : int
+        Worker processes (1 = in this process; more start a local dask cluster).
+    scheduler : str, optional
+        A running dask scheduler's address; overrides ``workers``.
+    cluster : Cluster, optional
+        The workers to ingest on (shared with the other stages of a run); overrides
+        ``workers`` and ``scheduler``.
 
     Returns
     -------
@@ -787,7 +797,6 @@ def ingest(
     ------
     ConfigError, DataNotFoundError, DataFormatError
     """
-    from .. import imageset
     from .._io import check_output_file
 
     workspace = Path(workspace)
@@ -836,137 +845,267 @@ def ingest(
     n_catalog = len(cat)
     cuts = {**_descriptor_cuts(sv), **dict(cuts or {})}  # explicit cuts win per column
     cat, removed_by_cut = apply_cuts(cat, cuts)
-    it = (iter_manifest_cutouts(manifest, rows, cat, bands) if manifest is not None
-          else iter_hsc_cutouts(cutouts, cat, bands))
-
-    rng = np.random.default_rng(seed)
-    images, variances, masks, psfs = [], [], [], []
-    columns: dict[str, list[Any]] = {}
-    extra: dict[str, list[Any]] = {"n_neighbour_pixels": [], "masked_fraction": [],
-                                   "center_x_pix": [], "center_y_pix": []}
-    exclusions: dict[str, int] = {}
-    excluded_ids: dict[str, list[int]] = {}
-    fallback_psf = None
-    q0, q1 = size // 4, size - size // 4
-    first_problem: list[str] = []
-    psf_missing: list[str] = []
-
-    def exclude(oid: int, reason: str, message: str) -> None:
-        if strict:
-            raise DataFormatError(message)
-        first_problem[:1] = first_problem[:1] or [message]
-        log.warning("excluding object %d (%s): %s", oid, reason, message)
-        exclusions[reason] = exclusions.get(reason, 0) + 1
-        excluded_ids.setdefault(reason, []).append(int(oid))
-
-    for item in _progress(it, desc="ingest", total=len(cat), enable=progress, unit="obj"):
-        if isinstance(item, tuple):
-            exclude(item[0], item[1].reason, str(item[1]))
-            continue
-        c = item
-        where = c.files or (f"object {c.object_id}",) * len(bands)
-        blank = [b for b in range(len(bands)) if np.all(c.image[b] == 0)]
-        if blank:
-            exclude(c.object_id, "blank_image",
-                    f"{where[blank[0]]}: band {bands[blank[0]]!r} of object {c.object_id} is all zeros "
-                    "(no data); download the cutout again or drop the object from the catalogue")
-            continue
-        h_in, w_in = c.image.shape[-2:]
-        if h_in * w_in < 0.5 * size * size:
-            exclude(c.object_id, "smaller_than_stamp",
-                    f"{where[0]}: cutout {h_in}x{w_in} is much smaller than the {size}x{size} stamp "
-                    "(more than half of it would be padding); use a smaller --stamp-size or "
-                    "larger cutouts")
-            continue
-        try:
-            prep = preprocess_stamp(
-                c.image, variance=c.variance, mask=c.mask, stamp_size=size, center=c.center, rng=rng,
-                mask_neighbours=mask_neighbours, mask_planes=c.mask_planes, bad_planes=bad_planes,
-                neighbours=neighbours)
-        except DataFormatError as exc:
-            exclude(c.object_id, "bad_data", f"object {c.object_id}: {exc}")
-            continue
-        if prep.info["all_bad_bands"]:
-            bnames = [bands[b] for b in prep.info["all_bad_bands"]]
-            exclude(c.object_id, "all_masked",
-                    f"{where[prep.info['all_bad_bands'][0]]}: every pixel of band(s) {bnames} of object "
-                    f"{c.object_id} is masked or not finite (NaN/inf); download the cutout again or "
-                    "drop the object from the catalogue")
-            continue
-        core = (prep.mask[:, q0:q1, q0:q1] & 3) != 0
-        worst = float(core.mean(axis=(1, 2)).max())
-        if worst > max_masked_fraction:
-            exclude(c.object_id, "mostly_masked",
-                    f"{where[0]}: {worst:.0%} of the central pixels of object {c.object_id} are bad or "
-                    "outside the cutout; use a smaller --stamp-size or check the mask")
-            continue
-        try:
-            obj_psf = []
-            for p in c.psf:
-                obj_psf.append(None if p is None else prepare_psf(
-                    p, size=psize, psf_pixel_scale_arcsec=c.psf_pixel_scale_arcsec,
-                    pixel_scale_arcsec=sv.pixel_scale_arcsec))
-        except DataFormatError as exc:
-            exclude(c.object_id, "bad_psf", f"object {c.object_id}: {exc}")
-            continue
-        psf_missing.extend(c.psf_missing)
-        images.append(prep.image)
-        variances.append(prep.variance)
-        masks.append(prep.mask)
-        psfs.append(obj_psf)
-        if fallback_psf is None and all(p is not None for p in obj_psf):
-            fallback_psf = np.stack(obj_psf)
-        for k, v in c.row.items():
-            columns.setdefault(k, []).append(v)
-        extra["n_neighbour_pixels"].append(prep.info["n_neighbour_pixels"])
-        extra["masked_fraction"].append(prep.info["masked_fraction"])
-        cx, cy = c.center if c.center is not None else ((w_in - 1) / 2, (h_in - 1) / 2)
-        extra["center_x_pix"].append(cx)
-        extra["center_y_pix"].append(cy)
-
-    n = len(images)
-    if n == 0:
-        msg = (f"no usable object in the observed sample ({n_catalog} catalogue rows; exclusions: "
-               f"{exclusions or 'none'}; removed by cuts: {removed_by_cut or 'none'})"
-               + (f"; first: {first_problem[0]}" if first_problem else "; check the paths and cuts"))
-        raise DataFormatError(msg)
-    if psf_missing:
-        log.warning("%d PSF file(s) not found (e.g. %s); the survey's PSF model stands in for them",
-                    len(psf_missing), psf_missing[0])
-    # PSFs: objects without one take the survey-model PSF; identical PSFs are stored once
-    model_psf = None
-    stack = []
-    for obj_psf in psfs:
-        if any(p is None for p in obj_psf):
-            if model_psf is None:
-                from .demo import survey_psf_images
-
-                model_psf = survey_psf_images(sv, bands=bands, size=psize)
-            obj_psf = [model_psf[b] if p is None else p for b, p in enumerate(obj_psf)]
-        stack.append(np.stack(obj_psf))
-    psf_arr = np.stack(stack).astype(np.float32)
-    if np.all(psf_arr == psf_arr[:1]):
-        psf_arr = psf_arr[0]
-    catalog_out = {k: _catalog_column(v) for k, v in columns.items()}
-    catalog_out["object_id"] = np.asarray(catalog_out["object_id"], np.int64)
-    for k, v in extra.items():
-        catalog_out.setdefault(k, np.asarray(v))
+    spec = _IngestSpec(
+        bands=bands, size=size, psize=psize, pixel_scale_arcsec=float(sv.pixel_scale_arcsec),
+        mask_neighbours=bool(mask_neighbours), neighbours=neighbours, bad_planes=tuple(bad_planes),
+        max_masked_fraction=float(max_masked_fraction), seed=int(seed),
+        cutouts=cutouts if manifest is None else None, manifest=manifest)
     prov = {
         "simcompare": __version__, "kind": "observed", "survey": sv.name, "inputs": inputs,
         "seeds": {"replacement_noise": int(seed)}, "stamp_size": size, "psf_size": psize,
         "bands": list(bands), "cuts": {k: list(v) for k, v in (cuts or {}).items()},
-        "n_catalog": n_catalog, "removed_by_cuts": removed_by_cut, "n_written": n,
-        "exclusions": exclusions, "excluded_ids": excluded_ids,
+        "n_catalog": n_catalog, "removed_by_cuts": removed_by_cut,
         "preprocess": {"function": "simcompare.preprocess.preprocess_stamp",
                        "mask_neighbours": bool(mask_neighbours),
                        "neighbours": (neighbours or NeighbourConfig()).__dict__,
                        "bad_planes": list(bad_planes), "max_masked_fraction": max_masked_fraction},
     }
-    iset = imageset.ImageSet(
-        images=np.stack(images), catalog=catalog_out, kind="observed", survey=sv.name, bands=bands,
-        pixel_scale_arcsec=sv.pixel_scale_arcsec, zero_point=sv.zero_point, flux_unit=sv.flux_unit,
-        variance=np.stack(variances), mask=np.stack(masks), psf=psf_arr, provenance=prov)
-    out = Path(out)
-    imageset.write(out, iset)
+    prov["config_hash"] = hashlib.sha256(json.dumps(
+        {k: v for k, v in prov.items() if k != "simcompare"} | {"version": __version__,
+                                                                "n_selected": len(cat)},
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cluster, own_cluster = as_cluster(cluster, workers=workers, scheduler=scheduler)
+    try:
+        n, exclusions, _ = _ingest_stream(
+            sv, cat, rows, spec, out=Path(out), prov=prov, cluster=cluster, progress=progress,
+            strict=strict, n_catalog=n_catalog, removed_by_cut=removed_by_cut)
+    finally:
+        if own_cluster:
+            cluster.close()
     log.info("ingested %d of %d objects into %s (exclusions: %s)", n, n_catalog, out, exclusions)
+    return Path(out)
+
+
+@dataclass(frozen=True)
+class _IngestSpec:
+    """Everything a worker needs to read and preprocess one batch of objects."""
+
+    bands: tuple[str, ...]
+    size: int
+    psize: int
+    pixel_scale_arcsec: float
+    mask_neighbours: bool
+    neighbours: NeighbourConfig | None
+    bad_planes: tuple[str, ...]
+    max_masked_fraction: float
+    seed: int
+    cutouts: Path | None
+    manifest: Path | None
+
+
+@dataclass
+class _Prepared:
+    """One object ready to be written (or, with ``reason`` set, excluded)."""
+
+    object_id: int
+    reason: str | None = None
+    message: str = ""
+    image: np.ndarray | None = None
+    variance: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    psf: list[np.ndarray | None] = field(default_factory=list)
+    row: dict[str, Any] = field(default_factory=dict)
+    psf_missing: tuple[str, ...] = ()
+
+
+def _ingest_batch(task: tuple[Any, Any], spec: _IngestSpec) -> list[_Prepared]:
+    """One task: read the batch's cutouts from disk and preprocess them (runs on a worker)."""
+    cat, rows = task
+    it = (iter_manifest_cutouts(spec.manifest, rows, cat, spec.bands) if spec.manifest is not None
+          else iter_hsc_cutouts(spec.cutouts, cat, spec.bands))
+    out = []
+    for item in it:
+        if isinstance(item, tuple):
+            out.append(_Prepared(int(item[0]), reason=item[1].reason, message=str(item[1])))
+        else:
+            out.append(_prepare_cutout(item, spec))
     return out
+
+
+def _prepare_cutout(c: Cutout, spec: _IngestSpec) -> _Prepared:
+    """Check, preprocess and cut one object's stamp; the replacement noise is seeded per object."""
+    bands, size = spec.bands, spec.size
+    oid = int(c.object_id)
+    where = c.files or (f"object {oid}",) * len(bands)
+    blank = [b for b in range(len(bands)) if np.all(c.image[b] == 0)]
+    if blank:
+        return _Prepared(oid, "blank_image",
+                         f"{where[blank[0]]}: band {bands[blank[0]]!r} of object {oid} is all zeros "
+                         "(no data); download the cutout again or drop the object from the catalogue")
+    h_in, w_in = c.image.shape[-2:]
+    if h_in * w_in < 0.5 * size * size:
+        return _Prepared(oid, "smaller_than_stamp",
+                         f"{where[0]}: cutout {h_in}x{w_in} is much smaller than the {size}x{size} "
+                         "stamp (more than half of it would be padding); use a smaller --stamp-size "
+                         "or larger cutouts")
+    rng = np.random.default_rng([spec.seed, oid])
+    try:
+        prep = preprocess_stamp(
+            c.image, variance=c.variance, mask=c.mask, stamp_size=size, center=c.center, rng=rng,
+            mask_neighbours=spec.mask_neighbours, mask_planes=c.mask_planes,
+            bad_planes=spec.bad_planes, neighbours=spec.neighbours)
+    except DataFormatError as exc:
+        return _Prepared(oid, "bad_data", f"object {oid}: {exc}")
+    if prep.info["all_bad_bands"]:
+        bnames = [bands[b] for b in prep.info["all_bad_bands"]]
+        return _Prepared(oid, "all_masked",
+                         f"{where[prep.info['all_bad_bands'][0]]}: every pixel of band(s) {bnames} of "
+                         f"object {oid} is masked or not finite (NaN/inf); download the cutout again "
+                         "or drop the object from the catalogue")
+    q0, q1 = size // 4, size - size // 4
+    core = (prep.mask[:, q0:q1, q0:q1] & 3) != 0
+    worst = float(core.mean(axis=(1, 2)).max())
+    if worst > spec.max_masked_fraction:
+        return _Prepared(oid, "mostly_masked",
+                         f"{where[0]}: {worst:.0%} of the central pixels of object {oid} are bad or "
+                         "outside the cutout; use a smaller --stamp-size or check the mask")
+    try:
+        psf = [None if p is None else prepare_psf(
+            p, size=spec.psize, psf_pixel_scale_arcsec=c.psf_pixel_scale_arcsec,
+            pixel_scale_arcsec=spec.pixel_scale_arcsec) for p in c.psf]
+    except DataFormatError as exc:
+        return _Prepared(oid, "bad_psf", f"object {oid}: {exc}")
+    cx, cy = c.center if c.center is not None else ((w_in - 1) / 2, (h_in - 1) / 2)
+    row = dict(c.row) | {
+        "n_neighbour_pixels": prep.info["n_neighbour_pixels"],
+        "masked_fraction": prep.info["masked_fraction"], "center_x_pix": cx, "center_y_pix": cy}
+    for k in _EXTRA_COLUMNS:  # a catalogue column of the same name wins, as it always has
+        if k in c.row:
+            row[k] = c.row[k]
+    return _Prepared(oid, image=prep.image, variance=prep.variance, mask=prep.mask, psf=psf,
+                     row=row, psf_missing=tuple(c.psf_missing))
+
+
+_EXTRA_COLUMNS = ("n_neighbour_pixels", "masked_fraction", "center_x_pix", "center_y_pix")
+
+#: Objects per task: a few tenths of a second of reading and preprocessing.
+_INGEST_BATCH = 16
+
+
+def _ingest_stream(
+    sv: SurveyDescriptor, cat: Any, rows: Any, spec: _IngestSpec, *, out: Path,
+    prov: dict[str, Any], cluster: Cluster, progress: bool, strict: bool, n_catalog: int,
+    removed_by_cut: Any,
+) -> tuple[int, dict[str, int], dict[str, list[int]]]:
+    """Run the batches on ``cluster`` and stream the objects, in catalogue order, into ``out``.
+
+    Memory stays flat in the sample size: each batch is written as it arrives. A killed
+    run leaves ``<out>.part``; the same call resumes it, skipping the objects already
+    written or excluded.
+    """
+    from ..imageset import ImageSetWriter
+
+    bands = spec.bands
+    part = out.with_name(out.name + ".part")
+    resume = False
+    if part.exists():
+        resume = _part_provenance(part).get("config_hash") == prov["config_hash"]
+        if not resume:
+            log.warning("discarding %s: it was written with a different configuration", part)
+            part.unlink()
+    dtypes = _catalog_dtypes(cat)
+    writer = ImageSetWriter(out, kind="observed", survey=sv.name, bands=bands,
+                            pixel_scale_arcsec=sv.pixel_scale_arcsec, zero_point=sv.zero_point,
+                            stamp_size=spec.size, flux_unit=sv.flux_unit, with_variance=True,
+                            with_mask=True, provenance=prov, resume=resume)
+    exclusions: dict[str, int] = {}
+    excluded_ids: dict[str, list[int]] = {}
+    first_problem: list[str] = []
+    psf_missing: list[str] = []
+    model_psf: np.ndarray | None = None
+    try:
+        done: set[int] = set()
+        if resume:
+            writer.truncate_to_catalog()
+            done = {int(i) for i in writer.done_ids()}
+            prior = _part_provenance(part)
+            excluded_ids = {k: list(v) for k, v in prior.get("excluded_ids", {}).items()}
+            exclusions = {k: len(v) for k, v in excluded_ids.items()}
+            done |= {int(i) for v in excluded_ids.values() for i in v}
+            log.info("resuming %s: %d objects already done", part, len(done))
+        if done:
+            cat = cat[~cat["object_id"].astype(np.int64).isin(done)]
+        tasks = []
+        for i in range(0, len(cat), _INGEST_BATCH):
+            part_cat = cat.iloc[i:i + _INGEST_BATCH]
+            part_rows = (None if rows is None
+                         else rows[rows["object_id"].isin(part_cat["object_id"])])
+            tasks.append((part_cat, part_rows))
+        for batch in _progress(cluster.map(_ingest_batch, tasks, spec, name="ingest"),
+                               desc="ingest", total=len(tasks), enable=progress, unit="batch"):
+            keep = []
+            for obj in batch:
+                if obj.reason is not None:
+                    if strict:
+                        raise DataFormatError(obj.message)
+                    first_problem[:1] = first_problem[:1] or [obj.message]
+                    log.warning("excluding object %d (%s): %s", obj.object_id, obj.reason,
+                                obj.message)
+                    exclusions[obj.reason] = exclusions.get(obj.reason, 0) + 1
+                    excluded_ids.setdefault(obj.reason, []).append(obj.object_id)
+                    continue
+                psf_missing.extend(obj.psf_missing)
+                if any(p is None for p in obj.psf):
+                    if model_psf is None:
+                        from .demo import survey_psf_images
+
+                        model_psf = survey_psf_images(sv, bands=bands, size=spec.psize)
+                    obj.psf = [model_psf[b] if p is None else p for b, p in enumerate(obj.psf)]
+                keep.append(obj)
+            if keep:
+                cols = {k: _column(dtypes.get(k), [o.row.get(k) for o in keep])
+                        for k in _row_keys(keep, dtypes)}
+                cols["object_id"] = np.asarray([o.object_id for o in keep], np.int64)
+                writer.append(np.stack([o.image for o in keep]).astype(np.float32), catalog=cols,
+                              variance=np.stack([o.variance for o in keep]).astype(np.float32),
+                              mask=np.stack([o.mask for o in keep]),
+                              psf=np.stack([np.stack(o.psf) for o in keep]).astype(np.float32))
+            writer.set_provenance(prov | {"exclusions": exclusions, "excluded_ids": excluded_ids})
+        n = len(writer)
+        if n == 0:
+            msg = (f"no usable object in the observed sample ({n_catalog} catalogue rows; "
+                   f"exclusions: {exclusions or 'none'}; removed by cuts: {removed_by_cut or 'none'})"
+                   + (f"; first: {first_problem[0]}" if first_problem else "; check the paths and cuts"))
+            raise DataFormatError(msg)
+        if psf_missing:
+            log.warning("%d PSF file(s) not found (e.g. %s); the survey's PSF model stands in for "
+                        "them", len(psf_missing), psf_missing[0])
+        writer.set_provenance(prov | {"n_written": n, "exclusions": exclusions,
+                                      "excluded_ids": excluded_ids})
+    except BaseException as exc:
+        writer.abort()
+        if isinstance(exc, SimcompareError):
+            part.unlink(missing_ok=True)  # a bad input, not an interruption: nothing to resume
+        raise
+    writer.close()
+    return n, exclusions, excluded_ids
+
+
+def _part_provenance(part: Path) -> dict[str, Any]:
+    import h5py
+
+    try:
+        with h5py.File(part, "r") as f:
+            return json.loads(f.attrs.get("provenance", "{}"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _catalog_dtypes(cat: Any) -> dict[str, np.dtype]:
+    """One dtype per catalogue column, decided on the whole column (as a single write did)."""
+    return {str(k): _catalog_column(cat[k].tolist()).dtype for k in cat.columns}
+
+
+def _row_keys(objs: list[_Prepared], dtypes: Mapping[str, Any]) -> list[str]:
+    keys = list(dtypes)
+    for o in objs:
+        keys.extend(k for k in o.row if k not in keys)
+    return keys
+
+
+def _column(dtype: Any, values: list[Any]) -> np.ndarray:
+    if dtype is None:
+        return _catalog_column(values)
+    if dtype.kind in "US":
+        return np.asarray([str(v) for v in values])
+    return np.asarray(values, dtype=dtype)

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import SurveyDescriptor
 from .cutouts import _resolve, _survey, ingest, read_manifest
@@ -91,6 +92,7 @@ def load_sample(
     survey: SurveyDescriptor | str, *, out: str | os.PathLike, workspace: str | os.PathLike = ".",
     stamp_size: int | None = None, bands: Sequence[str] = (), progress: bool = False,
     cuts: Mapping[str, Sequence[float | None]] | None = None, seed: int = 0,
+    cluster: Any = None,
 ) -> Path:
     """Write the survey's observed sample as an ImageSet at ``out``.
 
@@ -115,6 +117,8 @@ def load_sample(
         Catalogue cuts, as in :func:`~simcompare.observed.ingest`.
     seed : int
         Seed of the neighbour-replacement noise.
+    cluster : Cluster, optional
+        Workers to ingest on (see :mod:`simcompare.cluster`); default this process.
 
     Returns
     -------
@@ -129,6 +133,6 @@ def load_sample(
                                             seed=sv.sample.demo_seed, stamp_size=size,
                                             redshift=sv.sample.demo_redshift, progress=progress)
         return ingest(sv, out=out, cutouts=cutouts, catalog=catalog, workspace=workspace, stamp_size=size,
-                      bands=bands, progress=progress, cuts=cuts, seed=seed)
+                      bands=bands, progress=progress, cuts=cuts, seed=seed, cluster=cluster)
     return ingest(sv, out=out, workspace=workspace, stamp_size=size, bands=bands, progress=progress,
-                  cuts=cuts, seed=seed)
+                  cuts=cuts, seed=seed, cluster=cluster)

@@ -1,0 +1,230 @@
+"""Where the heavy stages run: in this process, or on one dask.distributed cluster.
+
+Every stage that works through many galaxies (render, ingest, morphology, evaluate) hands
+its work to a :class:`Cluster` as a list of batches and gets the batch results back in
+submission order, with a bounded number in flight. ``score`` opens one cluster for the
+whole chain, so all stages share its workers:
+
+* ``Cluster()`` (the default, ``workers=1``): each batch runs in this process;
+* ``Cluster(workers=N)``: a ``distributed.LocalCluster`` of N single-threaded worker
+  processes, started on the first batch and closed with the cluster;
+* ``Cluster(scheduler="tcp://host:8786")``: an existing scheduler (for example one
+  started by dask-jobqueue on a SLURM allocation, see the README); ``workers`` is then
+  ignored and the scheduler's workers are used.
+
+Results are collected by this process and written by the stage itself, so the stage's
+own resumable output (``<out>.part`` files) decides what is left to do after a killed
+client; a killed *worker* loses only its tasks in flight, which the scheduler reruns on
+another worker (``distributed.scheduler.allowed-failures`` times, then the stage fails with
+:class:`~simcompare.errors.SimcompareError` naming the batch). Batch functions must be
+deterministic in their inputs (seeds per galaxy, never per worker), so a rerun task gives
+the same answer.
+
+Examples
+--------
+>>> from simcompare.cluster import Cluster
+>>> with Cluster() as cluster:
+...     list(cluster.map(sum, [[1, 2], [3, 4]], name="doc"))
+[3, 7]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from .errors import ConfigError, SimcompareError
+
+__all__ = ["Cluster", "as_cluster"]
+
+log = logging.getLogger(__name__)
+
+_COUNTER = itertools.count()
+
+
+class Cluster:
+    """A pool of workers shared by the stages of a run.
+
+    Parameters
+    ----------
+    workers : int
+        Local worker processes; 1 runs every batch in this process.
+    scheduler : str or distributed.Client, optional
+        Address of a running dask scheduler (or a connected client); overrides
+        ``workers``.
+    """
+
+    def __init__(self, workers: int = 1, scheduler: Any = None) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            msg = f"workers must be a whole number of at least 1, got {workers!r}"
+            raise ConfigError(msg)
+        self.workers = workers
+        self.scheduler = scheduler
+        self._client: Any = None
+        self._local: Any = None
+        self._own_client = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def distributed(self) -> bool:
+        """True when batches run on dask workers rather than in this process."""
+        return self.scheduler is not None or self.workers > 1
+
+    @property
+    def client(self) -> Any:
+        """The dask client, started on first use (None when running in this process)."""
+        if not self.distributed:
+            return None
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:  # pragma: no cover - dask is a core dependency
+            msg = "running on several workers needs dask.distributed: pip install 'dask[distributed]'"
+            raise ConfigError(msg) from exc
+        if self.scheduler is not None:
+            if isinstance(self.scheduler, Client):
+                return self.scheduler
+            try:
+                client = Client(self.scheduler, timeout="30s")
+            except (OSError, TimeoutError) as exc:
+                msg = (f"cannot reach the dask scheduler at {self.scheduler!r} ({exc}); start it "
+                       "(dask scheduler) or check --scheduler")
+                raise ConfigError(msg) from exc
+            self._own_client = True
+            return client
+        self._local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+        self._own_client = True
+        log.info("started a local dask cluster of %d workers", self.workers)
+        return Client(self._local)
+
+    @property
+    def n_workers(self) -> int:
+        """Workers that run batches (1 in this process)."""
+        if not self.distributed:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the dask workers (empty when running in this process)."""
+        if not self.distributed:
+            return []
+        import os
+
+        return sorted(self.client.run(os.getpid).values())
+
+    def gpu_workers(self) -> int:
+        """How many workers see a CUDA device (0 in this process without one)."""
+        if not self.distributed:
+            return int(_cuda_available())
+        return sum(bool(v) for v in self.client.run(_cuda_available).values())
+
+    def close(self) -> None:
+        """Close the client and the local cluster this object started."""
+        if self._own_client and self._client is not None:
+            self._client.close()
+        if self._local is not None:
+            self._local.close()
+        self._client = self._local = None
+        self._own_client = False
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = (f"scheduler={self.scheduler!r}" if self.scheduler is not None
+                 else f"workers={self.workers}")
+        return f"Cluster({where})"
+
+    # ------------------------------------------------------------------ work
+    def map(self, fn: Callable[..., Any], batches: Sequence[Any], *args: Any, name: str,
+            window: int | None = None) -> Iterator[Any]:
+        """Yield ``fn(batch, *args)`` for every batch, in the order of ``batches``.
+
+        Parameters
+        ----------
+        fn : callable
+            A module-level function (it is pickled to the workers).
+        batches : sequence
+            One item per task.
+        *args
+            Shared arguments; sent to every worker once per call.
+        name : str
+            Stage name, used in task keys and error messages.
+        window : int, optional
+            Tasks in flight at once; default two per worker plus two.
+        """
+        if not batches:
+            return iter(())
+        if not self.distributed:
+            return (fn(b, *args) for b in batches)
+        return self._map_dask(fn, batches, args, name=name, window=window)
+
+    def _map_dask(self, fn: Callable[..., Any], batches: Sequence[Any], args: tuple, *,
+                  name: str, window: int | None) -> Iterator[Any]:
+        from distributed import KilledWorker
+
+        client = self.client
+        window = window or 2 * self.n_workers + 2
+        shared = client.scatter(list(args), broadcast=True) if args else []
+        token = hashlib.sha256(f"{name}-{next(_COUNTER)}-{id(self)}".encode()).hexdigest()[:10]
+        pending: deque = deque()
+        it = iter(enumerate(batches))
+
+        def submit(i: int, batch: Any) -> Any:
+            return client.submit(fn, batch, *shared, key=f"simcompare-{name}-{token}-{i}",
+                                 pure=False)
+
+        try:
+            for i, batch in it:
+                pending.append((i, submit(i, batch)))
+                if len(pending) >= window:
+                    break
+            while pending:
+                i, fut = pending.popleft()
+                try:
+                    res = fut.result()
+                except KilledWorker as exc:
+                    msg = (f"{name}: batch {i} killed its workers repeatedly ({exc}); the "
+                           "results so far are kept, rerun to resume")
+                    raise SimcompareError(msg) from exc
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt[0], submit(*nxt)))
+                yield res
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
+def as_cluster(cluster: Cluster | None, *, workers: int = 1, scheduler: Any = None) -> tuple[Cluster, bool]:
+    """The cluster to use and whether the caller owns it (and so must close it)."""
+    if cluster is not None:
+        return cluster, False
+    return Cluster(workers=workers, scheduler=scheduler), True
+
+
+def batched(items: Iterable[Any], size: int) -> list[list[Any]]:
+    """``items`` cut into lists of at most ``size``."""
+    items = list(items)
+    size = max(1, int(size))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available())

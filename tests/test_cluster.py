@@ -1,0 +1,55 @@
+"""The shared worker pool: ordered results, one cluster for several stages, killed workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from simcompare.cluster import Cluster, batched
+from simcompare.errors import ConfigError
+
+
+def _slow_square(batch, delay):
+    time.sleep(delay)
+    return [x * x for x in batch]
+
+
+def test_in_process_map_keeps_order_and_starts_nothing():
+    with Cluster() as cluster:
+        assert not cluster.distributed and cluster.client is None
+        out = list(cluster.map(_slow_square, batched(range(7), 3), 0.0, name="t"))
+    assert out == [[0, 1, 4], [9, 16, 25], [36]]
+    assert cluster.worker_pids() == [] and cluster.n_workers == 1
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
+def test_bad_worker_counts_are_refused(bad):
+    with pytest.raises(ConfigError, match="workers"):
+        Cluster(workers=bad)
+
+
+def test_unreachable_scheduler_is_one_typed_error():
+    with pytest.raises(ConfigError, match="scheduler"):
+        Cluster(scheduler="tcp://127.0.0.1:9").client  # noqa: B018
+
+
+def test_local_cluster_survives_a_killed_worker():
+    batches = batched(range(40), 2)
+    expected = [[x * x for x in b] for b in batches]
+    with Cluster(workers=2) as cluster:
+        assert cluster.distributed and cluster.n_workers == 2
+        first = cluster.worker_pids()
+        out = []
+        for i, res in enumerate(cluster.map(_slow_square, batches, 0.05, name="kill")):
+            out.append(res)
+            if i == 2:  # tasks are in flight on both workers
+                os.kill(first[0], signal.SIGKILL)
+        assert out == expected
+        # the nanny restarted the killed worker: the pool is whole again
+        deadline = time.time() + 30
+        while time.time() < deadline and cluster.n_workers < 2:
+            time.sleep(0.2)
+        assert cluster.n_workers == 2 and first[0] not in cluster.worker_pids()
