@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, default=None, help="manifest (CSV or Parquet)")
     p.add_argument("--stamp-size", type=_positive_int, default=None)
     p.add_argument("--bands", type=_bands, default=())
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes (more than 1 starts a local dask cluster)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler address")
 
     # train ------------------------------------------------------------------------
     p = sub.add_parser("train", parents=[common], help="train the density model on an ImageSet")
@@ -297,7 +300,8 @@ def _run(args: argparse.Namespace) -> int:
 
         out = ingest(args.survey, out=args.out, cutouts=args.cutouts, catalog=args.catalog,
                      manifest=args.manifest, workspace=ws, stamp_size=args.stamp_size,
-                     bands=args.bands, progress=progress)
+                     bands=args.bands, progress=progress, workers=args.workers,
+                     scheduler=args.scheduler)
         print(out)
         return 0
     if args.verb == "train":

@@ -617,3 +617,16 @@ def test_per_object_psfs_are_kept_and_a_shared_one_stored_once(tmp_path):
     s = imageset.read(tmp_path / "mixed.h5")
     assert s.psf.shape == (6, 2, 5, 5)
     assert [np.array_equal(p, other) for p in s.psf] == [False] * 4 + [True, False]
+
+
+def test_ingest_verb_on_two_workers_writes_the_same_set(demo, demo_set, tmp_path, capsys):
+    """`simcompare ingest --workers 2` end to end: the same image set as one process."""
+    from simcompare.cli import main
+
+    _, cutouts, catalog = demo
+    out = tmp_path / "cli.h5"
+    assert main(["--no-progress", "ingest", "--survey", "hsc", "--cutouts", str(cutouts),
+                 "--catalog", str(catalog), "--out", str(out), "--stamp-size", str(STAMP),
+                 "--workers", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    _same_sets(imageset.read(out), demo_set)

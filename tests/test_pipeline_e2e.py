@@ -127,3 +127,17 @@ def test_ensemble_and_background_options_reuse_the_other_stages(cli_run, tmp_pat
     html = (ws / "reports" / "demo_hsc" / "index.html").read_text()
     assert "2 ensemble members" in html
     assert "with the survey&#39;s PSF and noise" in html or "with the survey's PSF and noise" in html
+
+
+def test_report_verb_rewrites_the_report_of_a_run(cli_run, tmp_path):
+    """`simcompare report` turns a finished run folder into the same report `score` wrote."""
+    ws, _ = cli_run
+    out = tmp_path / "again"
+    run_dir = ws / ".simcompare" / "runs" / "demo_hsc"
+    assert main(["--no-progress", "report", "--run", str(run_dir), "--out", str(out)]) == 0
+    html = (out / "index.html").read_text()
+    summary = json.loads((ws / "reports" / "demo_hsc" / "summary.json").read_text())
+    assert json.loads((out / "summary.json").read_text())["verdict"] == summary["verdict"]
+    assert "On fine structure" in html and "http://" not in html
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"),
+                                  pd.read_parquet(ws / "reports" / "demo_hsc" / "scores.parquet"))
