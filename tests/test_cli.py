@@ -290,3 +290,16 @@ def test_internal_error_in_a_subprocess(tmp_path):
         proc.stderr
     log = Path(lines[0].split("traceback in ", 1)[1].rstrip(")"))
     assert log.is_file() and "ZeroDivisionError" in log.read_text()
+
+
+def test_a_closed_pipe_is_not_an_internal_error(tmp_path):
+    """`simcompare list | head -1`: the reader leaves early; no error line, no log file."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        f"{sys.executable} -m simcompare list --workspace {tmp_path} | head -c 1",
+        shell=True, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / ".simcompare" / "logs").exists()
