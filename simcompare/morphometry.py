@@ -74,9 +74,12 @@ def _corner_areas(xe: np.ndarray, ye: np.ndarray, r: np.ndarray) -> np.ndarray:
     u = np.sqrt(np.maximum(r2 - ay * ay, 0.0))                  # (..., H+1, 1)
     pb = prim(np.minimum(ax, r))                                # (..., 1, W+1)
     pu = prim(u)
-    inside = ax < u
-    area = np.where(inside, ay * ax, ay * u + pb - pu)
-    return np.sign(xe) * np.sign(ye) * area
+    # within the chord (|x| < u) the area is |x||y|; beyond it, |y| u + prim(|x|) - prim(u)
+    area = ay * np.minimum(ax, u)
+    area += np.maximum(pb - pu, 0.0)
+    area *= np.sign(ye)
+    area *= np.sign(xe)
+    return area
 
 
 def _circle_weights_box(xc: Any, yc: Any, r: Any, sy: slice, sx: slice) -> np.ndarray:
@@ -89,8 +92,9 @@ def _circle_weights_box(xc: Any, yc: Any, r: Any, sy: slice, sx: slice) -> np.nd
     xe = xe[None, None, :] - xc
     ye = ye[None, :, None] - yc
     g = _corner_areas(xe, ye, np.asarray(r, np.float64))
-    w = g[..., 1:, 1:] - g[..., :-1, 1:] - g[..., 1:, :-1] + g[..., :-1, :-1]
-    return np.where(np.asarray(r) > 0, w, 0.0)
+    g = np.diff(np.diff(g, axis=-1), axis=-2)
+    r = np.asarray(r)
+    return g if bool(np.all(r > 0)) else np.where(r > 0, g, 0.0)
 
 
 def _box(shape: tuple[int, int], xc: float, yc: float, r: float) -> tuple[slice, slice]:
@@ -218,8 +222,8 @@ def _rpetro_circ(img: np.ndarray, good: np.ndarray, center: tuple[float, float],
 
     grid = np.linspace(_ANNULUS_WIDTH, r_outer, _NPOINTS)
     values = np.empty(0)
-    for s in range(0, _NPOINTS, 16):  # scan in chunks, stop at the first sign change
-        values = np.concatenate([values, petro(grid[s:s + 16])])
+    for s in range(0, _NPOINTS, 8):  # scan in chunks, stop at the first sign change
+        values = np.concatenate([values, petro(grid[s:s + 8])])
         if (values <= 0).any():
             break
     flag, r = _scan_root(lambda r: float(petro(np.array([r]))[0]), grid[:len(values)], values)
@@ -256,8 +260,8 @@ def _rpetro_ellip(img: np.ndarray, good: np.ndarray, center: tuple[float, float]
 
     grid = np.linspace(_ANNULUS_WIDTH, a_outer, _NPOINTS)
     values = np.empty(0)
-    for s in range(0, _NPOINTS, 16):
-        values = np.concatenate([values, petro(grid[s:s + 16])])
+    for s in range(0, _NPOINTS, 8):
+        values = np.concatenate([values, petro(grid[s:s + 8])])
         if (values <= 0).any():
             break
     flag, r = _scan_root(lambda a: float(petro(np.array([a]))[0]), grid[:len(values)], values)
@@ -279,8 +283,12 @@ def _radius_fractions(img: np.ndarray, center: tuple[float, float], r_total: flo
         st.flag = 2
         total = abs(total)
     grid = np.linspace(0.0, r_total, _NPOINTS)
-    (curve,) = circular_fluxes([img], center, grid)
-    curve = np.abs(curve) / total
+    curve = np.empty(0)
+    for s in range(0, _NPOINTS, 10):  # growth curve in chunks, up to the largest fraction
+        (part,) = circular_fluxes([img], center, grid[s:s + 10])
+        curve = np.concatenate([curve, np.abs(part) / total])
+        if curve[-1] > max(fractions):
+            break
     curve[0] = 0.0
     out = []
     for frac in fractions:
@@ -323,33 +331,42 @@ def _skybox(bad: np.ndarray, st: _State) -> tuple[slice, slice]:
         size //= 2
 
 
-def _bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``img`` at (ys, xs) with zeros outside (skimage's order=1)."""
-    ny, nx = img.shape
-    pad = np.pad(img, 1)
-    y0 = np.floor(ys)
-    x0 = np.floor(xs)
-    fy, fx = ys - y0, xs - x0
-    iy = np.clip(y0.astype(np.int64) + 1, 0, ny + 1)
-    ix = np.clip(x0.astype(np.int64) + 1, 0, nx + 1)
-    iy1 = np.clip(iy + 1, 0, ny + 1)
-    ix1 = np.clip(ix + 1, 0, nx + 1)
-    out = ((1 - fy) * ((1 - fx) * pad[iy, ix] + fx * pad[iy, ix1])
-           + fy * ((1 - fx) * pad[iy1, ix] + fx * pad[iy1, ix1]))
-    inside = (ys > -1) & (ys < ny) & (xs > -1) & (xs < nx)
-    return np.where(inside, out, 0.0)
+def _flipped(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Zero-padded, 180-degree flipped copies of an image and its mask (for rotations)."""
+    pad = sum(img.shape) + 4
+    return np.pad(img, pad)[::-1, ::-1], np.pad(mask, pad)[::-1, ::-1], pad
 
 
-def _nearest(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    ny, nx = mask.shape
-    iy = np.floor(ys + 0.5).astype(np.int64)
-    ix = np.floor(xs + 0.5).astype(np.int64)
-    inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
-    return np.where(inside, mask[np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)], False)
+def _rotated_180(flipped: tuple[np.ndarray, np.ndarray, int], cx: float, cy: float,
+                 sy: slice, sx: slice) -> tuple[np.ndarray, np.ndarray]:
+    """The box (sy, sx) of ``img`` and ``mask`` rotated by 180 degrees about (cx, cy).
+
+    Same as skimage's ``rotate(..., 180, center=(cx, cy))`` with bilinear interpolation
+    (image) and nearest neighbour (mask), zeros outside: the source of pixel p is
+    2c - p, whose fractional part is the same for every pixel, so the rotation is a flip,
+    an integer shift and one fixed two-by-two blend.
+    """
+    fimg, fmask, pad = flipped
+    h, w = sy.stop - sy.start, sx.stop - sx.start
+    ty, tx = 2.0 * cy, 2.0 * cx
+    iy, ix = math.floor(ty), math.floor(tx)
+    fy, fx = ty - iy, tx - ix
+    ly, lx = fimg.shape
+
+    def part(src: np.ndarray, jy: int, jx: int) -> np.ndarray:
+        # src[L-1-pad-(j - p)] for p in the box: value at input index j - p
+        y0 = ly - 1 - pad - jy + sy.start
+        x0 = lx - 1 - pad - jx + sx.start
+        return src[y0:y0 + h, x0:x0 + w]
+
+    rot = ((1 - fy) * ((1 - fx) * part(fimg, iy, ix) + fx * part(fimg, iy, ix + 1))
+           + fy * ((1 - fx) * part(fimg, iy + 1, ix) + fx * part(fimg, iy + 1, ix + 1)))
+    rmask = part(fmask, iy + int(fy >= 0.5), ix + int(fx >= 0.5))
+    return rot, rmask
 
 
 def _asymmetry(img: np.ndarray, mask: np.ndarray, centers: np.ndarray, r: float,
-               sky_asym: float | None) -> np.ndarray:
+               sky_asym: float | None, flipped: tuple | None = None) -> np.ndarray:
     """CAS asymmetry (Lotz et al. 2004 eq. 10 minus the sky term) for K centres (K, 2)."""
     ny, nx = img.shape
     cx, cy = centers[:, 0], centers[:, 1]
@@ -359,19 +376,18 @@ def _asymmetry(img: np.ndarray, mask: np.ndarray, centers: np.ndarray, r: float,
         return out
     sy, sx = _box(img.shape, float(cx[ok].mean()), float(cy[ok].mean()),
                   r + float(np.ptp(cx[ok]) + np.ptp(cy[ok])))
-    yy, xx = np.mgrid[sy, sx]
     c = centers[ok]
-    ys = 2 * c[:, 1, None, None] - yy[None]
-    xs = 2 * c[:, 0, None, None] - xx[None]
-    rot = _bilinear(img, ys, xs)
-    msym = mask[sy, sx][None] | _nearest(mask, ys, xs)
+    flipped = flipped or _flipped(img, mask)
+    parts = [_rotated_180(flipped, float(x), float(y), sy, sx) for x, y in c]
+    rot = np.stack([p[0] for p in parts])
+    msym = mask[sy, sx][None] | np.stack([p[1] for p in parts])
     im = np.where(msym, 0.0, img[sy, sx][None])
     rot = np.where(msym, 0.0, rot)
     w = _circle_weights_box(c[:, 0, None, None], c[:, 1, None, None], np.full((1, 1, 1), r),
                             sy, sx)
-    area = (w * ~msym).sum((1, 2))
-    abs_sum = (w * np.abs(im)).sum((1, 2))
-    abs_diff = (w * np.abs(rot - im)).sum((1, 2))
+    area = np.einsum("kij,kij->k", w, ~msym)
+    abs_sum = np.einsum("kij,kij->k", w, np.abs(im))
+    abs_diff = np.einsum("kij,kij->k", w, np.abs(rot - im))
     with np.errstate(divide="ignore", invalid="ignore"):
         if sky_asym is None:
             a = abs_diff / abs_sum
@@ -382,15 +398,16 @@ def _asymmetry(img: np.ndarray, mask: np.ndarray, centers: np.ndarray, r: float,
 
 
 def _asymmetry_minimum(img: np.ndarray, mask: np.ndarray, start: np.ndarray, r: float,
-                       sky_asym: float | None, *, step: float = 1.0, tol: float = 2e-3
+                       sky_asym: float | None, *, step: float = 0.5, tol: float = 1e-2
                        ) -> np.ndarray:
     """Compass search for the centre of minimum asymmetry from ``start`` (x, y)."""
     offs = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.float64)
     best = np.asarray(start, np.float64)
-    val = float(_asymmetry(img, mask, best[None], r, sky_asym)[0])
+    flipped = _flipped(img, mask)
+    val = float(_asymmetry(img, mask, best[None], r, sky_asym, flipped)[0])
     for _ in range(200):
         cand = best + step * offs
-        vals = _asymmetry(img, mask, cand, r, sky_asym)
+        vals = _asymmetry(img, mask, cand, r, sky_asym, flipped)
         k = int(np.argmin(vals))
         if vals[k] < val:
             best, val = cand[k], float(vals[k])
