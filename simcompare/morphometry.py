@@ -99,8 +99,8 @@ def _circle_weights_box(xc: Any, yc: Any, r: Any, sy: slice, sx: slice) -> np.nd
 
 def _box(shape: tuple[int, int], xc: float, yc: float, r: float) -> tuple[slice, slice]:
     ny, nx = shape
-    return (slice(max(0, int(math.floor(yc - r - 1))), min(ny, int(math.ceil(yc + r + 2)))),
-            slice(max(0, int(math.floor(xc - r - 1))), min(nx, int(math.ceil(xc + r + 2)))))
+    return (slice(max(0, math.floor(yc - r - 1)), min(ny, math.ceil(yc + r + 2))),
+            slice(max(0, math.floor(xc - r - 1)), min(nx, math.ceil(xc + r + 2))))
 
 
 def circular_fluxes(images: list[np.ndarray], center: tuple[float, float],
@@ -535,7 +535,7 @@ def _nonparametric(image: np.ndarray, segment: np.ndarray, mask: np.ndarray | No
     diag = math.hypot(nx, ny)
 
     # centroid
-    m00, xc, yc, *_ = _moments(no_bg)
+    _, xc, yc, *_ = _moments(no_bg)
     if not (0 <= yc < ny and 0 <= xc < nx):
         xc, yc = nx / 2.0, ny / 2.0
         st.flag = 2
