@@ -73,7 +73,7 @@ _FLAG_CATASTROPHIC = 4
 _SMOOTH_SIGMA_PX = 1.0
 _SEARCH_RADIUS_PX = 3.0
 _COMPACT_RPETRO_PX = 8.0  # statmorph#2: smoothness is meaningless below ~8 px
-_SERSIC_ITERATIONS = 12
+_SERSIC_ITERATIONS = 8
 
 
 def _empty_row(bands: Sequence[str]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ _PETRO_FRACTION_CAS = 0.25
 _BOXCAR_MID = 3
 _SEGMAP_OVERLAP = 0.25
 _NPOINTS = 100
+_XTOL = 1e-5  # root-finder tolerance on radii (pixels); statmorph uses 1e-6
 
 
 class _Abort(Exception):
@@ -194,7 +195,7 @@ def _scan_root(func: Any, grid: np.ndarray, values: np.ndarray) -> tuple[int, fl
         else:
             if r_min is None:
                 return 2, float(grid[0])
-            return 0, float(brentq(func, r_min, r, xtol=1e-6))
+            return 0, float(brentq(func, r_min, r, xtol=_XTOL))
     return 2, float(grid[-1])
 
 
@@ -302,7 +303,7 @@ def _radius_fractions(img: np.ndarray, center: tuple[float, float], r_total: flo
         def f(r: float, frac: float = frac) -> float:
             return abs(_circle_sum([img], center, r)[0]) / total - frac if r > 0 else -frac
 
-        r = float(brentq(f, grid[i - 1], grid[i], xtol=1e-6))
+        r = float(brentq(f, grid[i - 1], grid[i], xtol=_XTOL))
         if not np.isfinite(r) or r <= 0:
             st.flag = 2
             r = math.nan
@@ -337,31 +338,33 @@ def _flipped(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return np.pad(img, pad)[::-1, ::-1], np.pad(mask, pad)[::-1, ::-1], pad
 
 
-def _rotated_180(flipped: tuple[np.ndarray, np.ndarray, int], cx: float, cy: float,
+def _rotated_180(flipped: tuple[np.ndarray, np.ndarray, int], centers: np.ndarray,
                  sy: slice, sx: slice) -> tuple[np.ndarray, np.ndarray]:
-    """The box (sy, sx) of ``img`` and ``mask`` rotated by 180 degrees about (cx, cy).
+    """The box (sy, sx) of the image and mask rotated by 180 degrees about K centres.
 
     Same as skimage's ``rotate(..., 180, center=(cx, cy))`` with bilinear interpolation
     (image) and nearest neighbour (mask), zeros outside: the source of pixel p is
-    2c - p, whose fractional part is the same for every pixel, so the rotation is a flip,
-    an integer shift and one fixed two-by-two blend.
+    2c - p, whose fractional part is the same for every pixel, so each rotation is a
+    flip, an integer shift and one fixed two-by-two blend. Returns (K, h, w) arrays.
     """
+    from numpy.lib.stride_tricks import sliding_window_view
+
     fimg, fmask, pad = flipped
     h, w = sy.stop - sy.start, sx.stop - sx.start
-    ty, tx = 2.0 * cy, 2.0 * cx
-    iy, ix = math.floor(ty), math.floor(tx)
-    fy, fx = ty - iy, tx - ix
     ly, lx = fimg.shape
-
-    def part(src: np.ndarray, jy: int, jx: int) -> np.ndarray:
-        # src[L-1-pad-(j - p)] for p in the box: value at input index j - p
-        y0 = ly - 1 - pad - jy + sy.start
-        x0 = lx - 1 - pad - jx + sx.start
-        return src[y0:y0 + h, x0:x0 + w]
-
-    rot = ((1 - fy) * ((1 - fx) * part(fimg, iy, ix) + fx * part(fimg, iy, ix + 1))
-           + fy * ((1 - fx) * part(fimg, iy + 1, ix) + fx * part(fimg, iy + 1, ix + 1)))
-    rmask = part(fmask, iy + int(fy >= 0.5), ix + int(fx >= 0.5))
+    win_i = sliding_window_view(fimg, (h, w))
+    win_m = sliding_window_view(fmask, (h, w))
+    t = 2.0 * centers                                       # (K, 2): x, y
+    it = np.floor(t).astype(np.int64)
+    f = t - it
+    fx, fy = f[:, 0, None, None], f[:, 1, None, None]
+    # window origin in the flipped array for the source index j - p (p in the box)
+    y0 = ly - 1 - pad - it[:, 1] + sy.start
+    x0 = lx - 1 - pad - it[:, 0] + sx.start
+    a, b = win_i[y0, x0], win_i[y0, x0 - 1]                 # j, j+1 along x
+    c, d = win_i[y0 - 1, x0], win_i[y0 - 1, x0 - 1]         # j+1 along y
+    rot = (1 - fy) * ((1 - fx) * a + fx * b) + fy * ((1 - fx) * c + fx * d)
+    rmask = win_m[y0 - (f[:, 1] >= 0.5), x0 - (f[:, 0] >= 0.5)]
     return rot, rmask
 
 
@@ -378,9 +381,8 @@ def _asymmetry(img: np.ndarray, mask: np.ndarray, centers: np.ndarray, r: float,
                   r + float(np.ptp(cx[ok]) + np.ptp(cy[ok])))
     c = centers[ok]
     flipped = flipped or _flipped(img, mask)
-    parts = [_rotated_180(flipped, float(x), float(y), sy, sx) for x, y in c]
-    rot = np.stack([p[0] for p in parts])
-    msym = mask[sy, sx][None] | np.stack([p[1] for p in parts])
+    rot, rmask = _rotated_180(flipped, c, sy, sx)
+    msym = mask[sy, sx][None] | rmask
     im = np.where(msym, 0.0, img[sy, sx][None])
     rot = np.where(msym, 0.0, rot)
     w = _circle_weights_box(c[:, 0, None, None], c[:, 1, None, None], np.full((1, 1, 1), r),
