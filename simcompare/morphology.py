@@ -288,7 +288,7 @@ def _fast_row(row: dict[str, Any], ctx: dict[str, Any], pixel_scale_arcsec: floa
     keep &= good[bi] & (img[bi] != 0)
     data[keep] = img[bi][keep]
     wts = np.where(keep, 1.0 / np.where(var[bi] > 0, var[bi], 1.0), 0.0)
-    return data, wts, ctx["psf"]
+    return data, wts, ctx["psf"], sl
 
 
 def _sersic_rows(rows: list[dict[str, Any]], fits: list[tuple], pixel_scale_arcsec: float,
@@ -298,8 +298,19 @@ def _sersic_rows(rows: list[dict[str, Any]], fits: list[tuple], pixel_scale_arcs
 
     if not fits:
         return
-    data = np.stack([f[0] for f in fits]).astype(np.float32)
-    wts = np.stack([f[1] for f in fits]).astype(np.float32)
+    # a common square window per chunk that holds every stamp's statmorph cutout (the
+    # fit's cost grows with the window's area; pixels outside the cutouts carry no light)
+    ny, nx = fits[0][0].shape
+    side = min(ny, nx, max(max(f[3][0].stop - f[3][0].start, f[3][1].stop - f[3][1].start)
+                           for f in fits))
+    data = np.empty((len(fits), side, side), np.float32)
+    wts = np.empty((len(fits), side, side), np.float32)
+    for i, f in enumerate(fits):
+        (sy, sx) = f[3]
+        y0 = min(max(0, (sy.start + sy.stop - side) // 2), ny - side)
+        x0 = min(max(0, (sx.start + sx.stop - side) // 2), nx - side)
+        data[i] = f[0][y0:y0 + side, x0:x0 + side]
+        wts[i] = f[1][y0:y0 + side, x0:x0 + side]
     psfs = [np.ones((1, 1)) if f[2] is None else f[2] for f in fits]
     size = max(p.shape[-1] for p in psfs)
     psf = np.zeros((len(psfs), size, size), np.float32)
