@@ -94,10 +94,16 @@ def hsc_stamps(data: Path, size: int = 40) -> list[tuple]:
     return out
 
 
-def compare(rows_fast: list[dict], rows_ref: list[dict]) -> dict:
-    """Per-parameter median and 90th percentile of |fast - statmorph| on rows both measured."""
+def compare(rows_fast: list[dict], rows_ref: list[dict], *, min_snr: float = 0.0) -> dict:
+    """Per-parameter median and 90th percentile of |fast - statmorph| on rows both measured.
+
+    Rows with statmorph ``flag`` > 1 are left out, and so are rows below ``min_snr``; the
+    Sersic parameters are compared only where statmorph's fit is good (``flag_sersic`` 0)
+    and the fast fit is not at a bound of n.
+    """
     both = [(f, r) for f, r in zip(rows_fast, rows_ref, strict=True)
-            if f["failure_reason"] == "" and r["failure_reason"] == "" and r["flag"] <= 1]
+            if f["failure_reason"] == "" and r["failure_reason"] == "" and r["flag"] <= 1
+            and r["snr"] >= min_snr]
     out: dict = {"n_compared": len(both),
                  "flag_agreement": float(np.mean([(f["flag"] <= 1) == (r["flag"] <= 1)
                                                   for f, r in zip(rows_fast, rows_ref,
@@ -106,6 +112,9 @@ def compare(rows_fast: list[dict], rows_ref: list[dict]) -> dict:
         a = np.array([f[p] for f, _ in both], float)
         b = np.array([r[p] for _, r in both], float)
         ok = np.isfinite(a) & np.isfinite(b)
+        if p.startswith("sersic"):
+            ok &= np.array([f["flag_sersic"] == 0 and r["flag_sersic"] == 0 for f, r in both],
+                           bool)
         d = np.abs(a[ok] - b[ok]) / (np.abs(b[ok]) if p in RELATIVE else 1.0)
         out[p] = {"kind": "relative" if p in RELATIVE else "absolute", "n": int(ok.sum()),
                   "median": float(np.median(d)) if d.size else None,
@@ -129,6 +138,7 @@ def main() -> None:
     fast = [measure_stamp(i, variance=v, psf=p, method="fast", **kw) for i, v, p in stamps]
     ref = [measure_stamp(i, variance=v, psf=p, method="statmorph", **kw) for i, v, p in stamps]
     res["galsim"] = compare(fast, ref)
+    res["galsim_snr100"] = compare(fast, ref, min_snr=100.0)
     rec = {}
     for name, rows in (("fast", fast), ("statmorph", ref)):
         ok = np.array([r["failure_reason"] == "" and r["flag"] <= 1 for r in rows])
