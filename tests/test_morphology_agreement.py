@@ -257,7 +257,7 @@ def test_method_option_and_cli(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------- populations
-@pytest.mark.slow  # statmorph on ~100 stamps (~1 min)
+@pytest.mark.slow  # statmorph on 64 stamps (minutes on 2 cores)
 def test_population_agreement_table() -> None:
     stamps, truth = galsim_population(64, seed=0)
     pairs = [both(img, var, None, psf) for img, var, psf in stamps]
