@@ -293,16 +293,28 @@ def _fast_row(row: dict[str, Any], ctx: dict[str, Any], pixel_scale_arcsec: floa
 
 def _sersic_rows(rows: list[dict[str, Any]], fits: list[tuple], pixel_scale_arcsec: float,
                  ) -> None:
-    """One batched torch Sersic fit (the background stage's fitter) for many stamps."""
-    from .density.background import N_MAX, N_MIN, fit_sersic
+    """Batched torch Sersic fits (the background stage's fitter) for many stamps.
 
+    Each stamp is fitted on a square window around its statmorph cutout (side rounded up
+    to 8 px; the fit's cost grows with the window's area and pixels outside the cutout
+    carry no light of the galaxy); stamps with equal windows are fitted in one batch, so
+    a stamp's result does not depend on which other stamps share its chunk.
+    """
     if not fits:
         return
-    # a common square window per chunk that holds every stamp's statmorph cutout (the
-    # fit's cost grows with the window's area; pixels outside the cutouts carry no light)
     ny, nx = fits[0][0].shape
-    side = min(ny, nx, max(max(f[3][0].stop - f[3][0].start, f[3][1].stop - f[3][1].start)
-                           for f in fits))
+    sides = [min(ny, nx, -(-max(f[3][0].stop - f[3][0].start,
+                                f[3][1].stop - f[3][1].start) // 8) * 8) for f in fits]
+    for side in sorted(set(sides)):
+        idx = [i for i, s in enumerate(sides) if s == side]
+        _sersic_batch([rows[i] for i in idx], [fits[i] for i in idx], side, pixel_scale_arcsec)
+
+
+def _sersic_batch(rows: list[dict[str, Any]], fits: list[tuple], side: int,
+                  pixel_scale_arcsec: float) -> None:
+    from .density.background import N_MAX, N_MIN, fit_sersic
+
+    ny, nx = fits[0][0].shape
     data = np.empty((len(fits), side, side), np.float32)
     wts = np.empty((len(fits), side, side), np.float32)
     for i, f in enumerate(fits):
