@@ -332,13 +332,13 @@ def _skybox(bad: np.ndarray, st: _State) -> tuple[slice, slice]:
         size //= 2
 
 
-def _flipped(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _flipped(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, dict]:
     """Zero-padded, 180-degree flipped copies of an image and its mask (for rotations)."""
     pad = sum(img.shape) + 4
-    return np.pad(img, pad)[::-1, ::-1], np.pad(mask, pad)[::-1, ::-1], pad
+    return np.pad(img, pad)[::-1, ::-1], np.pad(mask, pad)[::-1, ::-1], pad, {}
 
 
-def _rotated_180(flipped: tuple[np.ndarray, np.ndarray, int], centers: np.ndarray,
+def _rotated_180(flipped: tuple[np.ndarray, np.ndarray, int, dict], centers: np.ndarray,
                  sy: slice, sx: slice) -> tuple[np.ndarray, np.ndarray]:
     """The box (sy, sx) of the image and mask rotated by 180 degrees about K centres.
 
@@ -349,11 +349,12 @@ def _rotated_180(flipped: tuple[np.ndarray, np.ndarray, int], centers: np.ndarra
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
-    fimg, fmask, pad = flipped
+    fimg, fmask, pad, views = flipped
     h, w = sy.stop - sy.start, sx.stop - sx.start
     ly, lx = fimg.shape
-    win_i = sliding_window_view(fimg, (h, w))
-    win_m = sliding_window_view(fmask, (h, w))
+    if (h, w) not in views:
+        views[h, w] = (sliding_window_view(fimg, (h, w)), sliding_window_view(fmask, (h, w)))
+    win_i, win_m = views[h, w]
     t = 2.0 * centers                                       # (K, 2): x, y
     it = np.floor(t).astype(np.int64)
     f = t - it
@@ -400,8 +401,8 @@ def _asymmetry(img: np.ndarray, mask: np.ndarray, centers: np.ndarray, r: float,
 
 
 def _asymmetry_minimum(img: np.ndarray, mask: np.ndarray, start: np.ndarray, r: float,
-                       sky_asym: float | None, *, step: float = 0.5, tol: float = 1e-2
-                       ) -> np.ndarray:
+                       sky_asym: float | None, *, step: float = 0.5, tol: float = 2e-2
+                       ) -> tuple[np.ndarray, float]:
     """Compass search for the centre of minimum asymmetry from ``start`` (x, y)."""
     offs = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.float64)
     best = np.asarray(start, np.float64)
@@ -417,7 +418,7 @@ def _asymmetry_minimum(img: np.ndarray, mask: np.ndarray, start: np.ndarray, r: 
             step *= 0.5
             if step < tol:
                 break
-    return best
+    return best, val
 
 
 def _segmap_mid(no_bg_pos: np.ndarray, valid: np.ndarray, ymax: int, xmax: int,
@@ -558,19 +559,19 @@ def _nonparametric(image: np.ndarray, segment: np.ndarray, mask: np.ndarray | No
     rp_centroid = _rpetro_circ(img, good, (xc, yc), diag, st)
     r_asym = _PETRO_EXTENT_CAS * rp_centroid
     start = np.array([xc, yc])
-    center = _asymmetry_minimum(img, mask_stamp, start, r_asym, sky_asym)
+    center, asym = _asymmetry_minimum(img, mask_stamp, start, r_asym, sky_asym)
     drift = _PETRO_FRACTION_CAS * rp_centroid
     if np.linalg.norm(center - start) > drift:
         st.raise_flag(1)
         bright = np.array([float(xmx), float(ymx)])
-        center = _asymmetry_minimum(img, mask_stamp, bright, r_asym, sky_asym)
+        center, asym = _asymmetry_minimum(img, mask_stamp, bright, r_asym, sky_asym)
         if np.linalg.norm(center - bright) > drift:
             st.flag = 2
             center = start
+            asym = float(_asymmetry(img, mask_stamp, center[None], r_asym, sky_asym)[0])
     if img[int(center[1]), int(center[0])] == 0:
         st.flag = 2
     cen = (float(center[0]), float(center[1]))
-    asym = float(_asymmetry(img, mask_stamp, center[None], r_asym, sky_asym)[0])
 
     # shape about the asymmetry centre
     ellip, elong, theta = _shape_params(no_bg, cen[0], cen[1], st)
