@@ -583,30 +583,27 @@ def _nonparametric(image: np.ndarray, segment: np.ndarray, mask: np.ndarray | No
     conc = 5.0 * math.log10(r80 / r20) if (math.isfinite(r20) and math.isfinite(r80)) \
         else math.nan
 
-    # smoothness
+    # smoothness (a boxcar below 1 px leaves the image as it is: S = 0, as in statmorph)
     smooth = math.nan
     box = int(_PETRO_FRACTION_CAS * rpetro)
-    if box >= 1:
-        r_in, r_out = _PETRO_FRACTION_CAS * rpetro, _PETRO_EXTENT_CAS * rpetro
-        diff = img - ndi.uniform_filter(img, size=box)
-        diff[diff < 0] = 0.0
-        f_in, f_out = circular_fluxes([img, diff], cen, np.array([r_in, r_out]))
-        ap_flux, ap_diff = f_in[1] - f_in[0], f_out[1] - f_out[0]
-        if ap_flux <= 0:
-            st.flag = 2
-        else:
-            if have_sky:
-                bd = bkg - ndi.uniform_filter(bkg, size=box)
-                bd[bd < 0] = 0.0
-                sky_s = float(bd.sum() / bkg.size)
-                smooth = (ap_diff - math.pi * (r_out**2 - r_in**2) * sky_s) / ap_flux
-            else:
-                smooth = ap_diff / ap_flux
-            if not math.isfinite(smooth):
-                st.flag = 2
-                smooth = math.nan
+    r_in, r_out = _PETRO_FRACTION_CAS * rpetro, _PETRO_EXTENT_CAS * rpetro
+    diff = img - ndi.uniform_filter(img, size=box)
+    diff[diff < 0] = 0.0
+    f_in, f_out = circular_fluxes([img, diff], cen, np.array([r_in, r_out]))
+    ap_flux, ap_diff = f_in[1] - f_in[0], f_out[1] - f_out[0]
+    if ap_flux <= 0:
+        st.flag = 2
     else:
-        st.flag = 2  # statmorph cannot smooth with a 0-pixel boxcar
+        if have_sky:
+            bd = bkg - ndi.uniform_filter(bkg, size=box)
+            bd[bd < 0] = 0.0
+            sky_s = float(bd.sum() / bkg.size)
+            smooth = (ap_diff - math.pi * (r_out**2 - r_in**2) * sky_s) / ap_flux
+        else:
+            smooth = ap_diff / ap_flux
+        if not math.isfinite(smooth):
+            st.flag = 2
+            smooth = math.nan
 
     # Gini segmap, Gini, M20
     rp_ell = _rpetro_ellip(img, good, cen, diag * elong, elong, theta, st)

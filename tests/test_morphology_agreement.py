@@ -283,3 +283,16 @@ def test_all_hsc_stamps_agreement(shared_data) -> None:
     diffs = differences(pairs)
     diffs = {k: v for k, v in diffs.items() if not k.startswith("sersic")}
     assert_within(diffs, TOLERANCE, percentiles=True)
+
+
+def test_compact_source_agrees_including_zero_boxcar_smoothness() -> None:
+    """Petrosian radius below 4 px: statmorph's boxcar is 0 px and the smoothness exactly 0."""
+    rng = np.random.default_rng(3)
+    img, var, psf = galsim_stamp(n=1.0, r_e=0.15, q=0.9, flux=8000.0, rng=rng, stamp=40)
+    f, r = both(img, var, None, psf)
+    assert f["failure_reason"] == r["failure_reason"] == ""
+    assert f["flag"] == r["flag"] <= 1 and f["compact"] and r["compact"]
+    assert f["smoothness"] == r["smoothness"] == 0.0
+    assert f["r_half_arcsec"] == pytest.approx(r["r_half_arcsec"], rel=TOLERANCE["r_half_arcsec"][1])
+    assert f["concentration"] == pytest.approx(r["concentration"],
+                                               abs=TOLERANCE["concentration"][1])
