@@ -266,7 +266,12 @@ def _fast_row(row: dict[str, Any], ctx: dict[str, Any], pixel_scale_arcsec: floa
     from .morphometry import nonparametric
 
     img, var, good, bi = ctx["img"], ctx["var"], ctx["good"], ctx["bi"]
-    m = nonparametric(img[bi], ctx["central"], ctx["smask"])
+    try:
+        m = nonparametric(img[bi], ctx["central"], ctx["smask"])
+    except (ValueError, FloatingPointError, IndexError, np.linalg.LinAlgError) as exc:
+        # degenerate inputs (as statmorph raises on them): the row stays, unmeasured
+        row["failure_reason"] = f"morphometry_error:{type(exc).__name__}"
+        return None
     row["flag"] = int(m["flag"])
     if row["flag"] >= _FLAG_CATASTROPHIC:
         row["failure_reason"] = "statmorph_catastrophic"
