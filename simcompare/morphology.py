@@ -520,8 +520,8 @@ def measure(
         Progress bar.
     method : {"fast", "statmorph"}
         ``"fast"`` (default): vectorised statistics with statmorph's definitions and one
-        batched Sersic fit; ``"statmorph"``: statmorph itself, the reference (about 20
-        times slower). Agreement: docs/morphology.md.
+        batched Sersic fit; ``"statmorph"``: statmorph itself, the reference (about 7
+        times slower per core). Agreement: docs/morphology.md.
     **options
         Passed to :func:`measure_stamp`.
 
