@@ -87,7 +87,7 @@ def _run_stages(workers: int, *, root: Path, ws: Path, hsc, cutouts: Path, catal
                           stamp_size=stamp, cluster=cluster)
         stages.setdefault("ingest", {})[key] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        measure(observed, out=d / "morph.parquet", workers=workers)
+        measure(observed, out=d / "morph.parquet", cluster=cluster)
         stages.setdefault("morphology", {})[key] = time.perf_counter() - t0
         if workers == 1:
             t0 = time.perf_counter()

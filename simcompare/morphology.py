@@ -403,7 +403,7 @@ def _default_band(bands: Sequence[str]) -> str:
 
 def measure_imageset(
     imageset: Any, *, band: str | None = None, workers: int = 1, progress: bool = False,
-    chunk_size: int | None = None, method: str = "fast", **options: Any,
+    chunk_size: int | None = None, method: str = "fast", cluster: Any = None, **options: Any,
 ) -> Any:
     """Measure every stamp of an in-memory :class:`~simcompare.imageset.ImageSet`.
 
@@ -413,7 +413,7 @@ def measure_imageset(
     band : str, optional
         Measurement band (default: ``i``, else ``r``, else the middle band).
     workers : int
-        Processes (a ``spawn`` process pool when > 1).
+        Worker processes (more than 1 start a local dask cluster).
     progress : bool
         Show a progress bar.
     chunk_size : int, optional
@@ -421,6 +421,9 @@ def measure_imageset(
         ``method="fast"``, 8 for ``"statmorph"``.
     method : {"fast", "statmorph"}
         See :func:`measure_stamp`.
+    cluster : Cluster, optional
+        The workers to measure on (:mod:`simcompare.cluster`, shared with the other stages
+        of a run); overrides ``workers``.
     **options
         Passed to :func:`measure_stamp` (``detect_snr``, ``detect_npixels``, ``min_snr``).
 
@@ -454,18 +457,18 @@ def measure_imageset(
             None if imageset.mask is None else imageset.mask[sl],
             None if psf is None else (psf if psf.ndim == 3 else psf[sl]), kw))
     rows: list[dict[str, Any]] = []
-    if workers == 1 or len(tasks) <= 1:
-        for res in _progress(map(_measure_chunk, tasks), desc="morphology", total=len(tasks),
-                             enable=progress, unit="chunk"):
-            rows.extend(res)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    from .cluster import as_cluster
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-            for res in _progress(ex.map(_measure_chunk, tasks), desc="morphology",
-                                 total=len(tasks), enable=progress, unit="chunk"):
-                rows.extend(res)
+    cluster, own_cluster = as_cluster(cluster, workers=workers)
+    try:
+        results = (map(_measure_chunk, tasks) if len(tasks) <= 1
+                   else cluster.map(_measure_chunk, tasks, name="morphology"))
+        for res in _progress(results, desc="morphology", total=len(tasks), enable=progress,
+                             unit="chunk"):
+            rows.extend(res)
+    finally:
+        if own_cluster:
+            cluster.close()
     df = pd.DataFrame(rows)
     df["object_id"] = imageset.object_id.astype(np.int64)
     for key, col in imageset.catalog.items():
@@ -497,7 +500,7 @@ def failure_counts(table: Any) -> dict[str, int]:
 def measure(
     images: str | os.PathLike | Any, *, out: str | os.PathLike | None, band: str | None = None,
     max_images: int | None = None, workers: int = 1, seed: int = 0, progress: bool = False,
-    method: str = "fast", **options: Any,
+    method: str = "fast", cluster: Any = None, **options: Any,
 ) -> Any:
     """Measure the morphology of the stamps of an ImageSet file and write a Parquet table.
 
@@ -513,7 +516,9 @@ def measure(
         Measure a random subset of this many images (chosen with ``seed``, kept in file
         order); all images when None.
     workers : int
-        Worker processes.
+        Worker processes (more than 1 start a local dask cluster).
+    cluster : Cluster, optional
+        Workers shared with the other stages of a run; overrides ``workers``.
     seed : int
         Seed of the subset choice.
     progress : bool
@@ -552,7 +557,7 @@ def measure(
             rng = np.random.default_rng(seed)
             iset = iset.subset(np.sort(rng.choice(len(iset), size=int(max_images), replace=False)))
     df = measure_imageset(iset, band=band, workers=workers, progress=progress, method=method,
-                          **options)
+                          cluster=cluster, **options)
     df.attrs |= {"seed": seed, "max_images": max_images, "kind": iset.kind,
                  "survey": iset.survey}
     counts = df.attrs["failures"]

@@ -440,9 +440,9 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
             work = stages.work("morphology")
             _write_test_split(observed, model_dir / "split.json", work / "observed_test.h5")
             measure(mocks, out=work / "morphology_sim.parquet", max_images=cfg.morphology_max,
-                    workers=cfg.workers, seed=cfg.seed, progress=cfg.progress)
+                    cluster=cluster, seed=cfg.seed, progress=cfg.progress)
             measure(work / "observed_test.h5", out=work / "morphology_reference.parquet",
-                    max_images=cfg.morphology_max, workers=cfg.workers, seed=cfg.seed,
+                    max_images=cfg.morphology_max, cluster=cluster, seed=cfg.seed,
                     progress=cfg.progress)
             stages.finish("morphology", work, {"key": morph_key})
 
