@@ -939,7 +939,7 @@ def ingest(
     for obj_psf in psfs:
         if any(p is None for p in obj_psf):
             if model_psf is None:
-                from .demo import survey_psf_images
+                from ..mock.observe import survey_psf_images
 
                 model_psf = survey_psf_images(sv, bands=bands, size=psize)
             obj_psf = [model_psf[b] if p is None else p for b, p in enumerate(obj_psf)]

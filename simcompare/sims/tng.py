@@ -671,17 +671,7 @@ class TNGReader(SimReader):
                 raw, centre_ckpc_h=centre, box_size_ckpc_h=self.box_size_ckpc_h,
                 scale_factor=self.scale_factor, h=self.h, cosmology=self.cosmology)
             del raw
-            if len(parts) == 0:
-                self._exclude("wind_only", oid)
-                continue
-            if len(parts) < self.selection.min_star_particles:
-                self._exclude("too_few_star_particles", oid)
-                continue
-            try:
-                parts.validate(where=f"{self.name} subhalo {oid}")
-            except DataFormatError as exc:
-                log.warning("skipping: %s", exc)
-                self._exclude("non_finite_particle_data", oid)
+            if not self._screen(parts, oid, where=f"{self.name} subhalo {oid}", wind_only=True):
                 continue
             out = dict(row)
             out.update(n_star_particles=len(parts), n_wind_cells=n_wind,

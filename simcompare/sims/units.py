@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from astropy import constants as _const
 
 from ..config import Cosmology
 from ..errors import DataFormatError
@@ -41,7 +42,7 @@ __all__ = [
     "unwrap_periodic",
 ]
 
-KPC_KM = 3.0856775814913673e16  # km in one kpc (IAU 2015 parsec)
+KPC_KM = float(_const.pc.to_value("km")) * 1e3  # km in one kpc (IAU 2015 parsec, astropy)
 GYR_S = 3.15576e16  # seconds in one Gyr (Julian years)
 
 #: Stored unit of every TNG/Illustris field simcompare converts, keyed by field name.
