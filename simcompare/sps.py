@@ -428,7 +428,17 @@ class BandFluxTable:
 
     def ab_magnitude(self, *, age_gyr: float, metallicity: float,
                      mass_msun: float = 1.0) -> np.ndarray:
-        """AB magnitude in each band of an SSP of ``mass_msun`` formed mass, shape (B,)."""
+        """AB magnitude in each band of an SSP of ``mass_msun`` formed mass, shape (B,).
+
+        Parameters
+        ----------
+        age_gyr : float
+            SSP age [Gyr].
+        metallicity : float
+            Metal mass fraction Z.
+        mass_msun : float, optional
+            Formed stellar mass [Msun] (default 1).
+        """
         f = self.flux(age_gyr=[age_gyr], metallicity=[metallicity], initial_mass_msun=[mass_msun])
         return self.zero_point - 2.5 * np.log10(f[0])
 

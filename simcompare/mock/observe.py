@@ -50,6 +50,17 @@ def choose_redshift(
     snapshot redshift; a value below 0.01 (a z=0 snapshot) is replaced by the survey's
     ``default_redshift``.
 
+    Parameters
+    ----------
+    explicit : float or None
+        Redshift given by the caller (``--redshift``).
+    sim_observation_redshift : float or None
+        The simulation descriptor's ``observation_redshift``.
+    snapshot_redshift : float
+        Redshift of the snapshot being rendered.
+    survey_default : float
+        The survey descriptor's ``default_redshift``.
+
     Returns
     -------
     (float, str)
@@ -98,7 +109,24 @@ class Camera:
         cls, *, stamp_size: int, pixel_scale_arcsec: float, redshift: float,
         cosmology: Cosmology,
     ) -> Camera:
-        """Camera for a stamp observed at ``redshift`` in ``cosmology`` (astropy)."""
+        """Camera for a stamp observed at ``redshift`` in ``cosmology`` (astropy).
+
+        Parameters
+        ----------
+        stamp_size : int
+            Stamp side P [pixels], at least 4.
+        pixel_scale_arcsec : float
+            Pixel side [arcsec].
+        redshift : float
+            Observation redshift.
+        cosmology : Cosmology
+            Cosmology of the angular-diameter distance.
+
+        Returns
+        -------
+        Camera
+            The pixel grid; ``kpc_per_arcsec`` from :meth:`Cosmology.kpc_per_arcsec`.
+        """
         if stamp_size < 4:
             msg = f"stamp_size must be at least 4 pixels, got {stamp_size}"
             raise ConfigError(msg)
@@ -147,7 +175,22 @@ class PSF:
     def from_survey(
         cls, survey: SurveyDescriptor, *, bands: Sequence[str], workspace: str | Path = ".",
     ) -> PSF:
-        """Build the PSF the survey descriptor describes (``[psf]`` table)."""
+        """Build the PSF the survey descriptor describes (``[psf]`` table).
+
+        Parameters
+        ----------
+        survey : SurveyDescriptor
+            Survey whose ``[psf]`` table is built (analytic kind or ``image`` files).
+        bands : sequence of str
+            Bands, in the order of the PSF cube.
+        workspace : str or Path, optional
+            Folder against which relative PSF image paths resolve (default ``"."``).
+
+        Returns
+        -------
+        PSF
+            Effective PSF images, odd size, each band summing to 1.
+        """
         cfg = survey.psf
         size = int(cfg.size) | 1  # odd
         if cfg.kind == "image":
@@ -396,7 +439,22 @@ class NoiseModel:
 
     @classmethod
     def from_survey(cls, survey: SurveyDescriptor, *, bands: Sequence[str], mode: str) -> NoiseModel:
-        """The descriptor's ``[noise]`` table for ``bands``."""
+        """The descriptor's ``[noise]`` table for ``bands``.
+
+        Parameters
+        ----------
+        survey : SurveyDescriptor
+            Survey whose ``[noise]`` table is read.
+        bands : sequence of str
+            Bands, in image order.
+        mode : str
+            One of :data:`NOISE_MODES`.
+
+        Returns
+        -------
+        NoiseModel
+            Sky sigma and gain per band.
+        """
         sky = {b: float(v) for b, v in survey.noise.sky_sigma.items()}
         gain = {b: float(v) for b, v in survey.noise.gain.items()}
         missing = [b for b in bands if b not in sky]

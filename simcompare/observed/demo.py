@@ -88,7 +88,22 @@ def _enclosed(r: np.ndarray, re: np.ndarray, n: float) -> np.ndarray:
 
 
 def composite_half_light_radius(r_disc: np.ndarray, r_bulge: np.ndarray, bt: np.ndarray) -> np.ndarray:
-    """Half-light radius of an n=1 disc + n=4 bulge (face-on, same units as the inputs)."""
+    """Half-light radius of an n=1 disc + n=4 bulge (face-on, same units as the inputs).
+
+    Parameters
+    ----------
+    r_disc : ndarray
+        Half-light radius of the n=1 disc.
+    r_bulge : ndarray
+        Half-light radius of the n=4 bulge (same unit).
+    bt : ndarray
+        Bulge-to-total light ratio, in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        Radius enclosing half the total light (bisection), in the unit of the inputs.
+    """
     lo = np.minimum(r_disc, r_bulge) * 0.01
     hi = np.maximum(r_disc, r_bulge) * 10.0
     for _ in range(60):
@@ -122,7 +137,28 @@ def demo_sample_root(
     survey: SurveyDescriptor, *, workspace: str | Path = ".", n_galaxies: int, seed: int,
     stamp_size: int, redshift: float, size_scale: float = 1.0, clumps: bool = False,
 ) -> Path:
-    """Cache folder ``<workspace>/.simcompare/observed/<survey>-demo-<hash>/`` of a demo sample."""
+    """Cache folder ``<workspace>/.simcompare/observed/<survey>-demo-<hash>/`` of a demo sample.
+
+    Parameters
+    ----------
+    survey : SurveyDescriptor
+        Survey the sample imitates.
+    workspace : str or Path, optional
+        Workspace whose ``.simcompare`` holds the cache (default ``"."``).
+    n_galaxies, seed, stamp_size : int
+        Population size, random seed and stamp side [pixels].
+    redshift : float
+        Observation redshift of every galaxy.
+    size_scale : float, optional
+        Factor on every radius (default 1).
+    clumps : bool, optional
+        Whether discs carry star-forming clumps (default False).
+
+    Returns
+    -------
+    Path
+        The folder (not created here).
+    """
     return Path(workspace) / ".simcompare" / "observed" / (
         f"{survey.name}-demo-{_demo_key(survey, n_galaxies, seed, stamp_size, redshift, size_scale, clumps)}")
 
