@@ -127,8 +127,11 @@ class SimImage:
 # Where the files are
 # ---------------------------------------------------------------------------------------
 def image_folder(sim: SimDescriptor, *, workspace: str | os.PathLike = ".") -> Path:
-    """The descriptor's ``path``: environment ``SIMCOMPARE_<NAME>_PATH``, else relative to
-    the descriptor's folder when it exists there, else to the workspace."""
+    """The descriptor's ``path``.
+
+    The environment variable ``SIMCOMPARE_<NAME>_PATH`` when set, else ``path`` relative
+    to the descriptor's folder when it exists there, else relative to the workspace.
+    """
     from . import _env_name
 
     env = os.environ.get(_env_name(sim.name))
