@@ -1,4 +1,4 @@
-"""simcompare: do the galaxies of a simulation look like the galaxies a survey sees?
+"""simcompare: whether the galaxies of a simulation look like the galaxies a survey sees.
 
 The command-line verbs are importable functions of the same names::
 

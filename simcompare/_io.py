@@ -97,7 +97,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Path:
-    """Write UTF-8 text (with ``\\n`` line ends) to ``path`` atomically.
+    r"""Write UTF-8 text (with ``\n`` line ends) to ``path`` atomically.
 
     ``fsync=True`` also flushes the file to disk before the rename.
     """

@@ -166,7 +166,22 @@ def wasserstein1(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
 
 def typical_fraction(sim: np.ndarray, ref: np.ndarray, *, quantile: float = 0.05
                      ) -> np.ndarray | float:
-    """Share of simulated scores above the reference's ``quantile`` (default 5th percentile)."""
+    """Share of simulated scores above the reference's ``quantile`` (default 5th percentile).
+
+    Parameters
+    ----------
+    sim : ndarray
+        Scores of the simulated galaxies (last axis: galaxies; leading axes are bootstrap draws).
+    ref : ndarray
+        Scores of the reference (observed) galaxies, same layout.
+    quantile : float, optional
+        Reference quantile that defines "typical" (default 0.05).
+
+    Returns
+    -------
+    ndarray or float
+        Fraction of simulated scores above the reference quantile.
+    """
     sim = np.asarray(sim, float)
     ref = np.asarray(ref, float)
     q = np.quantile(ref, quantile, axis=-1)
@@ -423,6 +438,17 @@ def matched_indices(
 
     In every joint bin the larger side is randomly subsampled to the smaller side's count,
     so the matched samples share the joint distribution of the matching columns.
+
+    Parameters
+    ----------
+    sim_df, ref_df : pandas.DataFrame
+        Simulated and reference catalogues.
+    columns : sequence of str
+        Matching columns present in both tables.
+    n_bins : int, optional
+        Quantile bins per column (default 4).
+    rng : numpy.random.Generator
+        Draws the subsamples.
 
     Returns
     -------
@@ -981,6 +1007,19 @@ def compare_files(
 
     Extra keyword options (``n_bootstrap``, ``n_null``, ``seed``, ``morphology``,
     ``morphology_reference``, ...) are passed to :func:`compare`. Returns the summary.
+
+    Parameters
+    ----------
+    scores_path : str or os.PathLike
+        Scores of the simulated galaxies (Parquet).
+    reference_path : str or os.PathLike
+        Scores of the reference galaxies (Parquet).
+    out : str or os.PathLike
+        Path of the ``summary.json`` to write.
+    column : str, optional
+        Score column compared (default ``"llr_nats"``).
+    **kwargs
+        Passed to :func:`compare`.
     """
     summary = compare(scores_path, reference_path, column=column, **kwargs)
     summary["inputs"] = {"scores": str(scores_path), "reference": str(reference_path)}

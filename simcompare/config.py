@@ -8,6 +8,7 @@ silently. ``${ENV_VAR}`` in string values is expanded from the environment.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -60,6 +61,25 @@ class Cosmology:
         from astropy.cosmology import FlatLambdaCDM
 
         return FlatLambdaCDM(H0=self.H0, Om0=self.Om0, Ob0=self.Ob0)
+
+    def kpc_per_arcsec(self, redshift: float) -> float:
+        """Proper kpc subtended by one arcsec at ``redshift`` (angular-diameter distance).
+
+        The one kpc <-> arcsec conversion of the package (mock camera, image-kind
+        simulations with kpc pixels, demo samples); its inverse converts kpc to arcsec.
+
+        Parameters
+        ----------
+        redshift : float
+            Observation redshift, > 0.
+
+        Returns
+        -------
+        float
+            kpc per arcsec.
+        """
+        d_a_kpc = float(self.astropy().angular_diameter_distance(redshift).to("kpc").value)
+        return d_a_kpc * math.pi / 180.0 / 3600.0
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,22 @@ def _catalog_array(col: np.ndarray) -> np.ndarray:
 
 
 def write(path: str | os.PathLike, imageset: ImageSet, *, compression: str | None = "gzip") -> Path:
-    """Write ``imageset`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``imageset`` to ``path`` atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output HDF5 file; written as a temporary file, then renamed.
+    imageset : ImageSet
+        The validated set to write.
+    compression : str or None, optional
+        HDF5 filter of the image datasets (default ``"gzip"``; None for none).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     import h5py
 
     path = Path(path)
@@ -597,9 +612,20 @@ class ImageSetWriter:
     ) -> None:
         """Append a batch of images and their catalogue rows.
 
-        ``psf`` (k, B, P, P) gives each image its own PSF (for a writer made without a
-        shared ``psf``). While every PSF so far is the same one it is kept once; the file
-        switches to per-image PSFs at the first that differs.
+        Parameters
+        ----------
+        images : ndarray, shape (N, B, P, P)
+            A batch of images in the set's flux unit.
+        catalog : mapping of str to ndarray
+            One value per image for every catalogue column.
+        variance : ndarray, shape (N, B, P, P), optional
+            Per-pixel variance, when the set has one.
+        mask : ndarray, shape (N, B, P, P), optional
+            Per-pixel mask, when the set has one.
+        psf : ndarray, shape (N, B, Q, Q), optional
+            Each image's own PSF (for a writer made without a shared ``psf``). While
+            every PSF so far is the same one it is kept once; the file switches to
+            per-image PSFs at the first that differs.
         """
         import h5py
 

@@ -46,6 +46,7 @@ import numpy as np
 from ._io import write_parquet_atomic
 from ._optional import progress as _progress
 from .errors import ConfigError
+from .segmentation import central_label
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -206,15 +207,10 @@ def _prepare(
         return row, None
     segmap = seg.data
     cy, cx = ny // 2, nx // 2
-    label = int(segmap[cy, cx])
+    label = central_label(segmap, (cx, cy), max_radius=_SEARCH_RADIUS_PX)
     if label == 0:
-        yy, xx = np.nonzero(segmap)
-        d = np.hypot(yy - cy, xx - cx)
-        j = int(np.argmin(d))
-        if d[j] > _SEARCH_RADIUS_PX:
-            row["failure_reason"] = "no_central_segment"
-            return row, None
-        label = int(segmap[yy[j], xx[j]])
+        row["failure_reason"] = "no_central_segment"
+        return row, None
     central = segmap == label
     tot_var = v_sum[central].sum()
     snr = float(s_sum[central].sum() / math.sqrt(tot_var)) if tot_var > 0 else math.nan

@@ -183,7 +183,7 @@ def _shape_params(no_bg: np.ndarray, xc: float, yc: float, st: _State
 
 
 def _scan_root(func: Any, grid: np.ndarray, values: np.ndarray) -> tuple[int, float | None]:
-    """statmorph's coarse scan: first sign change of a Petrosian function on a grid."""
+    """The coarse scan (as statmorph): first sign change of a Petrosian function on a grid."""
     from scipy.optimize import brentq
 
     r_min = None
@@ -312,7 +312,7 @@ def _radius_fractions(img: np.ndarray, center: tuple[float, float], r_total: flo
 
 
 def _skybox(bad: np.ndarray, st: _State) -> tuple[slice, slice]:
-    """statmorph's sky box: the first (row-major) box free of segments and masked pixels."""
+    """The sky box (as statmorph): the first (row-major) box free of segments and masked pixels."""
     ny, nx = bad.shape
     ii = np.pad(np.cumsum(np.cumsum(bad.astype(np.int64), 0), 1), ((1, 0), (1, 0)))
     size = _SKYBOX
@@ -465,7 +465,7 @@ def _segmap_mid(no_bg_pos: np.ndarray, valid: np.ndarray, ymax: int, xmax: int,
 # --------------------------------------------------------------------------- main
 def nonparametric(image: np.ndarray, segment: np.ndarray, mask: np.ndarray | None = None
                   ) -> dict[str, Any]:
-    """statmorph's non-parametric morphology of one segment of one image.
+    """The non-parametric morphology (statmorph's definitions) of one segment of one image.
 
     Parameters
     ----------

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataFormatError, RangeError
+from .segmentation import central_label
 
 __all__ = [
     "HSC_BAD_PLANES",
@@ -295,14 +296,7 @@ def find_neighbours(
     if segm is None:
         return empty, empty.copy(), 0
     labels = segm.data
-    ix, iy = int(np.clip(round(cx), 0, w - 1)), int(np.clip(round(cy), 0, h - 1))
-    central = int(labels[iy, ix])
-    if central == 0:
-        yy, xx = np.nonzero(labels)
-        d2 = (xx - cx) ** 2 + (yy - cy) ** 2
-        k = int(np.argmin(d2))
-        if d2[k] <= cfg.centre_radius_pix**2:
-            central = int(labels[yy[k], xx[k]])
+    central = central_label(labels, (cx, cy), max_radius=cfg.centre_radius_pix)
     if central and np.count_nonzero(labels == central) >= 2 * cfg.npixels:
         try:
             deb = deblend_sources(sm, segm, cfg.npixels, labels=[central],
@@ -312,12 +306,9 @@ def find_neighbours(
         else:
             parent = segm.data == central
             labels = deb.data
-            central = int(labels[iy, ix])
-            if central == 0:  # centre pixel fell between children: take the nearest child
-                yy, xx = np.nonzero(labels * parent)
-                if yy.size:
-                    k = int(np.argmin((xx - cx) ** 2 + (yy - cy) ** 2))
-                    central = int(labels[yy[k], xx[k]])
+            # the child under the centre pixel, else (the centre fell between children)
+            # the nearest child of the deblended parent
+            central = central_label(labels * parent, (cx, cy))
     target = labels == central if central else empty.copy()
     others = (labels != 0) & ~target
     n_nb = len(np.unique(labels[others]))

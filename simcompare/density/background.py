@@ -133,6 +133,20 @@ def scaled_psf(psf: np.ndarray, scale: float, size: int | None = None) -> np.nda
     ``psf_s(r) = psf(r / scale) / scale^2``, sampled by bilinear interpolation on a
     ``size`` x ``size`` stamp (default P; odd sizes keep the centre), clipped at zero and
     normalised to unit sum.
+
+    Parameters
+    ----------
+    psf : ndarray, shape (P, P)
+        Effective PSF, odd size, centred.
+    scale : float
+        Width factor (> 1 widens).
+    size : int, optional
+        Output side (default P).
+
+    Returns
+    -------
+    ndarray, shape (size, size)
+        The scaled PSF, summing to 1.
     """
     from scipy.ndimage import map_coordinates
 
@@ -379,6 +393,19 @@ def fit_sersic(
     ``psf`` is (P, P) or (N, P, P) (effective PSF, sums to 1). Returns (N, 7):
     ``x0, y0, ln r_e, g1, g2, n, flux`` (see :func:`render_sersic`) and
     reduced chi^2 is not included; call :func:`render_sersic` to rebuild the model.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W)
+        Stamps in flux units.
+    weights : ndarray, shape (N, H, W)
+        Inverse-variance weights (0 for masked pixels).
+    psf : ndarray, shape (P, P) or (N, P, P)
+        Effective PSF, summing to 1.
+    iterations : int, optional
+        Levenberg-Marquardt iterations (default 8).
+    chunk : int, optional
+        Stamps fitted together (default 256).
     """
     import torch
 

@@ -31,6 +31,15 @@ def sky_sigma(images: np.ndarray, *, variance: np.ndarray | None = None,
     The median of ``sqrt(variance)`` over good pixels when a variance is given, else
     1.4826 x the median absolute deviation of the good pixels (robust to the galaxy,
     which fills a small part of each stamp).
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, B, H, W)
+        Images in flux units.
+    variance : ndarray, optional
+        Per-pixel variance, same shape.
+    mask : ndarray, optional
+        Per-pixel mask, same shape (non-zero is bad).
     """
     b = images.shape[1]
     out = np.empty(b)
@@ -86,6 +95,15 @@ def prepared_images(s: ImageSet, *, sigma: Sequence[float], seed: int) -> np.nda
 
     Each image with bad pixels draws its fill from a generator seeded by
     ``(seed, object_id)``, so an image gets the same fill whichever subset it is in.
+
+    Parameters
+    ----------
+    s : ImageSet
+        The images, with mask and variance when present.
+    sigma : sequence of float
+        Per-band sky sigma (flux units) of the fill noise.
+    seed : int
+        Base seed of the per-object fill generators.
     """
     out = np.array(s.images, dtype=np.float32, copy=True)
     bad = ~np.isfinite(out)
@@ -104,6 +122,22 @@ def prepared_images(s: ImageSet, *, sigma: Sequence[float], seed: int) -> np.nda
 def make_split(object_ids: np.ndarray, *, seed: int, val_fraction: float = 0.1,
                test_fraction: float = 0.2) -> dict[str, list[int]]:
     """Train / validation / test object ids, fixed by ``seed``.
+
+    Parameters
+    ----------
+    object_ids : ndarray of int
+        Ids of every image.
+    seed : int
+        Seed of the shuffle.
+    val_fraction : float, optional
+        Validation share (default 0.1).
+    test_fraction : float, optional
+        Test share (default 0.2).
+
+    Returns
+    -------
+    dict of str to list of int
+        ``train``, ``validation`` and ``test`` ids.
 
     Raises
     ------

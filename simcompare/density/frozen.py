@@ -405,5 +405,22 @@ class FrozenDensity(nn.Module):
 
 def freeze(model: DensityModel, *, device: Any = "cpu", channels_last: bool | None = None,
            shards: int | None = None) -> FrozenDensity:
-    """Scoring-only frozen copy of ``model`` (see :class:`FrozenDensity`)."""
+    """Scoring-only frozen copy of ``model`` (see :class:`FrozenDensity`).
+
+    Parameters
+    ----------
+    model : DensityModel
+        An initialised model; left unchanged.
+    device : str or torch.device, optional
+        Where the copy runs (default ``"cpu"``).
+    channels_last : bool, optional
+        Channels-last activations (default: on CPU).
+    shards : int, optional
+        CPU only: parts of a batch scored concurrently (default torch's thread count).
+
+    Returns
+    -------
+    FrozenDensity
+        The scoring copy.
+    """
     return FrozenDensity(model, device=device, channels_last=channels_last, shards=shards)

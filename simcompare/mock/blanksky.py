@@ -70,6 +70,20 @@ def resolve_blank_sky_path(
 ) -> Path:
     """Where the descriptor's ``noise.blank_sky`` points (absolute, workspace, descriptor dir).
 
+    Parameters
+    ----------
+    value : str
+        The descriptor's ``noise.blank_sky`` (a file or folder, absolute or relative).
+    workspace : str or os.PathLike, optional
+        Workspace folder tried for a relative path (default ``"."``).
+    descriptor_source : str, optional
+        Path of the descriptor file, whose folder is tried last (default none).
+
+    Returns
+    -------
+    Path
+        The existing file or folder.
+
     Raises
     ------
     DataNotFoundError
@@ -192,7 +206,22 @@ class BlankSky:
     def region(
         self, k: int, x0: int, y0: int, stamp_size: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image, variance (float64) and mask (int32) of a (B, P, P) region of field ``k``."""
+        """Image, variance (float64) and mask (int32) of a (B, P, P) region of field ``k``.
+
+        Parameters
+        ----------
+        k : int
+            Field index.
+        x0, y0 : int
+            Lower-left corner of the region in the field [pixels].
+        stamp_size : int
+            Side P of the region [pixels].
+
+        Returns
+        -------
+        (ndarray, ndarray, ndarray)
+            Image, variance and mask, each of shape (B, P, P).
+        """
         sl = (slice(None), slice(y0, y0 + stamp_size), slice(x0, x0 + stamp_size))
         return (self.images[k][sl].astype(np.float64), self.variances[k][sl].astype(np.float64),
                 self.masks[k][sl].copy())

@@ -82,6 +82,22 @@ def resample_flux(
     for axis-aligned grids), so the total flux is kept except for what falls outside the
     output stamp. Grids share their centres: the input array centre lands on the stamp
     centre pixel ``(size - 1) / 2``.
+
+    Parameters
+    ----------
+    image : ndarray, shape (B, H, W)
+        Flux per input pixel.
+    scale_in_arcsec : float
+        Input pixel side [arcsec].
+    scale_out_arcsec : float
+        Output pixel side [arcsec].
+    size : int
+        Output stamp side [pixels].
+
+    Returns
+    -------
+    ndarray, float64, shape (B, size, size)
+        Flux per output pixel.
     """
     img = np.nan_to_num(np.asarray(image, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     h, w = img.shape[-2:]

@@ -13,10 +13,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ __all__ = [
     "choose_redshift",
     "convolve",
     "effective_psf",
+    "psf_profile",
+    "survey_psf_images",
+    "survey_psf_profiles",
 ]
 
 NOISE_MODES = ("survey", "sky", "none", "blank-sky")
@@ -46,6 +49,17 @@ def choose_redshift(
     Precedence: ``explicit`` > the simulation descriptor's ``observation_redshift`` > the
     snapshot redshift; a value below 0.01 (a z=0 snapshot) is replaced by the survey's
     ``default_redshift``.
+
+    Parameters
+    ----------
+    explicit : float or None
+        Redshift given by the caller (``--redshift``).
+    sim_observation_redshift : float or None
+        The simulation descriptor's ``observation_redshift``.
+    snapshot_redshift : float
+        Redshift of the snapshot being rendered.
+    survey_default : float
+        The survey descriptor's ``default_redshift``.
 
     Returns
     -------
@@ -95,13 +109,29 @@ class Camera:
         cls, *, stamp_size: int, pixel_scale_arcsec: float, redshift: float,
         cosmology: Cosmology,
     ) -> Camera:
-        """Camera for a stamp observed at ``redshift`` in ``cosmology`` (astropy)."""
+        """Camera for a stamp observed at ``redshift`` in ``cosmology`` (astropy).
+
+        Parameters
+        ----------
+        stamp_size : int
+            Stamp side P [pixels], at least 4.
+        pixel_scale_arcsec : float
+            Pixel side [arcsec].
+        redshift : float
+            Observation redshift.
+        cosmology : Cosmology
+            Cosmology of the angular-diameter distance.
+
+        Returns
+        -------
+        Camera
+            The pixel grid; ``kpc_per_arcsec`` from :meth:`Cosmology.kpc_per_arcsec`.
+        """
         if stamp_size < 4:
             msg = f"stamp_size must be at least 4 pixels, got {stamp_size}"
             raise ConfigError(msg)
-        d_a_kpc = float(cosmology.astropy().angular_diameter_distance(redshift).to("kpc").value)
         return cls(stamp_size=int(stamp_size), pixel_scale_arcsec=float(pixel_scale_arcsec),
-                   redshift=float(redshift), kpc_per_arcsec=d_a_kpc * math.pi / 180.0 / 3600.0)
+                   redshift=float(redshift), kpc_per_arcsec=cosmology.kpc_per_arcsec(redshift))
 
     @property
     def kpc_per_pixel(self) -> float:
@@ -145,19 +175,30 @@ class PSF:
     def from_survey(
         cls, survey: SurveyDescriptor, *, bands: Sequence[str], workspace: str | Path = ".",
     ) -> PSF:
-        """Build the PSF the survey descriptor describes (``[psf]`` table)."""
+        """Build the PSF the survey descriptor describes (``[psf]`` table).
+
+        Parameters
+        ----------
+        survey : SurveyDescriptor
+            Survey whose ``[psf]`` table is built (analytic kind or ``image`` files).
+        bands : sequence of str
+            Bands, in the order of the PSF cube.
+        workspace : str or Path, optional
+            Folder against which relative PSF image paths resolve (default ``"."``).
+
+        Returns
+        -------
+        PSF
+            Effective PSF images, odd size, each band summing to 1.
+        """
         cfg = survey.psf
         size = int(cfg.size) | 1  # odd
         if cfg.kind == "image":
             return cls._from_file(survey, bands=bands, size=size, workspace=workspace)
+        profiles = survey_psf_profiles(survey, bands)
+        imgs = [_draw_effective(p, pixel_scale_arcsec=survey.pixel_scale_arcsec, size=size)
+                for p in profiles]
         fwhm = {b: float(v) for b, v in cfg.fwhm_arcsec.items()}
-        missing = [b for b in bands if b not in fwhm]
-        if missing:
-            msg = f"survey {survey.name!r}: psf.fwhm_arcsec lacks band(s) {missing}"
-            raise ConfigError(msg)
-        imgs = [effective_psf(cfg.kind, fwhm_arcsec=fwhm[b], beta=cfg.beta,
-                              pixel_scale_arcsec=survey.pixel_scale_arcsec, size=size)
-                for b in bands]
         desc = {"kind": cfg.kind, "fwhm_arcsec": {b: fwhm[b] for b in bands},
                 "beta": cfg.beta if cfg.kind == "moffat" else None, "size": size,
                 "includes_pixel": True,
@@ -196,6 +237,70 @@ class PSF:
         return cls(image=np.stack(imgs), description=desc)
 
 
+def psf_profile(kind: str, *, fwhm_arcsec: float, beta: float = 3.5) -> Any:
+    """The galsim profile of an analytic PSF (atmosphere/optics, before the pixel).
+
+    The one place where a PSF descriptor becomes a profile: :func:`effective_psf`, the
+    mock's :class:`PSF`, the demo samples and the survey-model PSF that stands in for a
+    cutout without PSF file all draw it.
+
+    Parameters
+    ----------
+    kind : {"moffat", "kolmogorov", "gaussian"}
+        Profile family (the descriptor's ``psf.kind``).
+    fwhm_arcsec : float
+        FWHM of the profile [arcsec], positive.
+    beta : float, optional
+        Moffat index (default 3.5; ignored by the other kinds).
+
+    Returns
+    -------
+    galsim.GSObject
+        The profile, not yet convolved with the pixel.
+    """
+    import galsim
+
+    if not (fwhm_arcsec > 0):
+        msg = f"PSF FWHM must be positive, got {fwhm_arcsec}"
+        raise RangeError(msg, value=fwhm_arcsec, min=0.0)
+    if kind == "moffat":
+        return galsim.Moffat(beta=beta, fwhm=fwhm_arcsec)
+    if kind == "kolmogorov":
+        return galsim.Kolmogorov(fwhm=fwhm_arcsec)
+    if kind == "gaussian":
+        return galsim.Gaussian(fwhm=fwhm_arcsec)
+    msg = f"psf.kind must be moffat, kolmogorov, gaussian or image, got {kind!r}"
+    raise ConfigError(msg)
+
+
+def survey_psf_profiles(survey: SurveyDescriptor, bands: Sequence[str]) -> list[Any]:
+    """The galsim profile of the survey's analytic PSF model in each of ``bands``.
+
+    Parameters
+    ----------
+    survey : SurveyDescriptor
+        Survey whose ``[psf]`` table is read (``kind`` moffat, kolmogorov or gaussian).
+    bands : sequence of str
+        Bands, each needing a ``psf.fwhm_arcsec`` value.
+
+    Returns
+    -------
+    list of galsim.GSObject
+        One profile per band, before the pixel.
+    """
+    cfg = survey.psf
+    if cfg.kind == "image":
+        msg = (f"survey {survey.name!r}: an analytic PSF model (moffat, kolmogorov, gaussian) is "
+               "needed here, not psf.kind = 'image'")
+        raise ConfigError(msg)
+    fwhm = {b: float(v) for b, v in cfg.fwhm_arcsec.items()}
+    missing = [b for b in bands if b not in fwhm]
+    if missing:
+        msg = f"survey {survey.name!r}: psf.fwhm_arcsec lacks band(s) {missing}"
+        raise ConfigError(msg)
+    return [psf_profile(cfg.kind, fwhm_arcsec=fwhm[b], beta=cfg.beta) for b in bands]
+
+
 def effective_psf(
     kind: str, *, fwhm_arcsec: float, pixel_scale_arcsec: float, size: int, beta: float = 3.5,
 ) -> np.ndarray:
@@ -204,9 +309,11 @@ def effective_psf(
     Parameters
     ----------
     kind : {"moffat", "kolmogorov", "gaussian"}
+        Profile family.
     fwhm_arcsec : float
         FWHM of the atmospheric/optical PSF (before the pixel) [arcsec].
     pixel_scale_arcsec : float
+        Pixel side [arcsec].
     size : int
         Odd stamp side [pixels].
     beta : float, optional
@@ -215,25 +322,42 @@ def effective_psf(
     Returns
     -------
     ndarray, shape (size, size)
+        The effective PSF, summing to 1.
     """
-    import galsim
+    prof = psf_profile(kind, fwhm_arcsec=fwhm_arcsec, beta=beta)
+    return _draw_effective(prof, pixel_scale_arcsec=pixel_scale_arcsec, size=size)
 
-    if not (fwhm_arcsec > 0):
-        msg = f"PSF FWHM must be positive, got {fwhm_arcsec}"
-        raise RangeError(msg, value=fwhm_arcsec, min=0.0)
-    if kind == "moffat":
-        prof = galsim.Moffat(beta=beta, fwhm=fwhm_arcsec)
-    elif kind == "kolmogorov":
-        prof = galsim.Kolmogorov(fwhm=fwhm_arcsec)
-    elif kind == "gaussian":
-        prof = galsim.Gaussian(fwhm=fwhm_arcsec)
-    else:
-        msg = f"psf.kind must be moffat, kolmogorov, gaussian or image, got {kind!r}"
-        raise ConfigError(msg)
+
+def _draw_effective(prof: Any, *, pixel_scale_arcsec: float, size: int) -> np.ndarray:
     # method="auto" convolves with the pixel: the result is the effective PSF.
     img = prof.drawImage(nx=size, ny=size, scale=pixel_scale_arcsec, method="auto").array
     img = np.asarray(img, np.float64)
     return img / img.sum()
+
+
+def survey_psf_images(
+    survey: SurveyDescriptor, *, bands: Sequence[str] | None = None, size: int | None = None,
+) -> np.ndarray:
+    """Effective PSF images of the survey's analytic PSF model (pixel response included).
+
+    Parameters
+    ----------
+    survey : SurveyDescriptor
+        Survey whose ``[psf]`` table is drawn.
+    bands : sequence of str, optional
+        Default all survey bands.
+    size : int, optional
+        Odd side length (pixels); default ``survey.psf.size``.
+
+    Returns
+    -------
+    ndarray, float32, shape (B, size, size)
+        One effective PSF per band, each summing to 1.
+    """
+    bands = tuple(bands or survey.bands)
+    size = int(size or survey.psf.size)
+    return np.stack([_draw_effective(p, pixel_scale_arcsec=survey.pixel_scale_arcsec, size=size)
+                     for p in survey_psf_profiles(survey, bands)]).astype(np.float32)
 
 
 def _fit_size(arr: np.ndarray, size: int) -> np.ndarray:
@@ -315,7 +439,22 @@ class NoiseModel:
 
     @classmethod
     def from_survey(cls, survey: SurveyDescriptor, *, bands: Sequence[str], mode: str) -> NoiseModel:
-        """The descriptor's ``[noise]`` table for ``bands``."""
+        """The descriptor's ``[noise]`` table for ``bands``.
+
+        Parameters
+        ----------
+        survey : SurveyDescriptor
+            Survey whose ``[noise]`` table is read.
+        bands : sequence of str
+            Bands, in image order.
+        mode : str
+            One of :data:`NOISE_MODES`.
+
+        Returns
+        -------
+        NoiseModel
+            Sky sigma and gain per band.
+        """
         sky = {b: float(v) for b, v in survey.noise.sky_sigma.items()}
         gain = {b: float(v) for b, v in survey.noise.gain.items()}
         missing = [b for b in bands if b not in sky]

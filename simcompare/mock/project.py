@@ -155,6 +155,19 @@ def smoothing_sigma_kpc(
     ``sigma = SIGMA_PER_HSML * max(h, softening_kpc)`` with ``h`` the simulation's
     smoothing length when given, else the k-th nearest-neighbour distance (see
     :func:`knn_smoothing_length` for ``thin``).
+
+    Parameters
+    ----------
+    positions_kpc : ndarray, shape (N, 3)
+        Particle positions [physical kpc].
+    hsml_kpc : ndarray, shape (N,), or None
+        The simulation's smoothing lengths [kpc], or None to use the k-NN distance.
+    softening_kpc : float
+        Gravitational softening [kpc]: the floor of ``h``.
+    k : int, optional
+        Neighbour rank of the k-NN distance (default 16).
+    thin : int, optional
+        Tree thinning of :func:`knn_smoothing_length` (default 1, none).
     """
     if hsml_kpc is not None:
         h, source = np.asarray(hsml_kpc, np.float64), "simulation"
@@ -278,6 +291,17 @@ def deposit(
 
     Falls back to :func:`deposit_numpy` when numba is not installed. The first call in
     a process compiles the kernel (about 2 s; cached on disk by numba afterwards).
+
+    Parameters
+    ----------
+    px, py : ndarray, shape (N,)
+        Particle positions in pixel coordinates (pixel centres at integers).
+    flux : ndarray, shape (N, B)
+        Flux per particle and band.
+    sigma_pix : ndarray, shape (N,)
+        Gaussian sigma [pixels].
+    npix : int
+        Stamp size P.
 
     Returns
     -------

@@ -378,6 +378,20 @@ def read_psf(
     """Read a PSF image from the primary HDU or the first image HDU (or ``hdu``).
 
     ``plane`` selects one image of a 3-D cube (e.g. one band of a grizy PSF cube).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        FITS file.
+    hdu : str or int, optional
+        HDU name or index (default the primary, else the first image HDU).
+    plane : int, optional
+        Index of the image in a 3-D cube.
+
+    Returns
+    -------
+    ndarray, float64, shape (Q, Q)
+        The PSF image as stored.
     """
     path = Path(path)
     data = _select_hdu(path, _load_hdus(path), hdu)
@@ -460,7 +474,17 @@ def _tan_world2pix(header: Mapping[str, Any], ra: float, dec: float) -> tuple[fl
 def iter_hsc_cutouts(
     cutout_dir: Path, catalog, bands: Sequence[str],
 ) -> Iterator[Cutout | tuple[int, ExcludedObject]]:
-    """Yield a :class:`Cutout` per catalogue row, or ``(object_id, ExcludedObject)``."""
+    """Yield a :class:`Cutout` per catalogue row, or ``(object_id, ExcludedObject)``.
+
+    Parameters
+    ----------
+    cutout_dir : Path
+        Folder of ``<object_id>/<band>.fits`` cutouts.
+    catalog : pandas.DataFrame
+        Catalogue rows (after the cuts).
+    bands : sequence of str
+        Bands to read, in order.
+    """
     for row in catalog.to_dict("records"):
         oid = int(row["object_id"])
         folder = cutout_dir / str(oid)
@@ -620,7 +644,19 @@ def _present(v: Any) -> bool:
 def iter_manifest_cutouts(
     manifest: Path, rows, catalog, bands: Sequence[str],
 ) -> Iterator[Cutout | tuple[int, ExcludedObject]]:
-    """Yield a :class:`Cutout` per object of a manifest, or ``(object_id, ExcludedObject)``."""
+    """Yield a :class:`Cutout` per object of a manifest, or ``(object_id, ExcludedObject)``.
+
+    Parameters
+    ----------
+    manifest : Path
+        The manifest file (named in messages).
+    rows : pandas.DataFrame
+        Its rows: one per object and band, with the file columns.
+    catalog : pandas.DataFrame
+        One row per object (after the cuts).
+    bands : sequence of str
+        Bands to read, in order.
+    """
     base = manifest.parent
     by_obj = {oid: g for oid, g in rows.groupby("object_id", sort=False)}
     for row in catalog.to_dict("records"):
@@ -1047,7 +1083,7 @@ def _ingest_stream(
                 psf_missing.extend(obj.psf_missing)
                 if any(p is None for p in obj.psf):
                     if model_psf is None:
-                        from .demo import survey_psf_images
+                        from ..mock.observe import survey_psf_images
 
                         model_psf = survey_psf_images(sv, bands=bands, size=spec.psize)
                     obj.psf = [model_psf[b] if p is None else p for b, p in enumerate(obj.psf)]

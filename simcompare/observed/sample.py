@@ -52,6 +52,17 @@ def sample_input_files(
     the survey's PSF images. For a demo sample the synthetic cutouts are written first
     (as :func:`load_sample` would) and fingerprinted like real ones.
 
+    Parameters
+    ----------
+    survey : SurveyDescriptor or str
+        Survey (or its name) whose ``[sample]`` is read.
+    workspace : str or os.PathLike, optional
+        Workspace folder (default ``"."``).
+    stamp_size : int, optional
+        Stamp side of a demo sample (default the descriptor's).
+    progress : bool, optional
+        Show a progress bar while a demo sample is written (default False).
+
     Returns
     -------
     list of (Path, bool)

@@ -48,6 +48,20 @@ def resolve_base_path(
     Order: the explicit ``base_path`` (``--base-path``), the environment variable
     ``SIMCOMPARE_<NAME>_PATH`` (e.g. ``SIMCOMPARE_TNG100_PATH``), then the descriptor's
     ``base_path`` (relative paths there are relative to the workspace).
+
+    Parameters
+    ----------
+    sim : SimDescriptor
+        The simulation.
+    base_path : str or os.PathLike, optional
+        Explicit data folder; wins over everything else.
+    workspace : str or os.PathLike, optional
+        Folder against which a relative descriptor ``base_path`` resolves (default ``"."``).
+
+    Returns
+    -------
+    Path
+        The data folder (not checked for existence).
     """
     if base_path:
         return Path(base_path).expanduser()
@@ -181,6 +195,17 @@ def input_files(
     the group-catalogue and snapshot chunks and the offsets file; EAGLE: the subfind and
     particledata files of the snapshot's tag; web-API cutouts: every cutout and record of
     the folder.
+
+    Parameters
+    ----------
+    sim : SimDescriptor
+        The simulation.
+    snapshot : int, optional
+        Snapshot number (default the descriptor's ``default_snapshot``).
+    base_path : str or os.PathLike, optional
+        Explicit data folder (see :func:`resolve_base_path`).
+    workspace : str or os.PathLike, optional
+        Workspace folder (default ``"."``).
 
     Returns
     -------

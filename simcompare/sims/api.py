@@ -556,17 +556,7 @@ class TNGAPIReader(SimReader):
                 raw, centre_ckpc_h=centre, box_size_ckpc_h=self.box_size_ckpc_h,
                 scale_factor=a, h=h, cosmology=self.cosmology)
             del raw
-            if len(parts) == 0:
-                self._exclude("wind_only", sid)
-                continue
-            if len(parts) < self.selection.min_star_particles:
-                self._exclude("too_few_star_particles", sid)
-                continue
-            try:
-                parts.validate(where=f"{path.name}")
-            except DataFormatError as exc:
-                log.warning("skipping: %s", exc)
-                self._exclude("non_finite_particle_data", sid)
+            if not self._screen(parts, sid, where=f"{path.name}", wind_only=True):
                 continue
             out = dict(row)
             out.update(n_star_particles=len(parts), n_wind_cells=n_wind, wind_mass_msun=wind_mass)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,49 @@ class SimReader(ABC):
     def _clear_exclusions(self, reasons: Sequence[str]) -> None:
         for reason in reasons:
             self._excluded.pop(reason, None)
+
+    def _screen(
+        self, parts: StarParticles, object_id: int, *, where: str, wind_only: bool = False,
+    ) -> bool:
+        """Whether a galaxy's star particles pass the reader-level screening.
+
+        The one screening of every reader, in this order: no star left after dropping
+        wind cells (``wind_only``, when ``wind_only`` is set), fewer stars than
+        ``selection.min_star_particles`` (``too_few_star_particles``), non-finite or
+        unphysical particle data (``non_finite_particle_data``, logged as a warning). A
+        failing galaxy is counted under its reason in :attr:`exclusions`.
+
+        Parameters
+        ----------
+        parts : StarParticles
+            The galaxy's star particles in physical units.
+        object_id : int
+            Its id, recorded with the exclusion.
+        where : str
+            What names the galaxy in the warning (file or simulation and id).
+        wind_only : bool, optional
+            Count an empty ``parts`` as ``wind_only`` (TNG-like data whose wind cells
+            were dropped) rather than as too few particles (default False).
+
+        Returns
+        -------
+        bool
+            True when the galaxy is kept.
+        """
+        if wind_only and len(parts) == 0:
+            self._exclude("wind_only", object_id)
+            return False
+        if len(parts) < self.selection.min_star_particles:  # type: ignore[attr-defined]
+            self._exclude("too_few_star_particles", object_id)
+            return False
+        try:
+            parts.validate(where=where)
+        except DataFormatError as exc:
+            # logged under the reader's own module, as before the screening was shared
+            logging.getLogger(type(self).__module__).warning("skipping: %s", exc)
+            self._exclude("non_finite_particle_data", object_id)
+            return False
+        return True
 
     @abstractmethod
     def select(self, *, n_galaxies: int | None = None) -> pd.DataFrame:

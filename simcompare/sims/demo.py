@@ -76,7 +76,24 @@ _SFR_WINDOW_GYR = 0.3
 def demo_key(
     config: DemoSimConfig, *, cosmology: Cosmology, box_size_ckpc_h: float, softening_kpc: float,
 ) -> str:
-    """Short hash of everything that determines the written demo simulation."""
+    """Short hash of everything that determines the written demo simulation.
+
+    Parameters
+    ----------
+    config : DemoSimConfig
+        The population parameters.
+    cosmology : Cosmology
+        Cosmology written into the headers.
+    box_size_ckpc_h : float
+        Periodic box size [ckpc/h].
+    softening_kpc : float
+        Gravitational softening [kpc].
+
+    Returns
+    -------
+    str
+        Hex digest naming the demo's cache folder.
+    """
     payload = {
         "writer": WRITER_VERSION,
         "demo": dataclasses.asdict(config),

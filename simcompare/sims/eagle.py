@@ -50,6 +50,9 @@ _KIND = {"Coordinates": "length", "SmoothingLength": "length", "CentreOfPotentia
          "HalfMassRad": "length", "Mass": "mass", "InitialMass": "mass", "MassType": "mass",
          _APERTURE: "mass", "StarFormationRate": "sfr", "StellarFormationTime": "none",
          "SmoothedMetallicity": "none", "Metallicity": "none"}
+#: EAGLE's own ``Constants`` values, used when a file lacks that group: the files'
+#: ``CGSConversionFactor`` attributes were computed with them, so converting back with the
+#: same numbers is exact (they are a file convention, not this package's physical constants).
 _DEFAULT_CONSTANTS = {"CM_PER_MPC": 3.085678e24, "SOLAR_MASS": 1.989e33,
                       "SEC_PER_YEAR": 3.15569e7}
 
@@ -393,14 +396,7 @@ class EagleReader(SimReader):
                 initial_mass_msun=raw["InitialMass"][star],
                 age_gyr=np.maximum(age[star], 0.0), metallicity=raw["SmoothedMetallicity"][star],
                 hsml_kpc=raw["SmoothingLength"][star] if "SmoothingLength" in raw else None)
-            if len(parts) < self.selection.min_star_particles:
-                self._exclude("too_few_star_particles", oid)
-                continue
-            try:
-                parts.validate(where=f"{self.name} galaxy {oid}")
-            except DataFormatError as exc:
-                log.warning("skipping: %s", exc)
-                self._exclude("non_finite_particle_data", oid)
+            if not self._screen(parts, oid, where=f"{self.name} galaxy {oid}"):
                 continue
             row = dict(self._rows.get(oid) or {
                 k: v.item() if isinstance(v, np.generic) else v

@@ -127,8 +127,11 @@ class SimImage:
 # Where the files are
 # ---------------------------------------------------------------------------------------
 def image_folder(sim: SimDescriptor, *, workspace: str | os.PathLike = ".") -> Path:
-    """The descriptor's ``path``: environment ``SIMCOMPARE_<NAME>_PATH``, else relative to
-    the descriptor's folder when it exists there, else to the workspace."""
+    """The descriptor's ``path``.
+
+    The environment variable ``SIMCOMPARE_<NAME>_PATH`` when set, else ``path`` relative
+    to the descriptor's folder when it exists there, else relative to the workspace.
+    """
     from . import _env_name
 
     env = os.environ.get(_env_name(sim.name))
@@ -357,9 +360,7 @@ def _pixel_scale(
         msg = (f"{path.name}: the pixel scale is in kpc but no redshift is known; add a Redshift "
                "keyword, a redshift column in the catalogue, or observation_redshift to the descriptor")
         raise ImageFileExcluded(msg, reason="no_redshift")
-    d_a = float(cosmology.astropy().angular_diameter_distance(redshift).to("kpc").value)
-    kpc_per_arcsec = d_a * math.pi / 180.0 / 3600.0
-    return kpc / kpc_per_arcsec, f"{source} at z={redshift:g}"
+    return kpc / cosmology.kpc_per_arcsec(redshift), f"{source} at z={redshift:g}"
 
 
 def _object_id(path: Path, headers: Sequence[Any]) -> int | None:

@@ -39,6 +39,17 @@ def subfind_offsets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """First particle index of every group and subhalo (one particle type), Subfind order.
 
+    Parameters
+    ----------
+    group_len : ndarray of int
+        Particles of the type in each FoF group.
+    group_first_sub : ndarray of int
+        Index of each group's first subhalo (-1 when it has none).
+    group_nsubs : ndarray of int
+        Number of subhalos of each group.
+    subhalo_len : ndarray of int
+        Particles of the type in each subhalo.
+
     Returns
     -------
     group_offsets, subhalo_offsets : ndarray of int64

@@ -67,14 +67,44 @@ _DOWNLOAD_HINT = ("download them from https://www.tng-project.org/data/ (group c
 
 
 def groupcat_path(base_path: str | Path, snapshot: int, chunk: int) -> Path:
-    """Path of a group-catalogue chunk (Illustris ``groups_`` or TNG ``fof_subhalo_tab_``)."""
+    """Path of a group-catalogue chunk (Illustris ``groups_`` or TNG ``fof_subhalo_tab_``).
+
+    Parameters
+    ----------
+    base_path : str or Path
+        The simulation's ``output`` folder.
+    snapshot : int
+        Snapshot number.
+    chunk : int
+        Chunk number.
+
+    Returns
+    -------
+    Path
+        The chunk's path, whichever naming exists (TNG's when neither does).
+    """
     folder = Path(base_path) / f"groups_{snapshot:03d}"
     old = folder / f"groups_{snapshot:03d}.{chunk}.hdf5"
     return old if old.is_file() else folder / f"fof_subhalo_tab_{snapshot:03d}.{chunk}.hdf5"
 
 
 def snapshot_path(base_path: str | Path, snapshot: int, chunk: int) -> Path:
-    """Path of a snapshot chunk (``snap_`` or the older ``snapshot_`` naming)."""
+    """Path of a snapshot chunk (``snap_`` or the older ``snapshot_`` naming).
+
+    Parameters
+    ----------
+    base_path : str or Path
+        The simulation's ``output`` folder.
+    snapshot : int
+        Snapshot number.
+    chunk : int
+        Chunk number.
+
+    Returns
+    -------
+    Path
+        The ``snap_`` path, or the older ``snapshot_`` one when only that exists.
+    """
     folder = Path(base_path) / f"snapdir_{snapshot:03d}"
     new = folder / f"snap_{snapshot:03d}.{chunk}.hdf5"
     old = folder / f"snapshot_{snapshot:03d}.{chunk}.hdf5"
@@ -299,6 +329,28 @@ def subhalo_table(
     included), ``stellar_mass_total_msun``, ``stellar_mass_in_rad_msun``
     (within 2 stellar half-mass radii), ``wind_mass_msun`` (NaN when unknown),
     ``group_id`` and ``subhalo_flag`` (True where the field is absent).
+
+    Parameters
+    ----------
+    data : dict of str to ndarray
+        Raw ``Subhalo`` datasets (code units) of consecutive rows.
+    first_id : int
+        Subhalo id of the first row.
+    snapshot : int
+        Snapshot number.
+    redshift : float
+        Snapshot redshift.
+    scale_factor : float
+        Snapshot scale factor a.
+    h : float
+        Dimensionless Hubble parameter.
+    mass_definition : {"in_rad", "total"}, optional
+        Which stellar mass fills ``stellar_mass_msun`` (default ``"in_rad"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per subhalo, the columns above.
     """
     if mass_definition not in ("in_rad", "total"):
         msg = f"[selection] mass_definition must be 'in_rad' or 'total', got {mass_definition!r}"
@@ -335,6 +387,17 @@ def select_rows(
 
     A random draw rather than the first N ids, because low subhalo ids are the most
     massive haloes. Returns rows sorted by ``object_id``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows that passed the cuts.
+    selection : SelectionConfig
+        The descriptor's selection (not used by the draw; kept for the readers' common call).
+    n_galaxies : int or None
+        How many rows to draw; None keeps all.
+    seed : int, optional
+        Seed of the draw (default 0).
     """
     del selection
     table = table.sort_values("object_id", kind="stable").reset_index(drop=True)
@@ -366,6 +429,21 @@ def apply_selection(
     (``subhalo_flag`` column) and ``min_star_particles`` failures are passed to
     ``exclude(reason, object_id)``. Raises ConfigError, with the count after every cut,
     when nothing is left.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Physical-unit catalogue of every candidate.
+    selection : SelectionConfig
+        The cuts.
+    ids_given : bool
+        Explicit ids were asked for: the mass and centrals cuts are skipped.
+    exclude : callable
+        ``exclude(reason, object_id)`` records a rejected object.
+    n_total : int
+        Number of objects before any cut (for the funnel).
+    name : str
+        Simulation name, for the error message.
 
     Returns
     -------
@@ -671,17 +749,7 @@ class TNGReader(SimReader):
                 raw, centre_ckpc_h=centre, box_size_ckpc_h=self.box_size_ckpc_h,
                 scale_factor=self.scale_factor, h=self.h, cosmology=self.cosmology)
             del raw
-            if len(parts) == 0:
-                self._exclude("wind_only", oid)
-                continue
-            if len(parts) < self.selection.min_star_particles:
-                self._exclude("too_few_star_particles", oid)
-                continue
-            try:
-                parts.validate(where=f"{self.name} subhalo {oid}")
-            except DataFormatError as exc:
-                log.warning("skipping: %s", exc)
-                self._exclude("non_finite_particle_data", oid)
+            if not self._screen(parts, oid, where=f"{self.name} subhalo {oid}", wind_only=True):
                 continue
             out = dict(row)
             out.update(n_star_particles=len(parts), n_wind_cells=n_wind,

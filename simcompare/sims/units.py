@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from astropy import constants as _const
 
 from ..config import Cosmology
 from ..errors import DataFormatError
@@ -41,7 +42,7 @@ __all__ = [
     "unwrap_periodic",
 ]
 
-KPC_KM = 3.0856775814913673e16  # km in one kpc (IAU 2015 parsec)
+KPC_KM = float(_const.pc.to_value("km")) * 1e3  # km in one kpc (IAU 2015 parsec, astropy)
 GYR_S = 3.15576e16  # seconds in one Gyr (Julian years)
 
 #: Stored unit of every TNG/Illustris field simcompare converts, keyed by field name.
@@ -111,6 +112,20 @@ def unwrap_periodic(
 
     Works in whatever unit ``positions``, ``centre`` and ``box_size`` share (TNG: ckpc/h).
     Offsets end up in [-box_size/2, box_size/2); with ``box_size`` None nothing is wrapped.
+
+    Parameters
+    ----------
+    positions : ndarray, shape (N, 3)
+        Absolute positions.
+    centre : ndarray, shape (3,)
+        The reference point.
+    box_size : float or None
+        Periodic box side; None for no wrapping.
+
+    Returns
+    -------
+    ndarray, shape (N, 3)
+        Offsets from ``centre``.
     """
     d = np.asarray(positions, dtype=np.float64) - np.asarray(centre, dtype=np.float64)
     if box_size:
@@ -184,7 +199,22 @@ def tng_to_physical(
 def conversion_table(
     fields: list[str] | tuple[str, ...], *, scale_factor: float, h: float,
 ) -> list[dict[str, object]]:
-    """The conversions actually applied, one row per field, for logs and provenance."""
+    """The conversions actually applied, one row per field, for logs and provenance.
+
+    Parameters
+    ----------
+    fields : list or tuple of str
+        Field names (keys of :data:`TNG_UNITS`).
+    scale_factor : float
+        Snapshot scale factor a.
+    h : float
+        Dimensionless Hubble parameter.
+
+    Returns
+    -------
+    list of dict
+        Per field: stored unit, target unit and the factor applied.
+    """
     rows = []
     for f in fields:
         unit = TNG_UNITS[f]
@@ -204,7 +234,19 @@ def conversion_table(
 
 def check_fields(available: Mapping[str, object] | list[str], required: list[str], *,
                  where: str, hint: str) -> None:
-    """Raise DataFormatError listing every required field missing from ``available``."""
+    """Raise DataFormatError listing every required field missing from ``available``.
+
+    Parameters
+    ----------
+    available : mapping or list of str
+        What the file or record has.
+    required : list of str
+        What the reader needs.
+    where : str
+        The file or record, named in the message.
+    hint : str
+        What to do about it, appended to the message.
+    """
     missing = [f for f in required if f not in available]
     if missing:
         msg = f"{where}: missing field(s) {missing}; {hint}"
@@ -232,6 +274,21 @@ def tng_star_particles(
     relative to ``centre_ckpc_h`` across the periodic box, then every field goes
     through :func:`tng_to_physical`. ``StellarHsml`` is preferred to ``SubfindHsml``
     when both are present.
+
+    Parameters
+    ----------
+    raw : mapping of str to ndarray
+        ``PartType4`` fields in code units (absolute comoving positions).
+    centre_ckpc_h : ndarray, shape (3,)
+        Subhalo centre [ckpc/h].
+    box_size_ckpc_h : float or None
+        Periodic box size [ckpc/h]; None for no wrapping.
+    scale_factor : float
+        Snapshot scale factor a.
+    h : float
+        Dimensionless Hubble parameter.
+    cosmology : Cosmology
+        Cosmology of the stellar ages (formation scale factor -> age).
 
     Returns
     -------
