@@ -209,7 +209,22 @@ class Cluster:
 
 
 def as_cluster(cluster: Cluster | None, *, workers: int = 1, scheduler: Any = None) -> tuple[Cluster, bool]:
-    """The cluster to use and whether the caller owns it (and so must close it)."""
+    """The cluster to use and whether the caller owns it (and so must close it).
+
+    Parameters
+    ----------
+    cluster : Cluster or None
+        A cluster the caller was given (returned as is, not owned).
+    workers : int
+        Workers of a new cluster when ``cluster`` is None.
+    scheduler : str or distributed.Client, optional
+        Scheduler of a new cluster when ``cluster`` is None.
+
+    Returns
+    -------
+    (Cluster, bool)
+        The cluster and whether the caller must close it.
+    """
     if cluster is not None:
         return cluster, False
     return Cluster(workers=workers, scheduler=scheduler), True

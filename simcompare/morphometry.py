@@ -106,7 +106,22 @@ def _box(shape: tuple[int, int], xc: float, yc: float, r: float) -> tuple[slice,
 
 def circular_fluxes(images: list[np.ndarray], center: tuple[float, float],
                     radii: np.ndarray) -> list[np.ndarray]:
-    """Exact circular-aperture sums of each image (same shape) for many radii at once."""
+    """Exact circular-aperture sums of each image (same shape) for many radii at once.
+
+    Parameters
+    ----------
+    images : list of ndarray, shape (H, W)
+        Images of one shape.
+    center : (float, float)
+        Aperture centre ``(x, y)`` [pixels].
+    radii : ndarray
+        Aperture radii [pixels].
+
+    Returns
+    -------
+    list of ndarray
+        Per image, the sum inside each radius (exact pixel overlap).
+    """
     radii = np.atleast_1d(np.asarray(radii, np.float64))
     xc, yc = center
     sy, sx = _box(images[0].shape, xc, yc, float(radii.max()))
