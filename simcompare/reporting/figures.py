@@ -501,7 +501,8 @@ def _trend_panels(panels: Sequence[Mapping[str, Any]], *, path: str | Path) -> P
             offset = (k - 0.5) * 0.02 * (np.nanmax(b["centre"]) - np.nanmin(b["centre"]) + 1e-12)
             ax.errorbar(
                 b["centre"][good] + offset, b["median"][good],
-                yerr=[b["median"][good] - b["lo"][good], b["hi"][good] - b["median"][good]],
+                yerr=np.vstack([b["median"][good] - b["lo"][good],
+                                b["hi"][good] - b["median"][good]]),
                 fmt="o-" if series["kind"] == "sim" else "s--", color=colour, markersize=4,
                 capsize=2, linewidth=1.2, label=series["label"],
             )
