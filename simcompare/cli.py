@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "rendered as particles through the mock path); verdicts then compare "
                         "with 0.5 only")
     p.add_argument("--floor-max", type=_positive_int, default=None,
-                   help="self-simulate at most N held-out observed galaxies for the floor "
-                        "(default: the --morphology-max value)")
+                   help="use at most N held-out observed galaxies for the floor, half "
+                        "self-simulated and half re-rendered analytically (default: twice "
+                        "--morphology-max)")
     p.add_argument("--floor-particles", type=_positive_int, default=None,
                    help="star particles per self-simulated galaxy (default: the median of "
                         "the rendered galaxies)")

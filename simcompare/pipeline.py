@@ -455,7 +455,7 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
         floor_cfg = {
             "stage": "floor", "version": __version__, "train": train_key, "render": render_key,
             "morphology": morph_key, "column": column, "particles": cfg.floor_particles,
-            "curve": list(cfg.floor_curve), "max": cfg.floor_max or cfg.morphology_max,
+            "curve": list(cfg.floor_curve), "max": cfg.floor_max or 2 * cfg.morphology_max,
             "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed}
         floor_key = stages.key("floor", floor_cfg)
         floor_json = stages.final("floor") / "floor.json"
@@ -469,7 +469,7 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
                     observed_test=observed_test, mocks=mocks, model=model_dir, out=work,
                     survey=survey, workspace=workspace, column=column,
                     n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
-                    max_galaxies=cfg.floor_max or cfg.morphology_max,
+                    max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
                     n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
                     device=cfg.device, workers=cfg.workers, progress=cfg.progress)
                 stages.finish("floor", work, floor_cfg)
