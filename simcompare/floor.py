@@ -398,7 +398,8 @@ def _workers(workers: int, n_images: int) -> int:
 
 def _curve_point(entry: dict[str, Any]) -> dict[str, Any]:
     """One point of the floor curve: both axes' values and CIs at one particle count."""
-    point: dict[str, Any] = {"particles": entry["particles"], "n_galaxies": entry["n_galaxies"]}
+    point: dict[str, Any] = {"particles": entry["particles"], "n_galaxies": entry["n_galaxies"],
+                             "seconds": entry.get("seconds")}
     if "summary" not in entry:
         point["skipped"] = entry.get("skipped")
         return point
