@@ -365,8 +365,8 @@ def _floor(run: _Run, fig_dir: Path) -> dict[str, Any]:
         raise SectionUnavailable(msg)
     axes_in = s.get("axes") if isinstance(s.get("axes"), Mapping) else {}
     rows = []
-    for key, title in (("fine_structure", "fine structure (likelihood-ratio AUROC)"),
-                       ("global_structure", "global structure (classifier AUROC)")):
+    for key, title in (("fine_structure", "fine structure (ratio AUROC)"),
+                       ("global_structure", "global structure (classifier)")):
         ax = axes_in.get(key) if isinstance(axes_in.get(key), Mapping) else {}
         f = _axis_floor(ax).get("floor")
         rows.append({"axis": title, "sim": _num(ax.get("value")), "sim_ci": _ci(ax.get("ci")),
