@@ -7,11 +7,12 @@ Usage: python benchmarks/floor_curve.py [--workspace WS] [--counts 1000,4000,200
 run (its ``run.json`` gives the mocks, the held-out observed split and the trained
 model); without it the demo is scored first in a temporary workspace with the demo's
 defaults and ``--no-floor``. The floor (:func:`simcompare.floor.measure_floor`) is then
-measured at every count of ``--counts`` on at most ``--max`` held-out galaxies (half
-self-simulated, half re-rendered analytically) and one JSON object is printed: per
-count, both axes' floor (value and CI), the number of galaxies, the seconds spent, the
-count at which the floor vanishes (every axis' CI holds 0.5), the load average and the
-median particle count of the demo's own rendered galaxies.
+measured at the simulation's typical particle count (the median of its rendered
+galaxies) and at every count of ``--counts``, on at most ``--max`` held-out galaxies
+(half self-simulated, half re-rendered analytically), and one JSON object is printed:
+per count, both axes' floor (value and CI), the number of galaxies and the seconds
+spent; the count at which the floor vanishes (every axis' CI holds 0.5); the run's own
+axes and its verdict without and with the floor; the load average.
 """
 
 from __future__ import annotations
@@ -57,26 +58,45 @@ def main() -> None:
     column = "llr_nats" if run["config"]["background"] != "none" else "log_prob_nats"
     out = Path(tempfile.mkdtemp(prefix="floor_curve_out_"))
     t1 = time.perf_counter()
+    cpu0 = time.process_time()
     rec = measure_floor(
         observed_test=Path(paths["observed_test"]), mocks=Path(paths["mocks"]),
         model=Path(paths["model"]), out=out, survey=find_survey("hsc", workspace=ws),
-        workspace=ws, column=column, n_particles=a.counts[0], curve=a.counts[1:],
+        workspace=ws, column=column, n_particles=None, curve=a.counts,
         max_galaxies=a.max, n_bootstrap=a.n_bootstrap, n_null=10, seed=a.seed,
         workers=a.workers)
     floor_s = time.perf_counter() - t1
-    first = {"particles": rec["particles"], "n_galaxies": rec.get("n_galaxies"),
-             "seconds": rec.get("seconds")}
+    typical = {"particles": rec["particles"], "n_galaxies": rec.get("n_galaxies"),
+               "seconds": rec.get("seconds")}
     if "summary" in rec:
         for axis in ("fine_structure", "global_structure"):
             e = rec["summary"]["axes"].get(axis) or {}
-            first[axis] = {"value": e.get("value"), "ci": e.get("ci")}
-    curve = [first, *rec.get("curve", [])]
+            typical[axis] = {"value": e.get("value"), "ci": e.get("ci")}
+
+    # the run's own verdict without and with the floor at the typical count
+    from simcompare.comparison import compare
+
+    n_boot = int(run["config"].get("n_bootstrap") or a.n_bootstrap)
+    common = {"column": column, "n_bootstrap": n_boot, "n_null": int(run["config"]["n_null"]),
+              "seed": int(run["config"]["seed"]), "morphology": paths["morphology_sim"],
+              "morphology_reference": paths["morphology_reference"]}
+    plain = compare(paths["sim_scores"], paths["reference_scores"], **common)
+    floored = compare(paths["sim_scores"], paths["reference_scores"], floor=rec, **common)
+
+    def axes(summary: dict) -> dict:
+        return {k: {"value": v.get("value"), "ci": v.get("ci")}
+                for k, v in summary["axes"].items() if v}
+
     print(json.dumps({
         "benchmark": "floor_curve", "workspace": "temporary" if tmp else str(ws),
         "typical_particles": rec.get("typical_particles"),
         "particles_source": rec.get("particles_source"), "halves": rec.get("halves"),
-        "curve": curve, "vanishes_at_particles": vanishing_particles(curve),
+        "floor_at_typical_count": typical, "curve": rec.get("curve", []),
+        "vanishes_at_particles": vanishing_particles(rec.get("curve", [])),
+        "simulation_axes": axes(plain),
+        "verdict_without_floor": plain["verdict"], "verdict_with_floor": floored["verdict"],
         "score_seconds": round(score_s, 1), "floor_seconds": round(floor_s, 1),
+        "floor_cpu_seconds_main_process": round(time.process_time() - cpu0, 1),
         "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
     }, indent=1, default=str))
     if tmp is not None:
