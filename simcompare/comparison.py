@@ -1039,7 +1039,8 @@ def attach_floor(summary: dict[str, Any], floor: Mapping[str, Any], *,
     if reason is None and fs["verdict"].get("too_few_galaxies"):
         reason = (f"too few self-simulated galaxies ({fs['n']['sim']}; at least "
                   f"{min_galaxies} are needed)")
-    curve = list(floor.get("curve") or [])
+    # without the timings (floor.json keeps them): the summary is reproducible to the byte
+    curve = [{k: v for k, v in p.items() if k != "seconds"} for p in floor.get("curve") or []]
     block["curve"] = curve
     block["vanishes_at_particles"] = vanishing_particles(curve) if curve else None
     if reason is not None:
