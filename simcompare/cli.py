@@ -53,6 +53,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    """Comma-separated particle counts, e.g. ``1000,4000,2e4`` (each at least 1)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            msg = f"expected comma-separated particle counts, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if value < 1 or value != int(value):
+            msg = f"particle counts must be whole numbers of at least 1, got {part!r}"
+            raise argparse.ArgumentTypeError(msg)
+        out.append(int(value))
+    if not out:
+        msg = f"expected comma-separated particle counts, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return tuple(out)
+
+
 def _positive_float(text: str) -> float:
     value = _float(text)
     if not (value > 0 and math.isfinite(value)):
@@ -143,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bootstrap", type=_positive_int, default=None, help="bootstrap draws")
     p.add_argument("--morphology-max", type=_positive_int, default=None,
                    help="measure morphology on at most N images per side")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the pipeline floor (the held-out observed galaxies' Sersic fits "
+                        "rendered as particles through the mock path); verdicts then compare "
+                        "with 0.5 only")
+    p.add_argument("--floor-max", type=_positive_int, default=None,
+                   help="use at most N held-out observed galaxies for the floor, half "
+                        "self-simulated and half re-rendered analytically (default: twice "
+                        "--morphology-max)")
+    p.add_argument("--floor-particles", type=_positive_int, default=None,
+                   help="star particles per self-simulated galaxy (default: the median of "
+                        "the rendered galaxies)")
+    p.add_argument("--floor-curve", type=_counts, nargs="?", const=(1000, 4000, 20000, 100000),
+                   default=(), metavar="N,N,...",
+                   help="also measure the floor at these particle counts (default when given "
+                        "without a value: 1000,4000,20000,100000) and show the curve")
     model_options(p, demo_note=True)
 
     # render -----------------------------------------------------------------------
@@ -283,7 +319,9 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, background=args.background,
             background_conditions=args.background_conditions, n_bootstrap=args.n_bootstrap,
             seed=args.seed, noise=args.noise, ensemble=args.ensemble,
-            morphology_max=args.morphology_max, progress=progress,
+            morphology_max=args.morphology_max, progress=progress, floor=not args.no_floor,
+            floor_max=args.floor_max, floor_particles=args.floor_particles,
+            floor_curve=tuple(args.floor_curve),
         )
         out = score(cfg)
         print(out / "index.html")

@@ -308,6 +308,10 @@ class ScoreConfig:
     noise: str = "survey"
     morphology_max: int | None = None
     progress: bool = False
+    floor: bool = True
+    floor_max: int | None = None
+    floor_particles: int | None = None
+    floor_curve: tuple[int, ...] = ()
 
     def resolved(self, defaults: ScoreDefaults | None = None) -> ScoreConfig:
         """Fill every ``None`` option from ``defaults`` and then :data:`SCORE_DEFAULTS`."""

@@ -1,4 +1,4 @@
-"""``simcompare score``: render -> ingest -> train -> evaluate -> measure -> compare -> report.
+"""``simcompare score``: render -> ingest -> train -> evaluate -> measure -> floor -> compare -> report.
 
 Every stage writes into ``<workspace>/.simcompare/cache/<stage>/<key>/``, where ``key``
 hashes the stage's own configuration, the fingerprints of the input files it reads (see
@@ -227,11 +227,15 @@ def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
         msg = f"band(s) {unknown} are not bands of survey {survey.name!r} ({', '.join(survey.bands)})"
         raise ConfigError(msg)
     for name in ("epochs", "batch_size", "levels", "blocks", "hidden", "workers", "n_bootstrap",
-                 "ensemble"):
+                 "ensemble", "floor_max", "floor_particles"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             msg = f"--{name.replace('_', '-')} must be at least 1 (got {value})"
             raise ConfigError(msg)
+    bad_curve = [c for c in cfg.floor_curve if int(c) < 1]
+    if bad_curve:
+        msg = f"--floor-curve particle counts must be at least 1 (got {bad_curve})"
+        raise ConfigError(msg)
     stamp = cfg.stamp_size or survey.stamp_size
     if stamp % (2 ** (cfg.levels or 1)):
         msg = (f"stamp size {stamp} must be divisible by 2**levels = {2 ** cfg.levels}; "
@@ -446,29 +450,57 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
                     progress=cfg.progress)
             stages.finish("morphology", work, {"key": morph_key})
 
-    # 6. population statistics -------------------------------------------------------
+    # 6. the pipeline's own floor: the observed galaxies' smooth fits through the mock path
+    column = "llr_nats" if cfg.background != "none" else "log_prob_nats"
+    floor_key = None
+    floor_json = None
+    if cfg.floor:
+        floor_cfg = {
+            "stage": "floor", "version": __version__, "train": train_key, "render": render_key,
+            "morphology": morph_key, "column": column, "particles": cfg.floor_particles,
+            "curve": list(cfg.floor_curve), "max": cfg.floor_max or 2 * cfg.morphology_max,
+            "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed}
+        floor_key = stages.key("floor", floor_cfg)
+        floor_json = stages.final("floor") / "floor.json"
+        with _stage("floor", timings, lambda: stages.is_complete("floor"), reused) as cached:
+            stages.explain("floor", cached, ("train", "render", "morphology"))
+            if not cached:
+                from .floor import measure_floor
+
+                work = stages.work("floor")
+                measure_floor(
+                    observed_test=observed_test, mocks=mocks, model=model_dir, out=work,
+                    survey=survey, workspace=workspace, column=column,
+                    n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
+                    max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
+                    n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
+                    device=cfg.device, workers=cfg.workers, progress=cfg.progress)
+                stages.finish("floor", work, floor_cfg)
+
+    # 7. population statistics -------------------------------------------------------
     cmp_cfg = {"stage": "compare", "version": __version__, "evaluate": eval_key,
                "morphology": morph_key, "n_bootstrap": cfg.n_bootstrap, "n_null": cfg.n_null,
-               "seed": cfg.seed}
+               "seed": cfg.seed, "floor": floor_key}
     cmp_key = stages.key("compare", cmp_cfg)
     cmp_dir = stages.final("compare")
     summary_path = cmp_dir / "summary.json"
     with _stage("compare", timings, lambda: stages.is_complete("compare"), reused) as cached:
-        stages.explain("compare", cached, ("evaluate", "morphology"))
+        stages.explain("compare", cached, ("evaluate", "morphology", "floor"))
         if not cached:
             from .comparison import compare
 
             work = stages.work("compare")
-            column = "llr_nats" if cfg.background != "none" else "log_prob_nats"
+            floor = (json.loads(floor_json.read_text()) if floor_json is not None
+                     else {"skipped": "switched off with --no-floor"})
             summary = compare(
                 sim_scores, ref_scores, column=column, n_bootstrap=cfg.n_bootstrap,
                 n_null=cfg.n_null, seed=cfg.seed, morphology=morph_sim,
-                morphology_reference=morph_ref,
+                morphology_reference=morph_ref, floor=floor,
             )
             write_json_atomic(work / "summary.json", summary)
             stages.finish("compare", work, cmp_cfg)
 
-    # 7. the run folder and the report ----------------------------------------------
+    # 8. the run folder and the report ----------------------------------------------
     run_dir = root / "runs" / f"{sim.name}_{survey.name}"
     report_dir = workspace / "reports" / f"{sim.name}_{survey.name}"
     hashes = {
@@ -482,12 +514,14 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
         "sim": sim.name, "sim_title": sim.title, "survey": survey.name, "survey_title": survey.title,
         "config": dataclasses.asdict(cfg) | {"workspace": "."},
         "stage_keys": {"render": render_key, "observed": obs_key, "train": train_key,
-                       "evaluate": eval_key, "morphology": morph_key, "compare": cmp_key},
+                       "evaluate": eval_key, "morphology": morph_key, "floor": floor_key,
+                       "compare": cmp_key},
         "paths": {
             "mocks": str(mocks), "observed": str(observed), "observed_test": str(observed_test),
             "model": str(model_dir), "sim_scores": str(sim_scores),
             "reference_scores": str(ref_scores), "summary": str(summary_path),
             "morphology_sim": str(morph_sim), "morphology_reference": str(morph_ref),
+            "floor": None if floor_json is None else str(floor_json),
         },
         "timings_s": timings,
         "cached": reused,

@@ -59,6 +59,11 @@ def test_unknown_survey(tmp_path, capsys):
         (["score", "--sim", "demo"], "--survey"),
         (["score", "--sim", "demo", "--survey", "hsc", "--background", "flat"], "--background"),
         (["compare", "--scores", "a.parquet"], "--reference"),
+        (["score", "--sim", "demo", "--survey", "hsc", "--floor-max", "0"], "--floor-max"),
+        (["score", "--sim", "demo", "--survey", "hsc", "--floor-curve", "1000,lots"],
+         "comma-separated particle counts"),
+        (["score", "--sim", "demo", "--survey", "hsc", "--floor-curve", "0,1000"],
+         "at least 1"),
     ],
 )
 def test_bad_options_exit_2(args, needle, capsys):

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["--n-galaxies", "16", "--stamp-size", "32", "--levels", "2", "--blocks", "1",
         "--hidden", "8", "--epochs", "3", "--batch-size", "8", "--n-bootstrap", "20",
         "--morphology-max", "6", "--seed", "3"]
-CACHED = ("render", "observed", "train", "evaluate", "morphology", "compare")
+CACHED = ("render", "observed", "train", "evaluate", "morphology", "floor", "compare")
 STAGES = (*CACHED, "report")
 
 

@@ -45,7 +45,8 @@ def test_demo_runs_every_stage(cli_run):
     assert "<html" in html.lower() and "http://" not in html and "https://" not in html
     assert (ws / "reports" / "index.html").exists()
     run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
-    for stage in ("render", "observed", "train", "evaluate", "morphology", "compare", "report"):
+    for stage in ("render", "observed", "train", "evaluate", "morphology", "floor", "compare",
+                  "report"):
         assert stage in run["timings_s"], stage
 
     # the demo simulation went through the TNG reader: TNG-layout files exist
@@ -87,7 +88,7 @@ def test_second_run_is_cached(cli_run):
     mtimes = {p: p.stat().st_mtime_ns for p in outputs if p.exists()}
     assert main(["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY]) == 0
     second = json.loads(run_json.read_text())
-    stages = ("render", "observed", "train", "evaluate", "morphology", "compare")
+    stages = ("render", "observed", "train", "evaluate", "morphology", "floor", "compare")
     assert all(second["cached"][s] for s in stages), second["cached"]
     assert second["stage_keys"] == first["stage_keys"]
     for path, mtime in mtimes.items():
@@ -141,3 +142,65 @@ def test_report_verb_rewrites_the_report_of_a_run(cli_run, tmp_path):
     assert "On fine structure" in html and "http://" not in html
     pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"),
                                   pd.read_parquet(ws / "reports" / "demo_hsc" / "scores.parquet"))
+
+
+def test_every_axis_carries_the_pipeline_floor(cli_run):
+    ws, _ = cli_run
+    report = ws / "reports" / "demo_hsc"
+    summary = json.loads((report / "summary.json").read_text())
+    block = summary["pipeline_floor"]
+    paths = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())["paths"]
+    mocks = imageset.read_catalog(paths["mocks"])
+    n_test = len(json.loads((Path(paths["model"]) / "split.json").read_text())["test"])
+    # the simulation's typical particle count, on half of the held-out galaxies (at most
+    # twice --morphology-max of them)
+    assert block["particles"] == round(float(np.median(mocks["n_star_particles"])))
+    assert block["n_galaxies"] + sum(block["exclusions"].values()) == (min(n_test, 50) + 1) // 2
+    for axis in ("fine_structure", "global_structure"):
+        pf = summary["axes"][axis]["pipeline_floor"]
+        assert pf is not None, axis
+        assert pf["ci"][0] <= pf["value"] <= pf["ci"][1]
+        assert pf["particles"] == block["particles"]
+        d = pf["difference"]
+        assert d["ci"][0] <= d["value"] <= d["ci"][1]
+        assert d["value"] == pytest.approx(summary["axes"][axis]["value"] - pf["value"])
+    assert summary["verdict"]["against_pipeline_floor"] == {"fine_structure": True,
+                                                            "global_structure": True}
+    assert "pipeline floor" in summary["verdict"]["text"]
+    html = (report / "index.html").read_text()
+    assert 'id="floor"' in html and "simulation − floor" in html
+    assert html.count("pipeline floor (observed galaxies self-simulated at") == 2
+    assert "run &#39;simcompare score&#39; with --floor-curve" in html or \
+        "run 'simcompare score' with --floor-curve" in html
+
+
+def test_no_floor_and_floor_curve_options(cli_run, tmp_path):
+    import shutil
+
+    ws = tmp_path / "ws_floor"
+    shutil.copytree(cli_run[0], ws)
+    base = ["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY]
+    assert main([*base, "--no-floor"]) == 0
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    assert "floor" not in run["timings_s"] and run["stage_keys"]["floor"] is None
+    assert all(run["cached"][s] for s in ("render", "train", "evaluate", "morphology"))
+    summary = json.loads((ws / "reports" / "demo_hsc" / "summary.json").read_text())
+    assert summary["pipeline_floor"]["skipped"] == "switched off with --no-floor"
+    assert summary["axes"]["fine_structure"]["pipeline_floor"] is None
+    assert "not measured (switched off with --no-floor)" in summary["verdict"]["text"]
+    html = (ws / "reports" / "demo_hsc" / "index.html").read_text()
+    assert "the pipeline floor was not measured: switched off with --no-floor" in html
+
+    assert main([*base, "--floor-curve", "300,1000", "--floor-particles", "600"]) == 0
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    assert not run["cached"]["floor"] and run["cached"]["morphology"]
+    summary = json.loads((ws / "reports" / "demo_hsc" / "summary.json").read_text())
+    block = summary["pipeline_floor"]
+    assert block["particles"] == 600 and block["particles_source"] == "set with --floor-particles"
+    assert [p["particles"] for p in block["curve"]] == [300, 1000]
+    for p in block["curve"]:
+        assert p["fine_structure"]["ci"][0] <= p["fine_structure"]["value"] <= \
+            p["fine_structure"]["ci"][1]
+    report = ws / "reports" / "demo_hsc"
+    assert (report / "figures" / "floor_curve.png").stat().st_size > 1000
+    assert "figures/floor_curve.png" in (report / "index.html").read_text()

@@ -76,6 +76,17 @@ def _morph(rng: np.random.Generator, ids: np.ndarray, r_half: np.ndarray, *, clu
     })
 
 
+def _floor_entry(value, ci, floor, floor_ci) -> dict:
+    """An axis' pipeline_floor as simcompare.comparison.attach_floor writes it."""
+    half = 1.96 * float(np.hypot((ci[1] - ci[0]) / 3.92, (floor_ci[1] - floor_ci[0]) / 3.92))
+    d = value - floor
+    return {"value": floor, "ci": floor_ci, "n": {"sim": 30, "reference": 30}, "particles": 5400,
+            "difference": {"value": d, "ci": [d - half, d + half],
+                           "ci_contains_zero": bool(d - half <= 0 <= d + half),
+                           "method": "normal approximation"},
+            "share_of_distance": abs(floor - 0.5) / abs(value - 0.5)}
+
+
 def _summary(llr_sim: np.ndarray, llr_ref: np.ndarray) -> dict:
     """A summary.json with the structure simcompare.comparison writes (numbers made up)."""
     def m(value, ci, null_value, null, null_ci):
@@ -146,15 +157,29 @@ def _summary(llr_sim: np.ndarray, llr_ref: np.ndarray) -> dict:
         "axes": {
             "fine_structure": {"metric": "auroc", "column": "llr_nats", "value": 0.713,
                                "ci": [0.652, 0.771], "ci_contains_null_value": False,
-                               "null": {"value": 0.497, "ci": [0.431, 0.562]}},
+                               "null": {"value": 0.497, "ci": [0.431, 0.562]},
+                               "pipeline_floor": _floor_entry(0.713, [0.652, 0.771], 0.58,
+                                                              [0.5, 0.66])},
             "global_structure": {"metric": "classifier_auroc",
                                  "parameters": ["gini", "m20", "asymmetry", "r_half_arcsec"],
                                  "n": {"sim": 31, "reference": 55}, "value": 0.883,
                                  "ci": [0.81, 0.95], "ci_method": "percentile", "null_value": 0.5,
                                  "ci_contains_null_value": False,
                                  "null": {"value": 0.52, "ci": [0.41, 0.63]},
-                                 "n_folds": 5, "l2": 1.0},
+                                 "n_folds": 5, "l2": 1.0,
+                                 "pipeline_floor": _floor_entry(0.883, [0.81, 0.95], 0.84,
+                                                                [0.76, 0.92])},
         },
+        "pipeline_floor": {
+            "particles": 5400, "particles_source": "median n_star_particles of the 40 rendered "
+            "galaxies", "n_galaxies": 30, "exclusions": {},
+            "definition": "self-simulation of the held-out observed galaxies' Sersic fits",
+            "curve": [{"particles": c, "n_galaxies": 30,
+                       "fine_structure": {"value": v, "ci": [v - 0.08, v + 0.08]},
+                       "global_structure": {"value": g, "ci": [g - 0.08, g + 0.08]}}
+                      for c, v, g in ((1000, 0.66, 0.9), (4000, 0.6, 0.85),
+                                      (20000, 0.54, 0.7), (100000, 0.5, 0.55))],
+            "vanishes_at_particles": 100000},
         "verdict": {
             "text": "The simulated galaxies differ from the observed ones in fine structure and are larger.",
             "fine_structure": "less typical", "global_structure": "differs",
@@ -335,8 +360,8 @@ def test_report_is_self_contained(report: Path):
     assert not re.search(r"(src|href)=\"(https?:)?//", text)
     assert "@import" not in text and "url(" not in text
     # 12 least + 12 most typical, each sim + look-alike, each 1 composite + 3 bands; 12 maps x 2;
-    # plus the score, trend, training-curve and morphology figures
-    assert len(p.images) == 2 * 12 * 2 * (1 + len(BANDS)) + 12 * 2 + 4
+    # plus the floor-curve, score, trend, training-curve and morphology figures
+    assert len(p.images) == 2 * 12 * 2 * (1 + len(BANDS)) + 12 * 2 + 5
     for src in p.images:
         assert not src.startswith("/")
         path = report.parent / src
@@ -349,6 +374,7 @@ def test_report_structure_snapshot(report: Path):
         "h1# Does demo look like hsc?",
         "section#verdict", "h2# Verdict",
         "h3# Fine structure", "h3# Global structure",
+        "section#floor", "h2# The pipeline's floor",
         "section#scores", "h2# Score distributions",
         "section#trends", "h2# Trends with galaxy properties",
         "h3#matched Comparison in matched bins", "h3#per-bin Per bin",
@@ -393,6 +419,24 @@ def test_verdict_shows_both_axes_cis_and_null(report: Path):
     assert v.count("CI excludes the no-difference value") == 4   # two axes, two headline metrics
     assert "Verdict: less typical" in v and "Verdict: differs" in v
     assert "KS p-value 1.2e-05" in v
+
+
+def test_floor_beside_each_axis_and_its_curve(report: Path):
+    v = _verdict_text(report)
+    # beside each axis: the floor, the difference with its CI and the pipeline's share
+    assert "pipeline floor (observed galaxies self-simulated at 5400 particles): 0.58 [0.5, 0.66]" in v
+    assert "simulation − floor 0.133 [0.0333, 0.233] beyond the floor ;" in v
+    assert "the pipeline alone makes 38% of the distance from 0.5" in v
+    assert "pipeline floor (observed galaxies self-simulated at 5400 particles): 0.84 [0.76, 0.92]" in v
+    assert "simulation − floor 0.043 [-0.0633, 0.149] within the floor ;" in v
+    text = report.read_text(encoding="utf-8")
+    floor = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text.split('id="floor"')[1]
+                                          .split('id="scores"')[0])).split())
+    assert "30 self-simulated galaxies at 5400 star particles each" in floor
+    assert "The floor vanishes (every axis' CI holds 0.5) from 100000 particles per galaxy on." in floor
+    assert "100000 30 0.5 [0.42, 0.58] 0.55 [0.47, 0.63]" in floor
+    assert 'src="figures/floor_curve.png"' in text
+    assert (report.parent / "figures" / "floor_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_trends_show_matched_and_per_bin_results(report: Path):

@@ -546,6 +546,53 @@ def training_curves(curves: Sequence[Mapping[str, Any]], *, path: str | Path) ->
         return save_figure(fig, path)
 
 
+def floor_curve(curve: Sequence[Mapping[str, Any]], *, path: str | Path,
+                marks: Mapping[str, Any] | None = None) -> Path:
+    """The pipeline floor of both axes against the particle count per galaxy.
+
+    Parameters
+    ----------
+    curve : sequence of mapping
+        Each with ``particles`` and, per axis (``fine_structure``, ``global_structure``),
+        ``{"value", "ci"}``.
+    path : str or Path
+        Output PNG.
+    marks : mapping of label to particle count, optional
+        Vertical lines (e.g. the simulation's own count).
+    """
+    pts = sorted((p for p in curve if "particles" in p), key=lambda p: float(p["particles"]))
+    with _style():
+        _pyplot()
+        fig, axes = _figure(1, 1, width=6.0, height=3.0)
+        ax = axes[0, 0]
+        for k, (key, label) in enumerate((("fine_structure", "fine structure (ratio AUROC)"),
+                                          ("global_structure", "global structure (classifier)"))):
+            xs, ys, lo, hi = [], [], [], []
+            for p in pts:
+                e = p.get(key) or {}
+                if e.get("value") is None or e.get("ci") is None:
+                    continue
+                xs.append(float(p["particles"]))
+                ys.append(float(e["value"]))
+                lo.append(float(e["value"]) - float(e["ci"][0]))
+                hi.append(float(e["ci"][1]) - float(e["value"]))
+            if xs:
+                shift = 1.0 + 0.04 * (k - 0.5)  # side by side in log x
+                ax.errorbar(np.asarray(xs) * shift, ys, yerr=[lo, hi], fmt="o-", capsize=3,
+                            linewidth=1.2, markersize=4, label=label)
+        ax.axhline(0.5, color="0.4", linewidth=0.8, linestyle=":")
+        for text, value in (marks or {}).items():
+            if value:
+                ax.axvline(float(value), color="0.6", linewidth=0.8, linestyle="--")
+                ax.annotate(text, (float(value), 0.02), xycoords=("data", "axes fraction"),
+                            fontsize=7, color="0.4", rotation=90, ha="right", va="bottom")
+        ax.set_xscale("log")
+        ax.set_xlabel("star particles per self-simulated galaxy")
+        ax.set_ylabel("AUROC: self-simulation vs analytic")
+        ax.legend(frameon=False, fontsize=7)
+        return save_figure(fig, path)
+
+
 def _finite(values: Any) -> np.ndarray:
     arr = np.asarray(values, float).ravel()
     return arr[np.isfinite(arr)]

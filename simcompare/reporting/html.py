@@ -333,7 +333,84 @@ def _axis(key: str, title: str, what: str, ax: Any, metrics: Mapping[str, Any],
         "null": _num(null.get("value")) if isinstance(null, Mapping) else "–",
         "null_ci": _ci(null.get("ci")) if isinstance(null, Mapping) else "–",
         "contains": contains,
+        **_axis_floor(ax),
     }
+
+
+def _axis_floor(ax: Mapping[str, Any]) -> dict[str, Any]:
+    """The pipeline floor beside an axis: its value, CI, and the simulation's difference."""
+    pf = ax.get("pipeline_floor")
+    if not isinstance(pf, Mapping) or pf.get("value") is None:
+        return {"floor": None}
+    diff = pf.get("difference") if isinstance(pf.get("difference"), Mapping) else {}
+    share = pf.get("share_of_distance")
+    return {"floor": {
+        "value": _num(pf.get("value")), "ci": _ci(pf.get("ci")),
+        "particles": _num(pf.get("particles")),
+        "diff": _num(diff.get("value")), "diff_ci": _ci(diff.get("ci")),
+        "beyond": None if not diff else not diff.get("ci_contains_zero"),
+        "share": "–" if share is None else f"{100 * float(share):.0f}%",
+    }}
+
+
+def _floor(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    """The pipeline's own floor: what the render path alone does to the observed galaxies."""
+    s = run.summary()
+    block = s.get("pipeline_floor")
+    if not isinstance(block, Mapping):
+        msg = "the summary has no pipeline floor; rerun 'simcompare score' with this version"
+        raise SectionUnavailable(msg)
+    if block.get("skipped"):
+        msg = f"the pipeline floor was not measured: {block['skipped']}"
+        raise SectionUnavailable(msg)
+    axes_in = s.get("axes") if isinstance(s.get("axes"), Mapping) else {}
+    rows = []
+    for key, title in (("fine_structure", "fine structure (ratio AUROC)"),
+                       ("global_structure", "global structure (classifier)")):
+        ax = axes_in.get(key) if isinstance(axes_in.get(key), Mapping) else {}
+        f = _axis_floor(ax).get("floor")
+        rows.append({"axis": title, "sim": _num(ax.get("value")), "sim_ci": _ci(ax.get("ci")),
+                     **(f or {"value": "–", "ci": "–", "diff": "–", "diff_ci": "–",
+                              "share": "–", "beyond": None})})
+    params = []
+    morph = s.get("morphology") if isinstance(s.get("morphology"), Mapping) else {}
+    for name, entry in morph.items():
+        pf = entry.get("pipeline_floor") if isinstance(entry, Mapping) else None
+        if not isinstance(pf, Mapping) or not isinstance(pf.get("auroc"), Mapping):
+            continue
+        a = pf["auroc"]
+        diff = a.get("difference") if isinstance(a.get("difference"), Mapping) else {}
+        params.append({"name": name, "sim": _stat(entry.get("auroc")),
+                       "floor": _stat(a), "diff": _stat(diff),
+                       "beyond": None if not diff else not diff.get("ci_contains_zero")})
+    curve = [p for p in block.get("curve") or [] if isinstance(p, Mapping)]
+    figure = None
+    curve_rows = []
+    for p in sorted(curve, key=lambda p: float(p.get("particles", 0))):
+        fine = p.get("fine_structure") or {}
+        glob = p.get("global_structure") or {}
+        curve_rows.append({"particles": _num(p.get("particles")),
+                           "n": _num(p.get("n_galaxies")),
+                           "fine": _stat(fine), "global": _stat(glob)})
+    if curve:
+        figures.floor_curve(curve, path=fig_dir / "floor_curve.png",
+                            marks={"simulation's count": block.get("particles")})
+        figure = "figures/floor_curve.png"
+    at = block.get("vanishes_at_particles")
+    if not curve:
+        vanish = ("The floor was measured at one particle count only; run 'simcompare score' "
+                  "with --floor-curve to see at which count it vanishes.")
+    elif at is None:
+        vanish = (f"The floor does not vanish up to {_num(max(float(p['particles']) for p in curve))}"
+                  " particles per galaxy.")
+    else:
+        vanish = f"The floor vanishes (every axis' CI holds 0.5) from {_num(at)} particles per galaxy on."
+    return {"rows": rows, "params": params, "figure": figure, "curve": curve_rows,
+            "vanish": vanish, "particles": _num(block.get("particles")),
+            "particles_source": str(block.get("particles_source") or ""),
+            "n_galaxies": _num(block.get("n_galaxies")),
+            "definition": str(block.get("definition") or ""),
+            "exclusions": _json(block.get("exclusions") or {})}
 
 
 def _verdict(run: _Run) -> dict[str, Any]:
@@ -1158,6 +1235,7 @@ def write_report(run: Path, *, out: Path) -> Path:
         pass
     sections = [
         _section("verdict", "Verdict", lambda: _verdict(run_obj)),
+        _section("floor", "The pipeline's floor", lambda: _floor(run_obj, fig_dir)),
         _section("scores", "Score distributions", lambda: _scores(run_obj, fig_dir)),
         _section("trends", "Trends with galaxy properties",
                  lambda: _trends(run_obj, fig_dir, seed=seed, confidence=confidence)),
