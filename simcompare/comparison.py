@@ -1063,6 +1063,22 @@ def attach_floor(summary: dict[str, Any], floor: Mapping[str, Any], *,
     the two bootstrap distributions (each summarised by a normal of standard error =
     CI width / (2 z), so the difference has half-width z sqrt(se_sim^2 + se_floor^2)).
     The verdict calls an axis different only when that CI excludes 0.
+
+    Parameters
+    ----------
+    summary : dict
+        :func:`compare`'s record of the simulation against the observed galaxies.
+    floor : mapping
+        The floor stage's record.
+    confidence : float
+        Level of the difference's interval.
+    min_galaxies : int
+        Fewest galaxies per side for a verdict.
+
+    Returns
+    -------
+    dict
+        ``summary``, with ``pipeline_floor`` on every axis and the verdict redone.
     """
     from .floor import vanishing_particles
 

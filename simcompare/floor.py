@@ -99,6 +99,33 @@ def sample_sersic_particles(
     of the major axis from the pixel x axis (as in
     :func:`simcompare.density.background.render_sersic`), ``x0, y0`` the centre (array
     indices). The line-of-sight coordinate is Gaussian with sigma ``r_e sqrt(q)``.
+
+    Parameters
+    ----------
+    r_e_pix : float
+        Geometric-mean half-light radius [pixels].
+    sersic_n : float
+        Sersic index (clipped to 0.2-10).
+    axis_ratio : float
+        Minor over major axis.
+    pa_rad : float
+        Angle of the major axis from the pixel x axis [radians].
+    x0, y0 : float
+        Profile centre [array indices].
+    n_particles : int
+        Particles to draw.
+    kpc_per_pixel : float
+        Physical size of one pixel at the galaxy [kpc].
+    centre_pix : float
+        Stamp centre [array index] the positions are relative to.
+    rng : numpy.random.Generator
+        Random stream.
+
+    Returns
+    -------
+    ndarray, shape (N, 3)
+        Positions [kpc] relative to the stamp centre; the profile is cut at
+        ``TRUNCATION_RE`` half-light radii.
     """
     from scipy.special import gammainc, gammaincinv
 
@@ -175,8 +202,22 @@ def analytic_rerenderings(
 ) -> tuple[imageset.ImageSet, Any]:
     """Sersic fits of ``test`` and their re-renderings with the survey's PSF and noise.
 
-    Returns the re-renderings as an ImageSet (the test set's catalogue, PSF and the
-    variance the noise was drawn from) and the fits table.
+    Parameters
+    ----------
+    test : ImageSet
+        Held-out observed galaxies.
+    noise_sigma : ndarray
+        Per-band sky sigma of the model's preprocessing (fills masked pixels).
+    fill_seed : int
+        Seed of the masked-pixel fill (the model's own).
+    seed : int
+        Seed of the re-renderings' noise.
+
+    Returns
+    -------
+    (ImageSet, DataFrame)
+        The re-renderings (the test set's catalogue, PSF and the variance the noise was
+        drawn from) and the fits table.
     """
     from .density.background import SURVEY_CONDITIONS, sersic_background_images
     from .density.data import prepared_images, sky_sigma
@@ -207,8 +248,24 @@ def self_simulation(
 ) -> tuple[imageset.ImageSet | None, np.ndarray, dict[str, int]]:
     """Render every fit as ``n_particles`` star particles through the mock path.
 
-    Returns the ImageSet (None when nothing rendered), the row positions of ``fits``
-    that were rendered and the exclusion counts.
+    Parameters
+    ----------
+    fits : DataFrame
+        Sersic fits (:func:`analytic_rerenderings`), one row per galaxy.
+    catalog : dict of ndarray
+        The galaxies' catalogue columns (copied to the output).
+    setup : dict
+        The mocks' rendering set-up: camera, PSF, noise, softening and smoothing.
+    n_particles : int
+        Star particles per galaxy.
+    seed : int
+        Seed of the particle draws and the noise.
+
+    Returns
+    -------
+    (ImageSet or None, ndarray, dict)
+        The ImageSet (None when nothing rendered), the row positions of ``fits`` that
+        were rendered and the exclusion counts.
     """
     from .mock.render import GalaxyExcluded, RenderSpec, render_galaxy
     from .sims.base import StarParticles
