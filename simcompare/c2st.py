@@ -41,19 +41,19 @@ class C2STOptions:
     n_folds : int
         Cross-fitting folds K (default 5).
     epochs : int
-        Training epochs per fold (default 12).
+        Training epochs per fold (default 10).
     batch_size : int
         Default 64.
     lr : float
         Adam learning rate (default 3e-3, cosine-decayed).
     width : int
-        Channels of the first convolution (default 16; the next layers use 2x).
+        Channels of the first convolution (default 8; the next layers use 2x).
     max_per_class : int
-        At most this many galaxies per sample enter one test (random subset; default 600).
+        At most this many galaxies per sample enter one test (random subset; default 300).
     """
 
-    def __init__(self, *, n_folds: int = 5, epochs: int = 12, batch_size: int = 64,
-                 lr: float = 3e-3, width: int = 16, max_per_class: int = 600) -> None:
+    def __init__(self, *, n_folds: int = 5, epochs: int = 10, batch_size: int = 64,
+                 lr: float = 3e-3, width: int = 8, max_per_class: int = 300) -> None:
         for name, value in (("n_folds", n_folds), ("epochs", epochs), ("batch_size", batch_size),
                             ("width", width), ("max_per_class", max_per_class)):
             if int(value) < (2 if name == "n_folds" else 1):
@@ -209,13 +209,6 @@ def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, *, opts: C2STOptions
     return p, fold
 
 
-def _auroc(p: np.ndarray, y: np.ndarray) -> np.ndarray | float:
-    from .comparison import auroc
-
-    return auroc(p[..., y == 1] if p.ndim == 1 else p[:, y == 1],
-                 p[..., y == 0] if p.ndim == 1 else p[:, y == 0])
-
-
 def auroc_with_ci(p: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator,
                   confidence: float = 0.95) -> dict[str, Any]:
     """AUROC of ``p`` for class 1 against class 0 with a stratified bootstrap percentile CI."""
@@ -223,10 +216,11 @@ def auroc_with_ci(p: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ran
 
     p, y = np.asarray(p, float), np.asarray(y, np.int64)
     pos, neg = p[y == 1], p[y == 0]
-    value = float(auroc(pos, neg))
+    # comparison.auroc(a, b) is P(b > a): here P(p of a simulated > p of an observed)
+    value = float(auroc(neg, pos))
     a = pos[rng.integers(0, len(pos), (n_bootstrap, len(pos)))]
     b = neg[rng.integers(0, len(neg), (n_bootstrap, len(neg)))]
-    draws = np.asarray(auroc(a, b), float)
+    draws = np.asarray(auroc(b, a), float)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(draws, [alpha, 1 - alpha])
     return {"value": value, "ci": [float(lo), float(hi)],
