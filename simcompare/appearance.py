@@ -209,7 +209,7 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
                                       + (f"; within {window} dex of stellar mass" if window else "")),
                        "pool": "all observed galaxies of the sample"},
         "maps": {"grid": MAP_GRID, "patch_pixels": int(maps["patch"]), "score": what,
-                 "column": column, "n": int(len(maps["object_id"])), "note": maps_note},
+                 "column": column, "n": len(maps["object_id"]), "note": maps_note},
         "seed": int(seed), "timings_s": timings,
     }
     write_json_atomic(out / "appearance.json", summary)

@@ -461,8 +461,8 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
 
     # 6. population statistics -------------------------------------------------------
     cmp_cfg = {"stage": "compare", "version": __version__, "evaluate": eval_key,
-               "morphology": morph_key, "appearance": app_key, "n_bootstrap": cfg.n_bootstrap, "n_null": cfg.n_null,
-               "seed": cfg.seed}
+               "morphology": morph_key, "appearance": app_key, "n_bootstrap": cfg.n_bootstrap,
+               "n_null": cfg.n_null, "seed": cfg.seed}
     cmp_key = stages.key("compare", cmp_cfg)
     cmp_dir = stages.final("compare")
     summary_path = cmp_dir / "summary.json"
