@@ -32,7 +32,8 @@ FWHM_I = 0.58
 
 
 def population(n: int, *, rng: np.random.Generator, clumps: bool = True, scale: float = 1.0,
-               noise: bool = True, params: list | None = None) -> tuple[np.ndarray, list]:
+               noise: bool = True, params: list | None = None, size_dex: float = 0.15,
+               ) -> tuple[np.ndarray, list]:
     """``n`` i-band stamps (counts) of the clumpy population and their parameters."""
     import galsim
 
@@ -41,7 +42,7 @@ def population(n: int, *, rng: np.random.Generator, clumps: bool = True, scale: 
     drawn = []
     for k in range(n):
         if params is None:
-            a_kpc = 2.0 * 10 ** rng.normal(0, 0.15)
+            a_kpc = 2.0 * 10 ** rng.normal(0, size_dex)
             mag = rng.uniform(20.0, 22.0)
             q = rng.uniform(0.5, 1.0)
             beta = rng.uniform(0, np.pi)
@@ -76,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=400, help="galaxies per sample")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size-dex", type=float, default=0.15,
+                        help="scatter of log10 galaxy size (default 0.15, as in MEASURED.md)")
     parser.add_argument("--skip-embedding", action="store_true")
     args = parser.parse_args()
 
@@ -87,15 +90,21 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     # twice the observed sample: the null test draws its own disjoint observed halves
-    obs, _ = population(2 * args.n, rng=rng)
-    same, _ = population(args.n, rng=rng)
-    clumpy, params = population(args.n, rng=rng)
+    kw = {"size_dex": args.size_dex}
+    obs, _ = population(2 * args.n, rng=rng, **kw)
+    same, _ = population(args.n, rng=rng, **kw)
+    clumpy, params = population(args.n, rng=rng, **kw)
     smooth, _ = population(args.n, rng=rng, clumps=False, params=params)
-    larger, _ = population(args.n, rng=rng, scale=1.5)
+    larger, _ = population(args.n, rng=rng, scale=1.5, **kw)
     t_draw = time.perf_counter() - t0
     x_obs = preprocess(obs, spec)
     opts = C2STOptions(max_per_class=args.n)
-    result: dict = {"benchmark": "c2st", "n_per_sample": args.n, "stamp": STAMP, "bands": 1,
+    from scipy.stats import norm
+
+    # the best AUROC size alone can reach for 1.5x larger (Gaussian log sizes)
+    size_only = float(norm.cdf(np.log10(1.5) / args.size_dex / np.sqrt(2)))
+    result: dict = {"benchmark": "c2st", "n_per_sample": args.n, "size_dex": args.size_dex,
+                    "size_only_auroc_bound_1.5x": round(size_only, 4), "stamp": STAMP, "bands": 1,
                     "options": opts.describe(), "draw_s": round(t_draw, 2),
                     "python": platform.python_version(), "cases": {}}
     ids_o = np.arange(len(obs))
