@@ -987,6 +987,41 @@ def _anomalies(run: _Run, fig_dir: Path) -> dict[str, Any]:
             "rule": ANOMALY_RULE}
 
 
+def write_anomaly_page(out: Path, *, survey: str, rows: list[dict[str, Any]], images: np.ndarray,
+                       bands: tuple[str, ...], column: str, rule: str, n_ranked: int) -> Path:
+    """The gallery page of ``simcompare anomalies`` (``out/index.html`` and ``out/figures/``)."""
+    import html as _html
+
+    fig_dir = Path(out) / "figures"
+    if fig_dir.is_dir():
+        shutil.rmtree(fig_dir)
+    fig_dir.mkdir(parents=True)
+    cards, table = [], []
+    if len(images):
+        stamps = _stamp_writer(fig_dir, bands, images)
+        for j, r in enumerate(rows):
+            src = stamps.write(f"anomaly_{j + 1:02d}", images[j], bands=False)["src"]
+            cards.append(f'<figure><img class="stamp" src="{src}" alt="anomalous observed galaxy '
+                         f'{r["object_id"]}" width="124" height="124"><figcaption>#{r["rank"]} id '
+                         f'{r["object_id"]}<br>score {r["score"]}</figcaption></figure>')
+    if rows:
+        keys = list(rows[0].keys())
+        table.append("<tr>" + "".join(f"<th>{_html.escape(k)}</th>" for k in keys) + "</tr>")
+        for r in rows:
+            table.append("<tr>" + "".join(f"<td>{_html.escape(str(r[k]))}</td>" for k in keys) + "</tr>")
+    esc = _html.escape
+    text = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Anomalies of "
+            f"{esc(survey)}</title><style>figure{{display:inline-block;margin:4px;font-size:12px}}"
+            f"td,th{{padding:2px 6px}}</style></head><body><h1>Anomalies of the sky: {esc(survey)}</h1>"
+            f"<p>The {len(rows)} of {n_ranked} ranked galaxies with {esc(rule)} (score "
+            f"<code>{esc(column)}</code>); table: <code>anomalies.parquet</code>.</p>"
+            f"<div class=\"gallery\">{''.join(cards)}</div><table>{''.join(table)}</table>"
+            "</body></html>\n")
+    page = Path(out) / "index.html"
+    _write_text(page, text)
+    return page
+
+
 #: How the anomalies of the sky are chosen (the report and ``simcompare anomalies``).
 ANOMALY_RULE = ("the lowest scores among galaxies the density model did not train on: the "
                 "galaxies the model finds least like the rest of the survey")
