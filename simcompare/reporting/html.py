@@ -377,12 +377,12 @@ def _verdict(run: _Run) -> dict[str, Any]:
         _axis("global_structure", "Global structure",
               "sizes, profiles, shapes: statmorph parameters on the same stamps",
               axes_in.get("global_structure"), metrics, str(verdict.get("global_structure", ""))),
-        _axis("any_difference", "Any difference",
-              "an image classifier (CNN) trained to tell simulated from observed stamps, "
-              "out-of-fold",
-              axes_in.get("any_difference"), metrics,
-              _any_label(axes_in.get("any_difference"))),
     ]
+    if "any_difference" in axes_in:  # summaries of 'simcompare compare' alone have two axes
+        axes.append(_axis("any_difference", "Any difference",
+                          "an image classifier (CNN) trained to tell simulated from observed "
+                          "stamps, out-of-fold", axes_in.get("any_difference"), metrics,
+                          _any_label(axes_in.get("any_difference"))))
     notes = []
     if s.get("column_fallback_reason"):
         notes.append(str(s["column_fallback_reason"]))
@@ -809,7 +809,7 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
                     "side": "above" if score[p] > ranked["centre"] else "below",
                     "percentile": (_num(sim["percentile"].iloc[p]) if "percentile" in sim.columns
                                    else "–"),
-                    "sim": stamps.write(f"{stem}_sim", sim_img[j]), "obs": None}
+                    "sim": stamps.write(f"{stem}_sim", sim_img[j]), "obs": None, "more": []}
             if look is not None:
                 oid = int(look["ids"][j])
                 obs_score = "–"
@@ -818,7 +818,6 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
                     obs_score = _num(ref_scores[hit[0]]) if hit.size else "–"
                 item["obs"] = {"object_id": oid, "distance": _num(look["distance"][j]),
                                "score": obs_score, **stamps.write(f"{stem}_obs", obs_img[j])}
-                item["more"] = []
                 if "all_ids" in look and more_img is not None:
                     for m in range(1, look["all_ids"].shape[1]):
                         mid = int(look["all_ids"][j, m])
