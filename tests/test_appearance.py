@@ -159,3 +159,40 @@ def test_least_typical_follows_the_gallery_rule():
 
     score = np.array([0.0, 5.0, -7.0, np.nan, 1.0])
     np.testing.assert_array_equal(least_typical(score, np.array([0.0, 0.0]), 3), [2, 1, 4])
+
+
+def test_anomalies_cli_end_to_end(tmp_path):
+    """``simcompare anomalies`` on the demo survey sample: train-and-rank, then with --model."""
+    import re
+
+    import pandas as pd
+
+    from simcompare import registry
+    from simcompare.cli import main
+    from simcompare.density import evaluate
+
+    ws = tmp_path / "ws"
+    (ws / "observed").mkdir(parents=True)
+    text = (registry.builtin_dir("observed") / "hsc.toml").read_text()
+    (ws / "observed" / "hsc.toml").write_text(text.replace("demo_n_galaxies = 1500",
+                                                           "demo_n_galaxies = 120"))
+    tiny = ["--stamp-size", "32", "--levels", "2", "--blocks", "2", "--hidden", "16",
+            "--epochs", "2", "--n", "8", "--device", "cpu"]
+    assert main(["anomalies", "--survey", "hsc", "--workspace", str(ws), *tiny]) == 0
+    out = ws / "reports" / "anomalies_hsc"
+    table = pd.read_parquet(out / "anomalies.parquet")
+    ref = pd.read_parquet(out / "model" / "reference_scores.parquet")
+    assert table["rank"].tolist() == list(range(1, 9))
+    assert table["object_id"].tolist() == ref.sort_values("llr_nats", kind="stable")["object_id"].tolist()[:8]
+    page = (out / "index.html").read_text()
+    shown = [int(i) for i in re.findall(r'alt="anomalous observed galaxy (\d+)"', page)]
+    assert shown == table["object_id"].tolist()
+    assert all((out / src).is_file() for src in re.findall(r'src="([^"]+)"', page))
+    # with a given model every galaxy of the sample is ranked
+    out2 = tmp_path / "with_model"
+    assert main(["anomalies", "--survey", "hsc", "--workspace", str(ws), "--model", str(out / "model"),
+                 "--out", str(out2), "--n", "5", "--device", "cpu"]) == 0
+    scored = evaluate(out / "model", out2 / "observed.h5", out=None, device="cpu")
+    assert len(scored) == 120
+    expected = scored.sort_values("llr_nats", kind="stable")["object_id"].tolist()[:5]
+    assert pd.read_parquet(out2 / "anomalies.parquet")["object_id"].tolist() == expected
