@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -896,3 +897,16 @@ def test_report_in_headless_chromium(chromium: str, report: Path, tmp_path: Path
          f"--screenshot={artifacts / 'reports-index.png'}", index.as_uri()],
         capture_output=True, text=True, timeout=180)
     assert (artifacts / "reports-index.png").is_file(), res.stderr[-2000:]
+
+
+def test_report_imports_neither_torch_nor_the_density_model(run_dir: Path, tmp_path: Path):
+    """The report reads result files only: writing one loads no torch and no density code."""
+    code = ("import sys; from pathlib import Path; from simcompare.reporting import write_report; "
+            f"write_report(Path({str(run_dir)!r}), out=Path({str(tmp_path / 'out')!r})); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('simcompare.density')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    text = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "occlusion map of galaxy" in text
