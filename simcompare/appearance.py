@@ -32,7 +32,7 @@ import numpy as np
 from . import imageset
 from ._io import write_json_atomic, write_parquet_atomic
 
-__all__ = ["LOOKALIKE_K", "MAP_GRID", "N_MAPS", "add_to_summary", "least_typical", "run"]
+__all__ = ["LOOKALIKE_K", "MAP_GRID", "MAX_IMAGES", "N_MAPS", "add_to_summary", "least_typical", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ LOOKALIKE_K = 3
 MAP_GRID = 8
 #: Least typical simulated galaxies that get a mismatch map (the report's gallery size).
 N_MAPS = 12
+#: At most this many galaxies per sample enter the stage (embedding, look-alike pool).
+MAX_IMAGES = 5000
 
 
 def least_typical(score: np.ndarray, reference: np.ndarray | None, n: int) -> np.ndarray:
@@ -120,8 +122,15 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    s_sim = imageset.read(mocks)
-    s_obs = imageset.read(observed)
+    # at most MAX_IMAGES per sample are read (a seeded random subset, in file order)
+    pick_rng = np.random.default_rng([seed, 5000])
+    subsets = []
+    for path in (mocks, observed):
+        n_all = len(imageset.read_catalog(path)["object_id"])
+        subsets.append(None if n_all <= MAX_IMAGES
+                       else np.sort(pick_rng.permutation(n_all)[:MAX_IMAGES]))
+    s_sim = imageset.read(mocks, index=subsets[0])
+    s_obs = imageset.read(observed, index=subsets[1])
     f_sim = prepared_images(s_sim, sigma=sigma, seed=fill_seed)
     f_obs = prepared_images(s_obs, sigma=sigma, seed=fill_seed)
     x_sim = preprocess(f_sim, config["preprocess"])
@@ -207,7 +216,8 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
         "lookalikes": {"k": LOOKALIKE_K, "mass_window_dex": window,
                        "definition": ("nearest observed galaxies by appearance: " + emb["method"]
                                       + (f"; within {window} dex of stellar mass" if window else "")),
-                       "pool": "all observed galaxies of the sample"},
+                       "pool": ("all observed galaxies of the sample" if subsets[1] is None
+                                else f"a random {MAX_IMAGES} of the observed galaxies")},
         "maps": {"grid": MAP_GRID, "patch_pixels": int(maps["patch"]), "score": what,
                  "column": column, "n": len(maps["object_id"]), "note": maps_note},
         "seed": int(seed), "timings_s": timings,
