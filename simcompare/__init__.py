@@ -6,7 +6,7 @@ The command-line verbs are importable functions of the same names::
     report_dir = simcompare.score(simcompare.ScoreConfig(sim="demo", survey="hsc"))
 
 ``render``, ``ingest``, ``train``, ``evaluate``, ``measure``, ``compare``, ``report``,
-``score``, ``list``, ``fetch``, ``crosscheck`` and ``validate`` are loaded on first use, so
+``score``, ``list``, ``fetch``, ``crosscheck``, ``validate`` and ``anomalies`` are loaded on first use, so
 ``import simcompare`` stays cheap
 (torch, galsim and statmorph are imported only by the stages that need them).
 """
@@ -22,6 +22,7 @@ from .config import ScoreConfig
 __all__ = [
     "ScoreConfig",
     "__version__",
+    "anomalies",
     "compare",
     "crosscheck",
     "evaluate",
@@ -38,6 +39,7 @@ __all__ = [
 
 _VERBS = {
     "score": ("simcompare.pipeline", "score"),
+    "anomalies": ("simcompare.anomalies", "anomalies"),
     "render": ("simcompare.mock", "render"),
     "ingest": ("simcompare.observed", "ingest"),
     "train": ("simcompare.density", "train"),

@@ -181,6 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "without a value: 1000,4000,20000,100000) and show the curve")
     model_options(p, demo_note=True)
 
+    # anomalies --------------------------------------------------------------------
+    p = sub.add_parser("anomalies", parents=[common],
+                       help="the observed galaxies a survey's density model finds least typical",
+                       description="Ingest the survey's sample, score it with --model (or train a "
+                       "model on it and rank its held-out test split) and write the least typical "
+                       "galaxies as anomalies.parquet and a gallery index.html.")
+    p.add_argument("--survey", required=True, help="survey descriptor name (see 'simcompare list')")
+    p.add_argument("--model", type=Path, default=None,
+                   help="trained model folder (default: train one on the sample)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: <workspace>/reports/anomalies_<survey>/)")
+    p.add_argument("--n", type=_positive_int, default=24, help="galaxies listed (default: 24)")
+    p.add_argument("--stamp-size", type=_positive_int, default=None, help="stamp size in pixels")
+    p.add_argument("--bands", type=_bands, default=(), help="comma-separated subset of the survey's bands")
+    model_options(p)
+
     # render -----------------------------------------------------------------------
     p = sub.add_parser("render", parents=[common], help="mock images of a simulation (ImageSet)")
     p.add_argument("--sim", required=True)
@@ -334,6 +350,16 @@ def _run(args: argparse.Namespace) -> int:
                      stamp_size=args.stamp_size, bands=args.bands, noise=args.noise,
                      projection=args.projection, redshift=args.redshift, seed=args.seed,
                      workers=args.workers, scheduler=args.scheduler, progress=progress)
+        print(out)
+        return 0
+    if args.verb == "anomalies":
+        from .anomalies import anomalies
+
+        out = anomalies(args.survey, model=args.model, out=args.out, workspace=ws, n=args.n,
+                        stamp_size=args.stamp_size, bands=args.bands, levels=args.levels,
+                        blocks=args.blocks, hidden=args.hidden, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        device=args.device, background=args.background, progress=progress)
         print(out)
         return 0
     if args.verb == "ingest":

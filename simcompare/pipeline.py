@@ -1,4 +1,6 @@
-"""``simcompare score``: render -> ingest -> train -> evaluate -> measure -> floor -> compare -> report.
+"""``simcompare score``: the whole chain, each stage cached.
+
+render -> ingest -> train -> evaluate -> appearance -> measure -> floor -> compare -> report.
 
 Every stage writes into ``<workspace>/.simcompare/cache/<stage>/<key>/``, where ``key``
 hashes the stage's own configuration, the fingerprints of the input files it reads (see
@@ -425,6 +427,22 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
                      progress=cfg.progress)
             stages.finish("evaluate", work, {"train": train_key, "render": render_key})
 
+    # 4b. classifier test, appearance embedding, mismatch maps (simcompare.appearance)
+    app_cfg = {"stage": "appearance", "version": __version__, "evaluate": eval_key,
+               "observed": obs_key, "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap}
+    app_key = stages.key("appearance", app_cfg)
+    app_dir = stages.final("appearance")
+    with _stage("appearance", timings, lambda: stages.is_complete("appearance"), reused) as cached:
+        stages.explain("appearance", cached, ("evaluate", "observed"))
+        if not cached:
+            from .appearance import run as run_appearance
+
+            work = stages.work("appearance")
+            run_appearance(mocks=mocks, observed=observed, model=model_dir, sim_scores=sim_scores,
+                           reference_scores=ref_scores, out=work, seed=cfg.seed,
+                           n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device)
+            stages.finish("appearance", work, app_cfg)
+
     # 5. classical morphology on the same stamps -------------------------------------
     # keyed on the held-out test ids, not the whole training stage: another background or
     # architecture with the same split reuses the measurements
@@ -479,13 +497,13 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
 
     # 7. population statistics -------------------------------------------------------
     cmp_cfg = {"stage": "compare", "version": __version__, "evaluate": eval_key,
-               "morphology": morph_key, "n_bootstrap": cfg.n_bootstrap, "n_null": cfg.n_null,
-               "seed": cfg.seed, "floor": floor_key}
+               "morphology": morph_key, "appearance": app_key, "n_bootstrap": cfg.n_bootstrap,
+               "n_null": cfg.n_null, "seed": cfg.seed, "floor": floor_key}
     cmp_key = stages.key("compare", cmp_cfg)
     cmp_dir = stages.final("compare")
     summary_path = cmp_dir / "summary.json"
     with _stage("compare", timings, lambda: stages.is_complete("compare"), reused) as cached:
-        stages.explain("compare", cached, ("evaluate", "morphology", "floor"))
+        stages.explain("compare", cached, ("evaluate", "morphology", "appearance", "floor"))
         if not cached:
             from .comparison import compare
 
@@ -497,6 +515,9 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
                 n_null=cfg.n_null, seed=cfg.seed, morphology=morph_sim,
                 morphology_reference=morph_ref, floor=floor,
             )
+            from .appearance import add_to_summary
+
+            summary = add_to_summary(summary, app_dir / "appearance.json")
             write_json_atomic(work / "summary.json", summary)
             stages.finish("compare", work, cmp_cfg)
 
@@ -514,12 +535,15 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
         "sim": sim.name, "sim_title": sim.title, "survey": survey.name, "survey_title": survey.title,
         "config": dataclasses.asdict(cfg) | {"workspace": "."},
         "stage_keys": {"render": render_key, "observed": obs_key, "train": train_key,
-                       "evaluate": eval_key, "morphology": morph_key, "floor": floor_key,
+                       "evaluate": eval_key, "appearance": app_key, "morphology": morph_key,
+                       "floor": floor_key,
                        "compare": cmp_key},
         "paths": {
             "mocks": str(mocks), "observed": str(observed), "observed_test": str(observed_test),
-            "model": str(model_dir), "sim_scores": str(sim_scores),
-            "reference_scores": str(ref_scores), "summary": str(summary_path),
+            "model": str(model_dir), "sim_scores": str(app_dir / "sim_scores.parquet"),
+            "reference_scores": str(app_dir / "reference_scores.parquet"),
+            "appearance": str(app_dir / "appearance.json"),
+            "appearance_arrays": str(app_dir / "appearance.npz"), "summary": str(summary_path),
             "morphology_sim": str(morph_sim), "morphology_reference": str(morph_ref),
             "floor": None if floor_json is None else str(floor_json),
         },

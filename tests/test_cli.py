@@ -12,7 +12,7 @@ import pytest
 from simcompare.cli import main
 
 VERBS = ["score", "render", "ingest", "train", "evaluate", "measure", "compare", "report", "list",
-         "fetch", "crosscheck"]
+         "fetch", "crosscheck", "anomalies"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -45,8 +45,8 @@ def test_demo_runs_every_stage(cli_run):
     assert "<html" in html.lower() and "http://" not in html and "https://" not in html
     assert (ws / "reports" / "index.html").exists()
     run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
-    for stage in ("render", "observed", "train", "evaluate", "morphology", "floor", "compare",
-                  "report"):
+    for stage in ("render", "observed", "train", "evaluate", "appearance", "morphology", "floor",
+                  "compare", "report"):
         assert stage in run["timings_s"], stage
 
     # the demo simulation went through the TNG reader: TNG-layout files exist
@@ -73,6 +73,16 @@ def test_demo_runs_every_stage(cli_run):
                                rtol=1e-5)
 
     summary = json.loads((report / "summary.json").read_text())
+    # the classifier axis, its null, the alignment fraction and the per-galaxy probability
+    anyd = summary["axes"]["any_difference"]
+    assert anyd["ci"][0] <= anyd["value"] <= anyd["ci"][1]
+    assert len(anyd["null"]["ci"]) == 2 and "fine_structure" in anyd["captured"]
+    assert 0.0 <= summary["alignment"]["value"] <= 1.0 and summary["alignment"]["null"] is not None
+    assert "p_simulated" in scores.columns and scores["p_simulated"].between(0, 1).all()
+    for sid in ("appearance", "mismatch", "anomalies"):
+        block = html.split(f'<section id="{sid}">')[1].split("</section>")[0]
+        assert 'class="missing"' not in block, sid
+    assert "nearest observed galaxies by appearance" in html
     auroc = summary["metrics"]["auroc"]
     assert 0.0 <= auroc["value"] <= 1.0
     assert auroc["ci"][0] <= auroc["value"] <= auroc["ci"][1]
@@ -88,7 +98,8 @@ def test_second_run_is_cached(cli_run):
     mtimes = {p: p.stat().st_mtime_ns for p in outputs if p.exists()}
     assert main(["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY]) == 0
     second = json.loads(run_json.read_text())
-    stages = ("render", "observed", "train", "evaluate", "morphology", "floor", "compare")
+    stages = ("render", "observed", "train", "evaluate", "appearance", "morphology", "floor",
+              "compare")
     assert all(second["cached"][s] for s in stages), second["cached"]
     assert second["stage_keys"] == first["stage_keys"]
     for path, mtime in mtimes.items():

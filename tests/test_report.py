@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import pytest
 from simcompare import imageset
 from simcompare.errors import DataFormatError, DataNotFoundError
 from simcompare.reporting import figures, write_index, write_report
-from simcompare.reporting import html as report_html
 
 REPO = Path(__file__).resolve().parent.parent
 BANDS = ("g", "r", "i")
@@ -189,7 +189,8 @@ def _summary(llr_sim: np.ndarray, llr_ref: np.ndarray) -> dict:
 
 
 def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc",
-             n_sim: int = 40, n_obs: int = 60, train_model: bool = False) -> Path:
+             n_sim: int = 40, n_obs: int = 60, train_model: bool = False,
+             appearance: bool = False) -> Path:
     """A run folder with every artefact run.json names (small but realistic).
 
     Scores, summary and morphology are made up (so tests know the answers); the
@@ -256,6 +257,22 @@ def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc
         (data / "model").mkdir()
     run = root / "run"
     run.mkdir()
+    app_paths = {}
+    if appearance:  # the appearance stage on this run, as simcompare score runs it
+        from simcompare.appearance import add_to_summary
+        from simcompare.appearance import run as run_appearance
+
+        run_appearance(mocks=data / "mocks.h5", observed=data / "observed.h5", model=data / "model",
+                       sim_scores=data / "sim_scores.parquet",
+                       reference_scores=data / "reference_scores.parquet", out=data / "appearance",
+                       seed=seed, n_bootstrap=100)
+        summary = add_to_summary(json.loads((data / "summary.json").read_text()),
+                                 data / "appearance" / "appearance.json")
+        (data / "summary.json").write_text(json.dumps(summary, indent=2))
+        app_paths = {"sim_scores": "../data/appearance/sim_scores.parquet",
+                     "reference_scores": "../data/appearance/reference_scores.parquet",
+                     "appearance": "../data/appearance/appearance.json",
+                     "appearance_arrays": "../data/appearance/appearance.npz"}
     meta = {
         "sim": sim, "survey": survey, "sim_title": "synthetic demo population",
         "survey_title": "HSC-SSP Wide",
@@ -266,7 +283,7 @@ def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc
                   "model": "../data/model", "sim_scores": "../data/sim_scores.parquet",
                   "reference_scores": "../data/reference_scores.parquet",
                   "summary": "../data/summary.json", "morphology_sim": "../data/morphology_sim.parquet",
-                  "morphology_reference": "../data/morphology_reference.parquet"},
+                  "morphology_reference": "../data/morphology_reference.parquet", **app_paths},
         "provenance": {"simcompare": "0.1.0", "versions": {"torch": "2.13.0", "numpy": "2.1.0"},
                        "input_hashes": {"mocks": "sha256:ab12", "observed": "sha256:cd34"},
                        "seeds": {"render": 0, "train": 1, "bootstrap": 7}},
@@ -275,20 +292,9 @@ def make_run(root: Path, *, seed: int = 0, sim: str = "demo", survey: str = "hsc
     return run
 
 
-def _fake_scorers(model_dir: Path):
-    """Differentiable stand-ins for the two flows: Gaussian log-densities in flux units."""
-    def log_prob(x):
-        return -0.5 * (x**2).flatten(1).sum(1) / 4.0
-
-    def log_prob_bg(x):
-        return -0.5 * (x**2).flatten(1).sum(1) / 9.0
-
-    return log_prob, log_prob_bg, "log p_obs − log p_bg (test stand-in Gaussians)"
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_run(tmp_path_factory.mktemp("fake"), train_model=True)
+    return make_run(tmp_path_factory.mktemp("fake"), train_model=True, appearance=True)
 
 
 @pytest.fixture(scope="module")
@@ -345,8 +351,8 @@ def test_report_has_every_section_and_no_missing_notes(report: Path, run_dir: Pa
     assert 'class="missing"' not in text
     out = report.parent
     assert filecmp.cmp(out / "summary.json", run_dir.parent / "data" / "summary.json", shallow=False)
-    assert filecmp.cmp(out / "scores.parquet", run_dir.parent / "data" / "sim_scores.parquet",
-                       shallow=False)
+    assert filecmp.cmp(out / "scores.parquet",
+                       run_dir.parent / "data" / "appearance" / "sim_scores.parquet", shallow=False)
     meta = json.loads((out / "report.json").read_text())
     assert (meta["sim"], meta["survey"]) == ("demo", "hsc")
     plain = " ".join(re.sub(r"<[^>]+>", " ", text).split())
@@ -359,9 +365,10 @@ def test_report_is_self_contained(report: Path):
     assert p.scripts == 0
     assert not re.search(r"(src|href)=\"(https?:)?//", text)
     assert "@import" not in text and "url(" not in text
-    # 12 least + 12 most typical, each sim + look-alike, each 1 composite + 3 bands; 12 maps x 2;
-    # plus the floor-curve, score, trend, training-curve and morphology figures
-    assert len(p.images) == 2 * 12 * 2 * (1 + len(BANDS)) + 12 * 2 + 5
+    # 12 least + 12 most typical, each sim + look-alike, each 1 composite + 3 bands, and two
+    # further look-alikes each; 12 maps x 2; 12 anomalies (composites); plus the floor-curve,
+    # score, trend, appearance-map, training-curve and morphology figures
+    assert len(p.images) == 2 * 12 * 2 * (1 + len(BANDS)) + 2 * 12 * 2 + 12 * 2 + 12 + 6
     for src in p.images:
         assert not src.startswith("/")
         path = report.parent / src
@@ -373,7 +380,7 @@ def test_report_structure_snapshot(report: Path):
     assert _outline(report).outline == [
         "h1# Does demo look like hsc?",
         "section#verdict", "h2# Verdict",
-        "h3# Fine structure", "h3# Global structure",
+        "h3# Fine structure", "h3# Global structure", "h3# Any difference",
         "section#floor", "h2# The pipeline's floor",
         "section#scores", "h2# Score distributions",
         "section#trends", "h2# Trends with galaxy properties",
@@ -381,7 +388,11 @@ def test_report_structure_snapshot(report: Path):
         "section#galleries", "h2# Galleries",
         "h3#least-typical The 12 least typical simulated galaxies",
         "h3#most-typical The 12 most typical simulated galaxies",
+        "section#appearance", "h2# Any difference, and look-alikes by appearance",
+        "h3#classifier Classifier two-sample test", "h3#alignment Alignment fraction",
+        "h3#appearance-map Map of appearance",
         "section#mismatch", "h2# Where the mismatch is",
+        "section#anomalies", "h2# Anomalies of the sky",
         "section#model", "h2# Density model",
         "section#morphology", "h2# Classical morphology",
         "h3#morphology-flags Flag rates",
@@ -416,7 +427,8 @@ def test_verdict_shows_both_axes_cis_and_null(report: Path):
     assert "0.883 [0.81, 0.95] classifier AUROC on gini, m20, asymmetry, r_half_arcsec" in v
     assert "null test (observed vs observed): 0.52 [0.41, 0.63]" in v
     assert "typical-set fraction 0.62 [0.51, 0.72] 0.95 0.94 [0.9, 0.98]" in v
-    assert v.count("CI excludes the no-difference value") == 4   # two axes, two headline metrics
+    # three axes (fine, global, any difference), two headline metrics
+    assert v.count("CI excludes the no-difference value") == 5
     assert "Verdict: less typical" in v and "Verdict: differs" in v
     assert "KS p-value 1.2e-05" in v
 
@@ -490,8 +502,15 @@ def test_galleries_two_sided_when_every_sim_scores_high(tmp_path: Path):
     assert "(above), pct" in page.read_text(encoding="utf-8")
 
 
-def test_lookalike_is_nearest_in_mass_and_size(report: Path, run_dir: Path):
+def test_lookalike_is_nearest_in_mass_and_size(run_dir: Path, tmp_path: Path):
+    """Without the appearance stage's files, look-alikes are nearest in mass and size."""
     data = run_dir.parent / "data"
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["paths"] = {k: str((run_dir / v).resolve()) for k, v in meta["paths"].items()
+                     if not k.startswith("appearance")}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    report = write_report(tmp_path / "run", out=tmp_path / "out")
     sim = pd.read_parquet(data / "sim_scores.parquet")
     ref = pd.read_parquet(data / "reference_scores.parquet")
     ms = pd.read_parquet(data / "morphology_sim.parquet").set_index("object_id")
@@ -512,21 +531,56 @@ def test_lookalike_is_nearest_in_mass_and_size(report: Path, run_dir: Path):
     assert "nearest in log10 stellar mass (catalogue) and log10 half-light radius" in text
 
 
-def test_mismatch_maps_use_the_real_model(report: Path, run_dir: Path):
+def test_mismatch_maps_come_from_the_appearance_stage(report: Path, run_dir: Path):
     from simcompare.density import evaluate
 
     text = report.read_text(encoding="utf-8")
-    block = text.split('id="mismatch"')[1].split('id="model"')[0]
-    assert "Method: gradient × input" in block
+    block = text.split('id="mismatch"')[1].split('id="anomalies"')[0]
+    assert "Method: occlusion on a 8 x 8 grid of 4-pixel patches" in block
     assert "log p_obs − log p_bg (observed model over the smooth-Sérsic background model)" in block
-    assert block.count("score gradient map of galaxy") == 12
-    ids = [int(i) for i in re.findall(r'alt="score gradient map of galaxy (\d+)"', block)]
+    assert block.count('alt="occlusion map of galaxy') == 12
+    ids = [int(i) for i in re.findall(r'alt="occlusion map of galaxy (\d+)"', block)]
     assert ids == _gallery_ids(report, "least-typical")
-    # the score recomputed through autograd is the one evaluate() gives for the same images
+    # the stage's score of the unchanged stamp is the one evaluate() gives for the same images
     data = run_dir.parent / "data"
     scored = evaluate(data / "model", data / "mocks.h5", out=None, device="cpu").set_index("object_id")
     shown = [float(v) for v in re.findall(r"; recomputed (-?[\d.e+-]+)\)", block)]
     assert np.allclose(shown, scored.loc[ids, "llr_nats"].to_numpy(), rtol=5e-3, atol=0.05)
+    arrays = np.load(data / "appearance" / "appearance.npz")
+    assert arrays["maps"].shape == (12, 8, 8)
+
+
+def test_report_shows_the_appearance_axis_lookalikes_and_anomalies(report: Path, run_dir: Path):
+    data = run_dir.parent / "data"
+    summary = json.loads((data / "summary.json").read_text())
+    ax = summary["axes"]["any_difference"]
+    text = html.unescape(report.read_text(encoding="utf-8"))
+    sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', text, flags=re.S))
+    for sid in ("verdict", "galleries", "appearance", "mismatch", "anomalies"):
+        assert 'class="missing"' not in sections[sid], sid
+    assert f"{ax['value']:.3g}" in sections["verdict"] and "Any difference" in sections["verdict"]
+    assert f"{ax['null']['value']:.3g}" in sections["appearance"]
+    assert "Alignment fraction" in sections["appearance"] and "appearance_map.png" in sections["appearance"]
+    assert (report.parent / "figures" / "appearance_map.png").is_file()
+    # look-alikes by appearance: the stage's nearest observed galaxy of each shown galaxy
+    arrays = np.load(data / "appearance" / "appearance.npz")
+    nearest = dict(zip(arrays["sim_object_id"].tolist(), arrays["lookalike_object_id"][:, 0].tolist(),
+                       strict=True))
+    block = sections["galleries"].split('id="least-typical"')[1]
+    sim_ids = [int(i) for i in re.findall(r'alt="simulated galaxy (\d+)"', block)]
+    obs_ids = [int(i) for i in re.findall(r'alt="observed look-alike (\d+)"', block)]
+    assert obs_ids == [nearest[i] for i in sim_ids]
+    assert "nearest observed galaxies by appearance" in sections["galleries"]
+    assert sections["galleries"].count('alt="further observed look-alike') == 2 * 24
+    # anomalies: the lowest held-out observed scores, lowest first
+    ref = pd.read_parquet(data / "reference_scores.parquet")
+    lowest = ref.sort_values("llr_nats", kind="stable")["object_id"].tolist()[:12]
+    shown = [int(i) for i in re.findall(r'alt="anomalous observed galaxy (\d+)"', sections["anomalies"])]
+    assert shown == lowest
+    # the score tables carry the out-of-fold probability of being simulated
+    scores = pd.read_parquet(report.parent / "scores.parquet")
+    assert "p_simulated" in scores.columns and np.isfinite(scores["p_simulated"]).all()
+    assert scores["p_simulated"].between(0, 1).all()
 
 
 def test_model_section_shows_training_record(report: Path, run_dir: Path):
@@ -609,9 +663,7 @@ def test_missing_inputs_become_notes(tmp_path: Path):
         del meta["paths"][key]
     meta["paths"]["reference_scores"] = "../data/nowhere.parquet"
     (run / "run.json").write_text(json.dumps(meta))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_html, "_density_scorers", _fake_scorers)
-        page = write_report(run, out=tmp_path / "out")
+    page = write_report(run, out=tmp_path / "out")
     text = page.read_text(encoding="utf-8")
     sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', text, flags=re.S))
     assert "run.json names no &#39;morphology_sim&#39; file" in sections["morphology"]
@@ -621,22 +673,20 @@ def test_missing_inputs_become_notes(tmp_path: Path):
     assert 'class="missing"' not in sections["verdict"]
     assert "0.713" in sections["verdict"]
     assert (tmp_path / "out" / "scores.parquet").is_file()
-    # stand-in quadratic scores: the map sums to sum(x · grad s) = 2 s (Euler), per galaxy
-    totals = [float(t) for t in re.findall(r"sum (-?[\d.e+-]+), negative part", sections["mismatch"])]
-    scores = [float(t) for t in re.findall(r"; recomputed (-?[\d.e+-]+)\)", sections["mismatch"])]
-    assert len(totals) == len(scores) == 12
-    assert np.allclose(totals, 2 * np.array(scores), rtol=0.01)
-    assert all(t < 0 for t in totals)
+    assert "run.json names no &#39;appearance&#39; file" in sections["mismatch"]
+    assert "run.json names no &#39;appearance&#39; file" in sections["appearance"]
     del meta["paths"]["model"]
     (run / "run.json").write_text(json.dumps(meta))
     text = write_report(run, out=tmp_path / "out").read_text(encoding="utf-8")
     assert "run.json names no &#39;model&#39; file" in text
 
 
-def test_unloadable_model_folder_is_a_note(tmp_path: Path):
+def test_unloadable_model_folder_is_a_typed_error(tmp_path: Path):
+    from simcompare.mismatch import density_score
+
     (tmp_path / "model").mkdir()
-    with pytest.raises(report_html.SectionUnavailable, match="could not be loaded"):
-        report_html._density_scorers(tmp_path)
+    with pytest.raises(DataNotFoundError, match=r"no readable training\.json"):
+        density_score(tmp_path / "model")
 
 
 def test_run_folder_errors(tmp_path: Path):
@@ -751,27 +801,6 @@ def test_binned_medians_known_answer():
     assert np.all(out["lo"][:3] <= out["median"][:3]) and np.all(out["hi"][:3] >= out["median"][:3])
     assert np.all(out["hi"][:3] - out["lo"][:3] < 0.1)
     assert np.isnan(out["median"][3])
-
-
-def test_saliency_is_gradient_times_input():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(4)
-    x = rng.normal(0, 2, (3, 2, 5, 5)).astype(np.float32)
-    w = torch.as_tensor(rng.normal(0, 1, (2, 5, 5)).astype(np.float32))
-
-    def log_prob(t):
-        return -0.5 * (t**2).flatten(1).sum(1) + (w * t).flatten(1).sum(1)
-
-    def log_prob_bg(t):
-        return -0.125 * (t**2).flatten(1).sum(1)
-
-    maps, scores = figures.saliency_maps(x, log_prob=log_prob, log_prob_background=log_prob_bg)
-    grad = -x + w.numpy() + 0.25 * x
-    assert np.allclose(maps, (grad * x).sum(axis=1), rtol=1e-5, atol=1e-5)
-    expect = (-0.5 * x**2 + w.numpy() * x + 0.125 * x**2).reshape(3, -1).sum(1)
-    assert np.allclose(scores, expect, rtol=1e-5)
-    maps_raw, _ = figures.saliency_maps(x, log_prob=log_prob)
-    assert np.allclose(maps_raw, ((-x + w.numpy()) * x).sum(axis=1), rtol=1e-5, atol=1e-5)
 
 
 def test_score_figure_is_deterministic(tmp_path: Path):
@@ -912,3 +941,16 @@ def test_report_in_headless_chromium(chromium: str, report: Path, tmp_path: Path
          f"--screenshot={artifacts / 'reports-index.png'}", index.as_uri()],
         capture_output=True, text=True, timeout=180)
     assert (artifacts / "reports-index.png").is_file(), res.stderr[-2000:]
+
+
+def test_report_imports_neither_torch_nor_the_density_model(run_dir: Path, tmp_path: Path):
+    """The report reads result files only: writing one loads no torch and no density code."""
+    code = ("import sys; from pathlib import Path; from simcompare.reporting import write_report; "
+            f"write_report(Path({str(run_dir)!r}), out=Path({str(tmp_path / 'out')!r})); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('simcompare.density')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    text = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "occlusion map of galaxy" in text

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,10 @@ __all__ = [
     "asinh_scale",
     "binned_medians",
     "diverging_rgb",
+    "embedding_map",
     "histogram_panels",
     "lupton_rgb",
     "rgb_band_choice",
-    "saliency_maps",
     "save_figure",
     "training_curves",
     "trend_panels",
@@ -601,41 +601,45 @@ def _finite(values: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- attribution
 
 
-def saliency_maps(
-    images: np.ndarray, *, log_prob: Callable[[Any], Any],
-    log_prob_background: Callable[[Any], Any] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient-times-input map of the score, summed over bands.
-
-    The score is ``s(x) = log p_obs(x) - log p_bg(x)`` (or ``log p_obs(x)`` without a
-    background model). The map is ``sum_b x_b * ds/dx_b`` per pixel: its sum over the
-    image is the first-order (Taylor) change in score between a blank stamp and this
-    one, so negative pixels are those that pull the galaxy's score down (make it less
-    like the observed galaxies), in nats.
+def embedding_map(sim_xy: np.ndarray, obs_xy: np.ndarray,
+                  stamps: Sequence[tuple[float, float, np.ndarray, str]], *, cell: np.ndarray,
+                  path: str | Path) -> Path:
+    """Scatter of simulated and observed galaxies in a 2-D map, stamps at grid points.
 
     Parameters
     ----------
-    images : ndarray, shape (N, B, H, W)
-        Stamps in flux units, exactly as they were scored.
-    log_prob : callable
-        Maps a float32 ``torch.Tensor`` of shape (N, B, H, W) to a (N,) tensor of nats,
-        differentiable in its input.
-    log_prob_background : callable, optional
-        The background model's ``log_prob``.
-
-    Returns
-    -------
-    maps : ndarray, shape (N, H, W)
-        Per-pixel contribution in nats.
-    scores : ndarray, shape (N,)
-        The score ``s(x)`` of each image, nats.
+    sim_xy, obs_xy : ndarray (N, 2)
+        Map coordinates.
+    stamps : sequence of (x, y, rgb, kind)
+        A stamp image (H, W, 3 uint8) drawn centred on (x, y); ``kind`` "sim" or "obs"
+        sets the frame colour.
+    cell : ndarray (2,)
+        Grid spacing in map units (a stamp covers 0.9 of a cell).
+    path : str or Path
+        Output PNG.
     """
-    import torch
-
-    x = torch.as_tensor(np.asarray(images, np.float32)).clone().requires_grad_(True)
-    score = log_prob(x)
-    if log_prob_background is not None:
-        score = score - log_prob_background(x)
-    (grad,) = torch.autograd.grad(score.sum(), x)
-    maps = (grad * x).sum(dim=1).detach().cpu().numpy().astype(np.float64)
-    return maps, score.detach().cpu().numpy().astype(np.float64)
+    with _style():
+        fig, axes = _figure(1, 2, width=10.0, height=4.8)
+        ax0, ax1 = axes[0]
+        for ax in (ax0, ax1):
+            ax.scatter(obs_xy[:, 0], obs_xy[:, 1], s=3, c="#1f77b4", alpha=0.35, label="observed")
+            ax.scatter(sim_xy[:, 0], sim_xy[:, 1], s=3, c="#d62728", alpha=0.5, label="simulated")
+            ax.set_xlabel("component 1")
+            ax.set_ylabel("component 2")
+        ax0.legend(loc="best", markerscale=3)
+        ax0.set_title("galaxies")
+        ax1.set_title("stamps at grid points (red frame: simulated, blue: observed)")
+        hw = 0.45 * np.asarray(cell, float)
+        for x, y, rgb, kind in stamps:
+            ax1.imshow(rgb, extent=(x - hw[0], x + hw[0], y - hw[1], y + hw[1]), origin="lower",
+                       zorder=3, interpolation="nearest")
+            ax1.add_patch(_pyplot().Rectangle((x - hw[0], y - hw[1]), 2 * hw[0], 2 * hw[1],
+                                              fill=False, lw=1.2, zorder=4,
+                                              ec="#d62728" if kind == "sim" else "#1f77b4"))
+        if stamps:
+            xs = [s[0] for s in stamps]
+            ys = [s[1] for s in stamps]
+            ax1.set_xlim(min(xs) - 1.2 * hw[0], max(xs) + 1.2 * hw[0])
+            ax1.set_ylim(min(ys) - 1.2 * hw[1], max(ys) + 1.2 * hw[1])
+        ax1.set_aspect("auto")
+        return save_figure(fig, path)

@@ -48,6 +48,8 @@ _HOW_TO_MAKE = {
     "summary": "run 'simcompare compare'",
     "morphology_sim": "measure the mocks with 'simcompare morphology'",
     "morphology_reference": "measure the observed stamps with 'simcompare morphology'",
+    "appearance": "run 'simcompare score' (its appearance stage writes it)",
+    "appearance_arrays": "run 'simcompare score' (its appearance stage writes it)",
 }
 _MORPH_COLUMNS = (
     ("gini", "Gini coefficient G", ""),
@@ -219,6 +221,26 @@ class _Run:
             return data
 
         return self._cached("summary", load)
+
+    def appearance(self) -> dict[str, Any]:
+        """The appearance stage's ``appearance.json`` (classifier test, alignment, maps)."""
+        def load() -> dict[str, Any]:
+            data = json.loads(self.path("appearance").read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("schema") != "simcompare.appearance":
+                msg = ("the appearance file is not a simcompare.appearance JSON object; "
+                       "re-run 'simcompare score'")
+                raise SectionUnavailable(msg)
+            return data
+
+        return self._cached("appearance", load)
+
+    def appearance_arrays(self) -> dict[str, np.ndarray]:
+        """The appearance stage's arrays (``appearance.npz``)."""
+        def load() -> dict[str, np.ndarray]:
+            with np.load(self.path("appearance_arrays"), allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+
+        return self._cached("appearance_arrays", load)
 
     def catalog(self, key: str) -> dict[str, np.ndarray]:
         from .. import imageset
@@ -413,6 +435,12 @@ def _floor(run: _Run, fig_dir: Path) -> dict[str, Any]:
             "exclusions": _json(block.get("exclusions") or {})}
 
 
+def _any_label(ax: Any) -> str:
+    if not isinstance(ax, Mapping) or ax.get("value") is None:
+        return ""
+    return "differs" if ax.get("detected") else "indistinguishable"
+
+
 def _verdict(run: _Run) -> dict[str, Any]:
     s = run.summary()
     metrics = s.get("metrics") if isinstance(s.get("metrics"), Mapping) else {}
@@ -427,6 +455,11 @@ def _verdict(run: _Run) -> dict[str, Any]:
               "sizes, profiles, shapes: statmorph parameters on the same stamps",
               axes_in.get("global_structure"), metrics, str(verdict.get("global_structure", ""))),
     ]
+    if "any_difference" in axes_in:  # summaries of 'simcompare compare' alone have two axes
+        axes.append(_axis("any_difference", "Any difference",
+                          "an image classifier (CNN) trained to tell simulated from observed "
+                          "stamps, out-of-fold", axes_in.get("any_difference"), metrics,
+                          _any_label(axes_in.get("any_difference"))))
     notes = []
     if s.get("column_fallback_reason"):
         notes.append(str(s["column_fallback_reason"]))
@@ -690,7 +723,15 @@ def _ranked(run: _Run) -> dict[str, Any]:
 
 
 def _lookalikes(run: _Run, sim_pos: np.ndarray) -> dict[str, Any]:
-    """Nearest observed galaxy to each simulated galaxy at ``sim_pos`` (rows of sim_scores)."""
+    """Nearest observed galaxy to each simulated galaxy at ``sim_pos`` (rows of sim_scores).
+
+    By appearance (the appearance stage's embedding) when the run has it; otherwise
+    nearest in stellar mass and size, or in pixels.
+    """
+    try:
+        return _lookalikes_by_appearance(run, sim_pos)
+    except SectionUnavailable:
+        pass
     ranked = _ranked(run)
     sim = ranked["sim"]
     obs_cat = run.catalog("observed")
@@ -752,6 +793,29 @@ def _lookalikes(run: _Run, sim_pos: np.ndarray) -> dict[str, Any]:
             "ids": obs_ids[pool[best]]}
 
 
+def _lookalikes_by_appearance(run: _Run, sim_pos: np.ndarray) -> dict[str, Any]:
+    arrays = run.appearance_arrays()
+    info = run.appearance().get("lookalikes") or {}
+    sim = _ranked(run)["sim"]
+    sim_ids = np.asarray(arrays["sim_object_id"])
+    where = _rows_for(sim["object_id"].to_numpy()[sim_pos], sim_ids, same_order=False)
+    if (where < 0).any():
+        msg = "the appearance arrays do not cover every simulated galaxy shown"
+        raise SectionUnavailable(msg)
+    obs_ids = np.asarray(run.catalog("observed")["object_id"])
+    look_ids = np.asarray(arrays["lookalike_object_id"])[where, 0]
+    rows = _rows_for(look_ids, obs_ids, same_order=False)
+    if (rows < 0).any():
+        msg = "a look-alike by appearance is not in the observed image set"
+        raise SectionUnavailable(msg)
+    return {"rows": rows, "ids": look_ids,
+            "distance": np.asarray(arrays["lookalike_distance"])[where, 0],
+            "definition": str(info.get("definition", "nearest by appearance")) + " (among "
+                          + str(info.get("pool", "the observed galaxies")) + ")",
+            "all_ids": np.asarray(arrays["lookalike_object_id"])[where],
+            "all_distance": np.asarray(arrays["lookalike_distance"])[where]}
+
+
 def pd_series(values: np.ndarray) -> Any:
     """A pandas Series of ``values`` (kept as a helper so pandas stays a lazy import)."""
     import pandas as pd
@@ -788,8 +852,17 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
             msg = f"observed bands {list(obs_bands)} differ from simulated bands {list(bands)}"
             raise SectionUnavailable(msg)
         obs_img = run.images("observed", look["rows"])
+        more_img = None
+        if "all_ids" in look:
+            obs_ids_all = np.asarray(run.catalog("observed")["object_id"])
+            pairs = [(j, m) for j in range(look["all_ids"].shape[0])
+                     for m in range(1, look["all_ids"].shape[1]) if look["all_ids"][j, m] >= 0]
+            extra_rows = _rows_for(np.array([look["all_ids"][p] for p in pairs], np.int64),
+                                   obs_ids_all, same_order=False)
+            if pairs and (extra_rows >= 0).all():
+                more_img = dict(zip(pairs, run.images("observed", extra_rows), strict=True))
     except SectionUnavailable as exc:
-        look, obs_img = None, None
+        look, obs_img, more_img = None, None, None
         notes.append(f"no observed look-alikes: {exc}")
     sim_img = run.images("mocks", ranked["rows"][positions])
     calib = obs_img if obs_img is not None and len(obs_img) else sim_img
@@ -813,7 +886,7 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
                     "side": "above" if score[p] > ranked["centre"] else "below",
                     "percentile": (_num(sim["percentile"].iloc[p]) if "percentile" in sim.columns
                                    else "–"),
-                    "sim": stamps.write(f"{stem}_sim", sim_img[j]), "obs": None}
+                    "sim": stamps.write(f"{stem}_sim", sim_img[j]), "obs": None, "more": []}
             if look is not None:
                 oid = int(look["ids"][j])
                 obs_score = "–"
@@ -822,6 +895,14 @@ def _galleries(run: _Run, fig_dir: Path) -> dict[str, Any]:
                     obs_score = _num(ref_scores[hit[0]]) if hit.size else "–"
                 item["obs"] = {"object_id": oid, "distance": _num(look["distance"][j]),
                                "score": obs_score, **stamps.write(f"{stem}_obs", obs_img[j])}
+                if "all_ids" in look and more_img is not None:
+                    for m in range(1, look["all_ids"].shape[1]):
+                        mid = int(look["all_ids"][j, m])
+                        if mid < 0:
+                            continue
+                        item["more"].append({
+                            "object_id": mid, "distance": _num(look["all_distance"][j, m]),
+                            **stamps.write(f"{stem}_obs{m + 1}", more_img[(j, m)], bands=False)})
             items.append(item)
         groups.append({"id": gid, "title": title, "items": items})
     rgb = ("grey (mean of all bands)" if choice is None
@@ -845,100 +926,196 @@ def _training_info(model_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def _density_scorers(model_dir: Path) -> tuple[Callable, Callable | None, str]:
-    """``log_prob`` of the observed model and of the background model (if any).
-
-    With an ensemble (``training.json`` lists several members) both are the mean over
-    the members, as in :func:`simcompare.density.evaluate`.
-    """
-    try:
-        from ..density import DensityModel
-    except ImportError as exc:
-        msg = f"the density model code cannot be imported ({exc})"
-        raise SectionUnavailable(msg) from None
-    info = _training_info(model_dir) or {}
-    members = info.get("members")
-    if not isinstance(members, list) or not members:
-        main = "model" if (model_dir / "model").is_dir() else "."
-        members = [{"model": main, **({"background": "background"}
-                                      if (model_dir / "background").is_dir() else {})}]
-    try:
-        models = [DensityModel.load(model_dir / m["model"], device="cpu") for m in members]
-        backgrounds = [DensityModel.load(model_dir / m["background"], device="cpu")
-                       for m in members if m.get("background")]
-    except Exception as exc:  # any load failure becomes the note
-        msg = f"the density model in {model_dir} could not be loaded ({type(exc).__name__}: {exc})"
-        raise SectionUnavailable(msg) from None
-    if backgrounds and len(backgrounds) != len(models):
-        msg = f"{model_dir}: some ensemble members lack a background model; retrain the model"
-        raise SectionUnavailable(msg)
-
-    def mean_log_prob(ms: list[Any]) -> Callable:
-        def log_prob(x: Any) -> Any:
-            total = ms[0].log_prob(x)
-            for m in ms[1:]:
-                total = total + m.log_prob(x)
-            return total / len(ms)
-
-        return log_prob
-
-    ens = f" (mean over {len(models)} ensemble members)" if len(models) > 1 else ""
-    what = ("log p_obs − log p_bg (observed model over the smooth-Sérsic background model)"
-            if backgrounds else "log p_obs (no background model in the model folder)") + ens
-    return mean_log_prob(models), mean_log_prob(backgrounds) if backgrounds else None, what
-
-
-def _scored_images(run: _Run, rows: np.ndarray) -> np.ndarray:
-    """Mock images of ``rows`` exactly as the scorer saw them (masked pixels filled)."""
-    info = _training_info(run.path("model"))
-    if info is None or "noise_sigma" not in info:
-        return run.images("mocks", rows)
-    from .. import imageset
-
-    uniq, inverse = np.unique(np.asarray(rows, int), return_inverse=True)
-    try:
-        from ..density.data import prepared_images
-
-        s = imageset.read(run.path("mocks"), index=uniq)
-        x = prepared_images(s, sigma=info["noise_sigma"], seed=int(info.get("seed", 0)))
-    except (ImportError, SimcompareError, OSError, KeyError, ValueError, TypeError) as exc:
-        msg = f"could not prepare the mock images as the scorer does ({exc})"
-        raise SectionUnavailable(msg) from None
-    return np.asarray(x, np.float32)[inverse]
-
-
 def _mismatch(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    """Occlusion maps of the least typical simulated galaxies (computed by the appearance stage)."""
     ranked = _ranked(run)
-    model_dir = run.path("model")
-    log_prob, log_prob_bg, what = _density_scorers(model_dir)
-    pos = ranked["least"]
-    images = _scored_images(run, ranked["rows"][pos])
-    try:
-        maps, scores = figures.saliency_maps(images, log_prob=log_prob,
-                                             log_prob_background=log_prob_bg)
-    except Exception as exc:  # torch or model failures become the note
-        msg = f"the gradient of the score could not be computed ({type(exc).__name__}: {exc})"
-        raise SectionUnavailable(msg) from None
+    info = run.appearance().get("maps") or {}
+    arrays = run.appearance_arrays()
+    ids = np.asarray(arrays["map_object_id"])
+    if ids.size == 0:
+        msg = str(info.get("note") or "the appearance stage wrote no mismatch maps")
+        raise SectionUnavailable(msg)
+    maps, base = np.asarray(arrays["maps"]), np.asarray(arrays["map_score"])
+    patch = int(arrays["map_patch"])
+    sim = ranked["sim"]
+    sim_ids = sim["object_id"].to_numpy()
+    mock_rows = _rows_for(ids, run.catalog("mocks")["object_id"], same_order=False)
+    if (mock_rows < 0).any():
+        msg = "a galaxy with a mismatch map is not in the mock image set"
+        raise SectionUnavailable(msg)
+    images = run.images("mocks", mock_rows)
     stamps = run.cache.get("stamps")
     if not isinstance(stamps, _Stamps):
         stamps = _stamp_writer(fig_dir, tuple(run.header("mocks").bands), images)
-    sim = ranked["sim"]
     items = []
-    for j, p in enumerate(pos):
+    for j, oid in enumerate(ids.tolist()):
         stem = f"mismatch_{j + 1:02d}"
         stamps.write(f"{stem}_image", images[j], bands=False)
-        finite = np.abs(maps[j][np.isfinite(maps[j])])
-        limit = float(np.percentile(finite, 99.5)) if finite.size else 0.0
-        figures.write_png(fig_dir / f"{stem}_map.png", figures.diverging_rgb(maps[j], limit=limit))
+        m = maps[j]
+        limit = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.0
+        big = np.kron(m, np.ones((patch, patch)))
+        figures.write_png(fig_dir / f"{stem}_map.png", figures.diverging_rgb(big, limit=limit))
+        hit = np.flatnonzero(sim_ids == oid)
+        score = ranked["score"][hit[0]] if hit.size else np.nan
+        peak = np.unravel_index(int(np.nanargmax(m)), m.shape) if np.isfinite(m).any() else (0, 0)
         items.append({
-            "rank": j + 1, "object_id": int(sim["object_id"].iloc[p]),
+            "rank": j + 1, "object_id": int(oid),
             "image": f"figures/{stem}_image.png", "map": f"figures/{stem}_map.png",
-            "score": _num(ranked["score"][p]), "recomputed": _num(scores[j]),
-            "side": "above" if ranked["score"][p] > ranked["centre"] else "below",
-            "limit": _num(limit), "total": _num(float(np.nansum(maps[j]))),
-            "negative": _num(float(np.nansum(np.minimum(maps[j], 0.0)))),
+            "score": _num(score), "recomputed": _num(base[j]),
+            "side": "above" if score > ranked["centre"] else "below",
+            "limit": _num(limit), "max": _num(float(np.nanmax(m))),
+            "min": _num(float(np.nanmin(m))),
+            "peak": f"x {peak[1] * patch}-{(peak[1] + 1) * patch - 1}, "
+                    f"y {peak[0] * patch}-{(peak[0] + 1) * patch - 1}",
         })
-    return {"items": items, "what": what, "model": str((run.meta.get("paths") or {}).get("model"))}
+    return {"items": items, "what": str(info.get("score") or "the score"),
+            "grid": _num(info.get("grid")), "patch": _num(patch),
+            "model": str((run.meta.get("paths") or {}).get("model"))}
+
+
+def _appearance(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    """The classifier axis in detail, the alignment fraction and the 2-D appearance map."""
+    app = run.appearance()
+    c2 = app.get("any_difference") or {}
+    try:
+        captured = ((run.summary().get("axes") or {}).get("any_difference") or {}).get("captured") or {}
+    except SectionUnavailable:
+        captured = {}
+    null = c2.get("null") or {}
+    align = app.get("alignment") or {}
+    anull = align.get("null") or {}
+    out: dict[str, Any] = {
+        "auroc": _num(c2.get("value")), "ci": _ci(c2.get("ci")),
+        "null": _num(null.get("value")), "null_ci": _ci(null.get("ci")),
+        "null_note": str(null.get("skipped") or ""),
+        "detected": "yes" if c2.get("detected") else "no",
+        "method": str(c2.get("method", "")), "n": c2.get("n") or {},
+        "options": _json(c2.get("options") or {}),
+        "captured": [{"axis": name, "share": "–" if captured.get(key) is None
+                      else f"{100 * float(captured[key]):.0f}%"}
+                     for key, name in (("fine_structure", "fine structure (likelihood ratio)"),
+                                       ("global_structure", "global structure (morphology)"))],
+        "captured_definition": str(captured.get("definition", "")),
+        "alignment": _num(align.get("value")), "alignment_ci": _ci(align.get("ci")),
+        "alignment_null": _num(anull.get("value")), "alignment_null_ci": _ci(anull.get("ci")),
+        "alignment_definition": str(align.get("definition", "")),
+        "observed_share": _num(align.get("mean_observed_share")),
+        "expected_share": _num(align.get("expected_rate")),
+        "embedding": str((app.get("embedding") or {}).get("method", "")),
+        "map_text": str((app.get("embedding") or {}).get("map", "")), "figure": None,
+        "timings": _json(app.get("timings_s") or {}),
+    }
+    arrays = run.appearance_arrays()
+    sim_xy, obs_xy = np.asarray(arrays["sim_xy"]), np.asarray(arrays["obs_xy"])
+    if len(sim_xy) and len(obs_xy):
+        xy = np.concatenate([sim_xy, obs_xy])
+        lo, hi = np.percentile(xy, 2, axis=0), np.percentile(xy, 98, axis=0)
+        n_grid = 5
+        gx, gy = np.linspace(lo[0], hi[0], n_grid), np.linspace(lo[1], hi[1], n_grid)
+        cell = (hi - lo) / max(n_grid - 1, 1)
+        picks: list[tuple[str, int, float, float]] = []
+        for yv in gy:
+            for xv in gx:
+                d = np.hypot((xy[:, 0] - xv) / max(cell[0], 1e-12), (xy[:, 1] - yv) / max(cell[1], 1e-12))
+                k = int(np.argmin(d))
+                if d[k] < 0.5:
+                    side = "sim" if k < len(sim_xy) else "obs"
+                    picks.append((side, k if side == "sim" else k - len(sim_xy), float(xv), float(yv)))
+        stamps_rgb = []
+        for key, cat_key, side in (("sim", "mocks", "sim"), ("obs", "observed", "obs")):
+            chosen = [p for p in picks if p[0] == side]
+            if not chosen:
+                continue
+            ids = np.asarray(arrays["sim_object_id" if side == "sim" else "obs_object_id"])
+            rows = _rows_for(ids[[p[1] for p in chosen]], run.catalog(cat_key)["object_id"],
+                             same_order=False)
+            img = run.images(cat_key, rows)
+            writer = run.cache.get("stamps")
+            if not isinstance(writer, _Stamps):
+                writer = _stamp_writer(fig_dir, tuple(run.header(cat_key).bands), img)
+                run.cache["stamps"] = writer
+            stamps_rgb += [(p[2], p[3], writer.composite(im), key) for p, im in zip(chosen, img, strict=True)]
+        figures.embedding_map(sim_xy, obs_xy, stamps_rgb, cell=cell, path=fig_dir / "appearance_map.png")
+        out["figure"] = "figures/appearance_map.png"
+        out["n_stamps"] = len(stamps_rgb)
+    return out
+
+
+def _anomalies(run: _Run, fig_dir: Path) -> dict[str, Any]:
+    """The held-out observed galaxies the density model finds least typical."""
+    column = _score_column(run)
+    ref = run.table("reference_scores")
+    if column not in ref.columns:
+        msg = f"the reference_scores table has no '{column}' column"
+        raise SectionUnavailable(msg)
+    rows, table = anomaly_rows(ref, column=column, n=GALLERY_SIZE)
+    obs_rows = _rows_for(ref["object_id"].to_numpy()[rows], run.catalog("observed")["object_id"],
+                         same_order=False)
+    items = []
+    if (obs_rows >= 0).all() and len(obs_rows):
+        img = run.images("observed", obs_rows)
+        stamps = run.cache.get("stamps")
+        if not isinstance(stamps, _Stamps):
+            stamps = _stamp_writer(fig_dir, tuple(run.header("observed").bands), img)
+        for j, r in enumerate(table):
+            items.append({**r, **stamps.write(f"anomaly_{j + 1:02d}", img[j], bands=False)})
+    return {"items": items, "rows": table, "column": column, "n_ref": len(ref),
+            "rule": ANOMALY_RULE}
+
+
+def write_anomaly_page(out: Path, *, survey: str, rows: list[dict[str, Any]], images: np.ndarray,
+                       bands: tuple[str, ...], column: str, rule: str, n_ranked: int) -> Path:
+    """The gallery page of ``simcompare anomalies`` (``out/index.html`` and ``out/figures/``)."""
+    import html as _html
+
+    fig_dir = Path(out) / "figures"
+    if fig_dir.is_dir():
+        shutil.rmtree(fig_dir)
+    fig_dir.mkdir(parents=True)
+    cards, table = [], []
+    if len(images):
+        stamps = _stamp_writer(fig_dir, bands, images)
+        for j, r in enumerate(rows):
+            src = stamps.write(f"anomaly_{j + 1:02d}", images[j], bands=False)["src"]
+            cards.append(f'<figure><img class="stamp" src="{src}" alt="anomalous observed galaxy '
+                         f'{r["object_id"]}" width="124" height="124"><figcaption>#{r["rank"]} id '
+                         f'{r["object_id"]}<br>score {r["score"]}</figcaption></figure>')
+    if rows:
+        keys = list(rows[0].keys())
+        table.append("<tr>" + "".join(f"<th>{_html.escape(k)}</th>" for k in keys) + "</tr>")
+        for r in rows:
+            table.append("<tr>" + "".join(f"<td>{_html.escape(str(r[k]))}</td>" for k in keys) + "</tr>")
+    esc = _html.escape
+    text = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Anomalies of "
+            f"{esc(survey)}</title><style>figure{{display:inline-block;margin:4px;font-size:12px}}"
+            f"td,th{{padding:2px 6px}}</style></head><body><h1>Anomalies of the sky: {esc(survey)}</h1>"
+            f"<p>The {len(rows)} of {n_ranked} ranked galaxies with {esc(rule)} (score "
+            f"<code>{esc(column)}</code>); table: <code>anomalies.parquet</code>.</p>"
+            f"<div class=\"gallery\">{''.join(cards)}</div><table>{''.join(table)}</table>"
+            "</body></html>\n")
+    page = Path(out) / "index.html"
+    _write_text(page, text)
+    return page
+
+
+#: How the anomalies of the sky are chosen (the report and ``simcompare anomalies``).
+ANOMALY_RULE = ("the lowest scores among galaxies the density model did not train on: the "
+                "galaxies the model finds least like the rest of the survey")
+
+
+def anomaly_rows(table: Any, *, column: str, n: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Rows of the ``n`` lowest finite ``column`` values of a score table, and display rows."""
+    v = table[column].to_numpy(float)
+    good = np.flatnonzero(np.isfinite(v))
+    rows = good[np.lexsort((good, v[good]))][:n]
+    extra = [c for c in ("percentile", "p_simulated", "stellar_mass_msun", "redshift")
+             if c in table.columns]
+    out = []
+    for rank, r in enumerate(rows, 1):
+        out.append({"rank": rank, "object_id": int(table["object_id"].iloc[r]),
+                    "score": _num(v[r]),
+                    **{c: _num(table[c].iloc[r]) for c in extra}})
+    return rows, out
 
 
 def _model(run: _Run, fig_dir: Path) -> dict[str, Any]:
@@ -1240,7 +1417,10 @@ def write_report(run: Path, *, out: Path) -> Path:
         _section("trends", "Trends with galaxy properties",
                  lambda: _trends(run_obj, fig_dir, seed=seed, confidence=confidence)),
         _section("galleries", "Galleries", lambda: _galleries(run_obj, fig_dir)),
+        _section("appearance", "Any difference, and look-alikes by appearance",
+                 lambda: _appearance(run_obj, fig_dir)),
         _section("mismatch", "Where the mismatch is", lambda: _mismatch(run_obj, fig_dir)),
+        _section("anomalies", "Anomalies of the sky", lambda: _anomalies(run_obj, fig_dir)),
         _section("model", "Density model", lambda: _model(run_obj, fig_dir)),
         _section("morphology", "Classical morphology", lambda: _morphology(run_obj, fig_dir)),
         _section("provenance", "Provenance", lambda: _provenance(run_obj)),
