@@ -172,7 +172,10 @@ def test_busy_workspace_names_the_holder(tmp_path, capsys):
         holder.wait()
 
 
-def test_stale_lock_is_taken_over_with_a_log_line(tmp_path, caplog):
+def test_stale_lock_is_taken_over_with_a_log_line(tmp_path, caplog, monkeypatch):
+    # an earlier in-process CLI run gave the package logger its own handler and stopped it
+    # propagating; caplog listens on the root logger
+    monkeypatch.setattr(logging.getLogger("simcompare"), "propagate", True)
     ws = tmp_path / "ws"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
