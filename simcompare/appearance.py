@@ -51,6 +51,20 @@ def least_typical(score: np.ndarray, reference: np.ndarray | None, n: int) -> np
 
     The rule of the report's galleries: distance from the median of the held-out observed
     scores on either side, ties broken by row order; non-finite scores are not ranked.
+
+    Parameters
+    ----------
+    score : ndarray
+        The simulated galaxies' scores.
+    reference : ndarray or None
+        The held-out observed scores (None: the simulated median).
+    n : int
+        How many rows to return.
+
+    Returns
+    -------
+    ndarray of int
+        Row positions, least typical first.
     """
     score = np.asarray(score, float)
     good = np.flatnonzero(np.isfinite(score))

@@ -218,6 +218,26 @@ def auroc_with_ci(p: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ran
     own network) and the bootstrap resamples within folds: pooling out-of-fold scores of
     different networks biases the AUROC downwards under the null (Airola et al. 2011,
     Comput. Stat. Data Anal. 55, 1828).
+
+    Parameters
+    ----------
+    p : ndarray
+        Out-of-fold probabilities of class 1.
+    y : ndarray of int
+        Labels (1 simulated, 0 observed).
+    n_bootstrap : int
+        Bootstrap draws.
+    rng : numpy.random.Generator
+        Random stream of the draws.
+    confidence : float
+        Level of the interval.
+    fold : ndarray of int, optional
+        Fold of each row.
+
+    Returns
+    -------
+    dict
+        ``value``, ``ci``, ``ci_contains_null_value``, ``n_bootstrap`` and ``per_fold``.
     """
     from .comparison import auroc
 

@@ -257,6 +257,24 @@ def nearest_observed(query: np.ndarray, pool: np.ndarray, *, k: int = 3,
 
     With ``mass_window_dex`` (and both stellar masses in Msun), only pool galaxies within
     that many dex of the query's stellar mass count; missing neighbours are -1 / NaN.
+
+    Parameters
+    ----------
+    query : ndarray, shape (Nq, d) or (8, Nq, d)
+        Embeddings of the galaxies to match.
+    pool : ndarray, shape (Np, d)
+        Embeddings of the observed galaxies.
+    k : int
+        Neighbours per query.
+    query_mass, pool_mass : ndarray, optional
+        Stellar masses [Msun] (for ``mass_window_dex``).
+    mass_window_dex : float, optional
+        Largest stellar-mass difference of a neighbour [dex].
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        Pool rows (Nq, k) and distances (Nq, k), nearest first.
     """
     b = np.asarray(pool, np.float64).reshape(len(pool), -1)
     d2 = dihedral_distances(query, b)
@@ -301,6 +319,26 @@ def alignment_fraction(z_sim: np.ndarray, z_obs: np.ndarray, *, k: int = 10, n_b
     neighbours, and ``null`` (median and central interval over ``n_null`` random
     observed parts of the simulated sample's size; None when the observed sample is
     too small).
+
+    Parameters
+    ----------
+    z_sim, z_obs : ndarray
+        Embeddings of the simulated and observed galaxies (last two axes: galaxy, feature).
+    k : int
+        Neighbours per galaxy in the joint sample.
+    n_bootstrap : int
+        Bootstrap draws of the CI.
+    n_null : int
+        Random observed parts for the null.
+    confidence : float
+        Level of the intervals.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    dict
+        The fields listed above.
     """
     n_sim, n_obs = z_sim.shape[-2], z_obs.shape[-2]
     k = int(min(k, n_sim + n_obs - 1))

@@ -1065,7 +1065,32 @@ def _anomalies(run: _Run, fig_dir: Path) -> dict[str, Any]:
 
 def write_anomaly_page(out: Path, *, survey: str, rows: list[dict[str, Any]], images: np.ndarray,
                        bands: tuple[str, ...], column: str, rule: str, n_ranked: int) -> Path:
-    """The gallery page of ``simcompare anomalies`` (``out/index.html`` and ``out/figures/``)."""
+    """The gallery page of ``simcompare anomalies`` (``out/index.html`` and ``out/figures/``).
+
+    Parameters
+    ----------
+    out : Path
+        Output folder.
+    survey : str
+        Survey name (the title).
+    rows : list of dict
+        Display rows, least typical first (:func:`anomaly_rows`).
+    images : ndarray, shape (N, B, H, W)
+        The galaxies' stamps, in ``rows`` order.
+    bands : tuple of str
+        Band names of ``images``.
+    column : str
+        The score ranked.
+    rule : str
+        How the galaxies were ranked, in words.
+    n_ranked : int
+        Galaxies ranked.
+
+    Returns
+    -------
+    Path
+        ``out/index.html``.
+    """
     import html as _html
 
     fig_dir = Path(out) / "figures"
@@ -1104,7 +1129,22 @@ ANOMALY_RULE = ("the lowest scores among galaxies the density model did not trai
 
 
 def anomaly_rows(table: Any, *, column: str, n: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Rows of the ``n`` lowest finite ``column`` values of a score table, and display rows."""
+    """Rows of the ``n`` lowest finite ``column`` values of a score table, and display rows.
+
+    Parameters
+    ----------
+    table : DataFrame
+        A score table.
+    column : str
+        The score to rank by (lowest first).
+    n : int
+        Rows to return.
+
+    Returns
+    -------
+    (ndarray, list of dict)
+        Row positions and one display row per galaxy.
+    """
     v = table[column].to_numpy(float)
     good = np.flatnonzero(np.isfinite(v))
     rows = good[np.lexsort((good, v[good]))][:n]
