@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from simcompare import imageset
     from simcompare.density import train
+    from simcompare.density.background import SURVEY_CONDITIONS, sersic_background_images
     from simcompare.density.data import prepared_images
     from simcompare.density.model import DensityModel
     from simcompare.density.scores import footprint_mask, local_scores
@@ -208,6 +209,14 @@ def main(argv: list[str] | None = None) -> None:
             x = prepared_images(s, sigma=sigma, seed=seed)
             fp = footprint_mask(x, sigma=sigma)
             scores = local_scores(main, back, x, footprint=fp)
+            area = np.maximum(fp.sum((1, 2)), 1)
+            scores["llr_footprint_per_pixel"] = scores["llr_footprint"] / area
+            # the image's own smooth twin: its Sersic fit re-rendered with fresh noise
+            twin, _ = sersic_background_images(s, x, rng=np.random.default_rng(seed + 7),
+                                               conditions=SURVEY_CONDITIONS)
+            tw = local_scores(main, back, twin, footprint=fp)
+            scores["llr_paired"] = scores["llr"] - tw["llr"]
+            scores["llr_footprint_paired"] = scores["llr_footprint"] - tw["llr_footprint"]
             if name not in per_seed_scores:
                 per_seed_scores[name] = {}
             y = (np.asarray(main.transform.forward_and_log_det(

@@ -36,6 +36,11 @@ def test_level_maps_sum_to_log_prob(bands: int, levels: int, channels_last: bool
     with torch.no_grad():
         ref = m.log_prob(x).double()
     torch.testing.assert_close(total, ref, rtol=1e-5, atol=1e-2)
+    # scoring in concurrent shards gives the same maps
+    sharded, pre_s = m.freeze(channels_last=channels_last, shards=3).level_maps(x)
+    for a, b in zip(maps, sharded, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(pre, pre_s)
     # the terms are local: a change in one corner moves only the maps near that corner
     x2 = x.clone()
     x2[:, :, :2, :2] += 5.0

@@ -468,6 +468,27 @@ class FrozenDensity(nn.Module):
                    f"got {tuple(x.shape)}")
             raise ConfigError(msg)
         x = x.to(device=self.device, dtype=torch.float32)
+        n_shards = self._n_shards(x.shape[0])
+        if n_shards <= 1:
+            return self._level_maps(x)
+        parts = torch.tensor_split(x, n_shards)
+        with _SHARD_LOCK:
+            threads = torch.get_num_threads()
+            try:
+                results = list(_shard_pool(n_shards).map(self._level_maps_single_thread,
+                                                          parts))
+            finally:
+                torch.set_num_threads(threads)
+        with torch.inference_mode():
+            maps = [torch.cat([r[0][k] for r in results]) for k in range(len(results[0][0]))]
+            return maps, torch.cat([r[1] for r in results])
+
+    def _level_maps_single_thread(self, x: torch.Tensor,
+                                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        torch.set_num_threads(1)  # process-wide; level_maps restores it
+        return self._level_maps(x)
+
+    def _level_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         with torch.inference_mode():
             y, ld = self.transform.forward_and_log_det(x)
             if self.channels_last:
