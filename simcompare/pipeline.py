@@ -453,10 +453,10 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
     with _stage("compare", timings, lambda: stages.is_complete("compare"), reused) as cached:
         stages.explain("compare", cached, ("evaluate", "morphology"))
         if not cached:
-            from .comparison import compare
+            from .comparison import FINE_STRUCTURE_COLUMN, compare
 
             work = stages.work("compare")
-            column = "llr_nats" if cfg.background != "none" else "log_prob_nats"
+            column = FINE_STRUCTURE_COLUMN if cfg.background != "none" else "log_prob_nats"
             summary = compare(
                 sim_scores, ref_scores, column=column, n_bootstrap=cfg.n_bootstrap,
                 n_null=cfg.n_null, seed=cfg.seed, morphology=morph_sim,

@@ -60,6 +60,8 @@ _MORPH_COLUMNS = (
     ("ellipticity", "ellipticity", ""),
 )
 _SCORE_COLUMNS = (
+    ("llr_footprint_nats", "likelihood ratio over the footprint",
+     "log p_obs − log p_bg within the galaxy [nats]"),
     ("llr_nats", "likelihood ratio", "log p_obs − log p_bg [nats]"),
     ("log_prob_nats", "raw log-likelihood", "log p_obs [nats]"),
     ("bits_per_dim", "bits per dimension", "bits/dim"),
@@ -283,7 +285,7 @@ def _score_column(run: _Run) -> str:
         column = run.summary().get("column")
     except SectionUnavailable:
         column = None
-    return str(column or "llr_nats")
+    return str(column or "llr_footprint_nats")
 
 
 def _metric_row(name: str, entry: Mapping[str, Any], directions: Mapping[str, Any] | None = None,
