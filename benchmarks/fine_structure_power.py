@@ -131,6 +131,54 @@ def png_bits(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _train_and_score(args, obs_path, out, seed, opts, sets):
+    """Train one seed's model and background; all scores of the reference and test sets."""
+    import torch
+
+    from simcompare.density import train
+    from simcompare.density.background import SURVEY_CONDITIONS, sersic_background_images
+    from simcompare.density.data import prepared_images
+    from simcompare.density.model import DensityModel
+    from simcompare.density.scores import footprint_mask, local_scores
+
+    t1 = time.perf_counter()
+    train(obs_path, out=out, levels=args.levels, blocks=args.blocks, hidden=args.hidden,
+          epochs=args.epochs, seed=seed, options=opts, resume=out.exists())
+    train_s = time.perf_counter() - t1
+    info = json.loads((out / "training.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    ids = set(split["test"])
+    ref_set = sets["observed"].subset(np.array([int(i) in ids for i in sets["observed"].object_id]))
+    main = DensityModel.load(out / info["members"][0]["model"]).freeze()
+    back = DensityModel.load(out / info["members"][0]["background"]).freeze()
+    sigma = np.asarray(info["noise_sigma"])
+    t2 = time.perf_counter()
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for name, s in [("reference", ref_set), *[(k, sets[k]) for k in
+                                              ("same", "no_clumps", "larger")]]:
+        x = prepared_images(s, sigma=sigma, seed=seed)
+        fp = footprint_mask(x, sigma=sigma)
+        scores = local_scores(main, back, x, footprint=fp)
+        area = np.maximum(fp.sum((1, 2)), 1)
+        scores["llr_footprint_per_pixel"] = scores["llr_footprint"] / area
+        # the image's own smooth twin: its Sersic fit re-rendered with fresh noise
+        twin, _ = sersic_background_images(s, x, rng=np.random.default_rng(seed + 7),
+                                           conditions=SURVEY_CONDITIONS)
+        tw = local_scores(main, back, twin, footprint=fp)
+        scores["llr_paired"] = scores["llr"] - tw["llr"]
+        scores["llr_footprint_paired"] = scores["llr_footprint"] - tw["llr_footprint"]
+        y = np.asarray(main.transform.forward_and_log_det(torch.from_numpy(x))[0])
+        scores["complexity"] = scores["log_p"] + png_bits(y) * math.log(2)
+        result[name] = scores
+    score_s = time.perf_counter() - t2
+    cost = {"seed": seed, "train_s": train_s, "score_s": score_s,
+            "train_epochs_s": float(sum(m["seconds"] for m in info["models"])),
+            "epochs_run": [m["epochs_run"] for m in info["models"]],
+            "best_epoch": [m["best_epoch"] for m in info["models"]],
+            "best_val_bits_per_dim": [m["best_val_bits_per_dim"] for m in info["models"]]}
+    return result, cost
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-train", type=int, default=1000)
@@ -158,11 +206,6 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from simcompare import imageset
-    from simcompare.density import train
-    from simcompare.density.background import SURVEY_CONDITIONS, sersic_background_images
-    from simcompare.density.data import prepared_images
-    from simcompare.density.model import DensityModel
-    from simcompare.density.scores import footprint_mask, local_scores
     from simcompare.density.train import TrainOptions
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -187,47 +230,23 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, list]] = {}
     per_seed_scores: dict[str, dict[str, list[np.ndarray]]] = {}
     costs = []
-    ref_set = None
     for seed in args.seeds:
         out = work / f"model_s{seed}"
-        t1 = time.perf_counter()
-        train(obs_path, out=out, levels=args.levels, blocks=args.blocks, hidden=args.hidden,
-              epochs=args.epochs, seed=seed, options=opts, resume=out.exists())
-        train_s = time.perf_counter() - t1
-        info = json.loads((out / "training.json").read_text())
-        split = json.loads((out / "split.json").read_text())
-        if ref_set is None:
-            ids = set(split["test"])
-            ref_set = sets["observed"].subset(np.array([int(i) in ids
-                                                        for i in sets["observed"].object_id]))
-        main = DensityModel.load(out / info["members"][0]["model"]).freeze()
-        back = DensityModel.load(out / info["members"][0]["background"]).freeze()
-        sigma = np.asarray(info["noise_sigma"])
-        t2 = time.perf_counter()
-        for name, s in [("reference", ref_set), *[(k, sets[k]) for k in
-                                                  ("same", "no_clumps", "larger")]]:
-            x = prepared_images(s, sigma=sigma, seed=seed)
-            fp = footprint_mask(x, sigma=sigma)
-            scores = local_scores(main, back, x, footprint=fp)
-            area = np.maximum(fp.sum((1, 2)), 1)
-            scores["llr_footprint_per_pixel"] = scores["llr_footprint"] / area
-            # the image's own smooth twin: its Sersic fit re-rendered with fresh noise
-            twin, _ = sersic_background_images(s, x, rng=np.random.default_rng(seed + 7),
-                                               conditions=SURVEY_CONDITIONS)
-            tw = local_scores(main, back, twin, footprint=fp)
-            scores["llr_paired"] = scores["llr"] - tw["llr"]
-            scores["llr_footprint_paired"] = scores["llr_footprint"] - tw["llr_footprint"]
-            if name not in per_seed_scores:
-                per_seed_scores[name] = {}
-            y = (np.asarray(main.transform.forward_and_log_det(
-                torch.from_numpy(x))[0]))
-            scores["complexity"] = scores["log_p"] + png_bits(y) * math.log(2)
-            for key, val in scores.items():
-                per_seed_scores[name].setdefault(key, []).append(val)
-        score_s = time.perf_counter() - t2
-        costs.append({"seed": seed, "train_s": train_s, "score_s": score_s,
-                      "epochs_run": [m["epochs_run"] for m in info["models"]],
-                      "best_epoch": [m["best_epoch"] for m in info["models"]]})
+        cache = work / f"scores_s{seed}.npz"
+        if cache.exists() and (work / f"cost_s{seed}.json").exists():
+            loaded = np.load(cache)
+            for full in loaded.files:
+                name, key = full.split("/")
+                per_seed_scores.setdefault(name, {}).setdefault(key, []).append(loaded[full])
+            costs.append(json.loads((work / f"cost_s{seed}.json").read_text()))
+        else:
+            scored = _train_and_score(args, obs_path, out, seed, opts, sets)
+            np.savez(cache, **{f"{n}/{k}": v for n, sc in scored[0].items() for k, v in sc.items()})
+            (work / f"cost_s{seed}.json").write_text(json.dumps(scored[1]))
+            for name, sc in scored[0].items():
+                for key, val in sc.items():
+                    per_seed_scores.setdefault(name, {}).setdefault(key, []).append(val)
+            costs.append(scored[1])
         for key in per_seed_scores["reference"]:
             for test in ("same", "no_clumps", "larger"):
                 v, ci = auroc_ci(per_seed_scores[test][key][-1],
@@ -253,6 +272,10 @@ def main(argv: list[str] | None = None) -> None:
             summary[f"ensemble_{key}"] = row
     if args.statmorph:
         from simcompare.morphology import measure_imageset
+
+        ids = set(json.loads((work / f"model_s{args.seeds[0]}" / "split.json").read_text())["test"])
+        ref_set = sets["observed"].subset(np.array([int(i) in ids
+                                                    for i in sets["observed"].object_id]))
 
         t3 = time.perf_counter()
         morph = {name: measure_imageset(s, band="i") for name, s in
