@@ -5,7 +5,9 @@ the light (default 20%) is drawn with galsim at z = 0.1 in the HSC i band (pixel
 the Moffat PSF and sky noise of ``observed/hsc.toml``). Image sets:
 
 * observed: ``--n-train`` training galaxies (10% of them for validation) plus ``--n-ref``
-  held out as the model's reference (its test split);
+  held out as the model's own test split (its percentiles);
+* reference: a fresh draw of ``--n-ref`` observed galaxies that no seed's model has seen
+  (the same sample for every seed, so the ensemble mean over seeds is well defined);
 * test sets of ``--n-test``: the same population (null), the clumps removed (same total
   flux), and 1.5x larger clumpy galaxies.
 
@@ -20,7 +22,9 @@ Scores (higher = more like the observed galaxies):
   pixels inside the galaxy's footprint only;
 * ``log_p``: the raw log-likelihood; ``complexity``: log p + L(x) ln 2 with L the PNG
   length in bits of the 8-bit quantised flow input (Serra et al. 2020);
+* ``llr_peak``: the largest eighth of the ratio map's cells on the coarsest grid, summed;
 * ``ensemble_*``: the mean of a score over all seeds' models (one value, no spread);
+  with ``--ensemble-groups G`` also over G disjoint groups of seeds (their spread);
 * ``asymmetry`` (``--statmorph``): statmorph's asymmetry (the classical axis).
 
 Run: ``python benchmarks/fine_structure_power.py [--quick]``. Wall times on a shared
@@ -146,9 +150,7 @@ def _train_and_score(args, obs_path, out, seed, opts, sets):
           epochs=args.epochs, seed=seed, options=opts, resume=out.exists())
     train_s = time.perf_counter() - t1
     info = json.loads((out / "training.json").read_text())
-    split = json.loads((out / "split.json").read_text())
-    ids = set(split["test"])
-    ref_set = sets["observed"].subset(np.array([int(i) in ids for i in sets["observed"].object_id]))
+    ref_set = sets["reference"]
     main = DensityModel.load(out / info["members"][0]["model"]).freeze()
     back = DensityModel.load(out / info["members"][0]["background"]).freeze()
     sigma = np.asarray(info["noise_sigma"])
@@ -193,8 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--clump-fraction", type=float, default=0.2)
     ap.add_argument("--statmorph", action="store_true", help="also statmorph asymmetry")
+    ap.add_argument("--ensemble-groups", type=int, default=1,
+                    help="split the seeds into this many disjoint ensembles")
     ap.add_argument("--workdir", default=None, help="keep the image sets and models here")
     ap.add_argument("--quick", action="store_true", help="tiny run to check the harness")
+    ap.add_argument("--statmorph-only", action="store_true",
+                    help="only measure (and cache) statmorph on the seed-0 split")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_train, args.n_ref, args.n_test, args.epochs = 200, 100, 100, 2
@@ -216,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     sets = {
         "observed": draw_population(n_obs, seed=1, size=args.size, clumps=True,
                                     clump_fraction=args.clump_fraction),
+        # a fresh draw of the observed population: never seen in training by any seed's
+        # model, so the scores of all seeds (and their ensemble mean) refer to one sample
+        "reference": draw_population(args.n_ref, seed=5, size=args.size, clumps=True,
+                                     clump_fraction=args.clump_fraction),
         "same": draw_population(args.n_test, seed=2, size=args.size, clumps=True,
                                 clump_fraction=args.clump_fraction),
         "no_clumps": draw_population(args.n_test, seed=3, size=args.size, clumps=False),
@@ -230,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, list]] = {}
     per_seed_scores: dict[str, dict[str, list[np.ndarray]]] = {}
     costs = []
-    for seed in args.seeds:
+    for seed in [] if args.statmorph_only else args.seeds:
         out = work / f"model_s{seed}"
         cache = work / f"scores_s{seed}.npz"
         if cache.exists() and (work / f"cost_s{seed}.json").exists():
@@ -253,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                                  per_seed_scores["reference"][key][-1])
                 results.setdefault(key, {}).setdefault(test, []).append(
                     {"seed": seed, "auroc": v, "ci": ci})
-    summary = {}
+    summary: dict = {}
     for key, tests in results.items():
         row = {}
         for test, entries in tests.items():
@@ -262,25 +272,41 @@ def main(argv: list[str] | None = None) -> None:
                          "spread": float(np.ptp(vals)),
                          "ci_first": entries[0]["ci"]}
         summary[key] = row
-    if len(args.seeds) > 1:
+    if len(args.seeds) > 1 and not args.statmorph_only:
+        groups = [list(range(len(args.seeds)))]
+        if args.ensemble_groups > 1:
+            size = len(args.seeds) // args.ensemble_groups
+            groups = [list(range(g * size, (g + 1) * size)) for g in range(args.ensemble_groups)]
         for key in per_seed_scores["reference"]:
-            ref = np.mean(per_seed_scores["reference"][key], axis=0)
             row = {}
             for test in ("same", "no_clumps", "larger"):
-                v, ci = auroc_ci(np.mean(per_seed_scores[test][key], axis=0), ref)
-                row[test] = {"auroc": [v], "mean": v, "spread": None, "ci_first": ci}
+                vals, cis = [], []
+                for members in groups:
+                    ref = np.mean([per_seed_scores["reference"][key][j] for j in members], 0)
+                    v, ci = auroc_ci(np.mean([per_seed_scores[test][key][j] for j in members],
+                                             0), ref)
+                    vals.append(v)
+                    cis.append(ci)
+                row[test] = {"auroc": vals, "mean": float(np.mean(vals)),
+                             "spread": float(np.ptp(vals)) if len(vals) > 1 else None,
+                             "ci_first": cis[0]}
             summary[f"ensemble_{key}"] = row
+        summary["ensemble_groups"] = [[args.seeds[j] for j in g] for g in groups]
     if args.statmorph:
+        import pandas as pd
+
         from simcompare.morphology import measure_imageset
 
-        ids = set(json.loads((work / f"model_s{args.seeds[0]}" / "split.json").read_text())["test"])
-        ref_set = sets["observed"].subset(np.array([int(i) in ids
-                                                    for i in sets["observed"].object_id]))
+        ref_set = sets["reference"]
 
         t3 = time.perf_counter()
-        morph = {name: measure_imageset(s, band="i") for name, s in
-                 [("reference", ref_set), *[(k, sets[k]) for k in ("same", "no_clumps",
-                                                                    "larger")]]}
+        morph = {}
+        for name, s in [("reference", ref_set), *[(k, sets[k]) for k in ("same", "no_clumps",
+                                                                       "larger")]]:
+            path = work / f"morphology_{name}.parquet"
+            if not path.exists():
+                measure_imageset(s, band="i").to_parquet(path)
+            morph[name] = pd.read_parquet(path)
         row = {}
         for test in ("same", "no_clumps", "larger"):
             v, ci = auroc_ci(morph[test]["asymmetry"].to_numpy(float),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["footprint_mask", "local_scores", "pool_mask"]
+__all__ = ["footprint_mask", "local_scores", "peak_ratio", "pool_mask"]
 
 
 def footprint_mask(x: np.ndarray, *, sigma: Any, smooth: float = 1.0, threshold: float = 2.0,
@@ -121,4 +121,23 @@ def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.nda
             fp_total += out[f"llr_footprint_level{k}"]
     if footprint is not None:
         out["llr_footprint"] = fp_total + (pre_main - pre_back)
+    out["llr_peak"] = peak_ratio([a - b for a, b in zip(m_main, m_back, strict=True)])
     return out
+
+
+def peak_ratio(diff_maps: list[np.ndarray], *, fraction: float = 0.125) -> np.ndarray:
+    """Sum of the largest ``fraction`` of cells of the ratio map on the coarsest grid.
+
+    Every level's ratio map is summed onto the coarsest level's grid (``size / 2**L``
+    cells a side) and the cells are added from the largest down; a localised excess
+    (a clump) then counts fully without the rest of the stamp diluting it.
+    """
+    side = diff_maps[-1].shape[-1]
+    n = len(diff_maps[-1])
+    total = np.zeros((n, side, side))
+    for d in diff_maps:
+        f = d.shape[-1] // side
+        total += d.reshape(n, side, f, side, f).sum(axis=(2, 4))
+    k = max(1, round(fraction * side * side))
+    flat = np.sort(total.reshape(n, -1), axis=1)
+    return flat[:, -k:].sum(axis=1)
