@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             v, ci = auroc_ci(morph[test]["asymmetry"].to_numpy(float),
                              morph["reference"]["asymmetry"].to_numpy(float))
             row[test] = {"auroc": [v], "mean": v, "spread": None, "ci_first": ci}
+        row["n_per_set"] = {k: len(v) for k, v in morph.items()}
         summary["asymmetry"] = row
         summary["asymmetry"]["seconds"] = time.perf_counter() - t3
     print(json.dumps({
