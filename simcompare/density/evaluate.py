@@ -9,6 +9,8 @@ Columns of the result (one row per image):
 ``llr_nats``                 ``log_prob_nats - log_prob_background_nats`` (NaN without background)
 ``llr_footprint_nats``       the ratio summed over the galaxy's footprint only (the default
                              fine-structure score, see :mod:`simcompare.density.scores`)
+``llr_peak_nats``            the largest eighth of the ratio map's cells on the coarsest flow
+                             grid, summed (:func:`simcompare.density.scores.peak_ratio`)
 ``llr_level<k>_nats``        the ratio of flow level k alone (0 = finest scale); the levels
                              sum to ``llr_nats``
 ``percentile``               percent of the model's held-out observed test-split scores below
@@ -137,7 +139,7 @@ def evaluate(
     d = x.shape[1] * x.shape[2] * x.shape[3]
     footprint = footprint_mask(x, sigma=sigma) if any(
         "background" in m for m in info["members"]) else None
-    main, back, foot = [], [], []
+    main, back, foot, peak = [], [], [], []
     levels: list[list[np.ndarray]] = []
     for member in info["members"]:
         m = DensityModel.load(model / member["model"], device=dev)
@@ -152,6 +154,7 @@ def evaluate(
         main.append(sc["log_p"])
         back.append(sc["log_p_background"])
         foot.append(sc["llr_footprint"])
+        peak.append(sc["llr_peak"])
         levels.append([sc[f"llr_level{k}"] for k in range(m.levels)])
     main_a = np.vstack(main)
     k = main_a.shape[0]
@@ -167,13 +170,14 @@ def evaluate(
     if back:
         back_a = np.vstack(back)
         llr_a = main_a - back_a
-        foot_a = np.vstack(foot)
-        lpb, llr, llr_fp = (finite(a.mean(axis=0)) for a in (back_a, llr_a, foot_a))
+        foot_a, peak_a = np.vstack(foot), np.vstack(peak)
+        lpb, llr, llr_fp, llr_pk = (finite(a.mean(axis=0))
+                                    for a in (back_a, llr_a, foot_a, peak_a))
         lpb_std, llr_std, llr_fp_std = spread(back_a), spread(llr_a), spread(foot_a)
         for j in range(len(levels[0])):
             level_cols[f"llr_level{j}_nats"] = finite(np.mean([lv[j] for lv in levels], 0))
     else:
-        lpb = llr = llr_fp = lpb_std = llr_std = llr_fp_std = np.full(len(lp), np.nan)
+        lpb = llr = llr_fp = llr_pk = lpb_std = llr_std = llr_fp_std = np.full(len(lp), np.nan)
     column = FINE_STRUCTURE_COLUMN if back else "log_prob_nats"
     score = llr_fp if back else lp
     flag = np.zeros(len(lp), np.int64)
@@ -200,6 +204,7 @@ def evaluate(
         "log_prob_background_nats": lpb,
         "llr_nats": llr,
         "llr_footprint_nats": llr_fp,
+        "llr_peak_nats": llr_pk,
         **level_cols,
         "percentile": percentile_of(score, reference),
         "log_prob_nats_std": spread(main_a),
