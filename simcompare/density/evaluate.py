@@ -179,7 +179,8 @@ def evaluate(
     else:
         lpb = llr = llr_fp = llr_pk = lpb_std = llr_std = llr_fp_std = np.full(len(lp), np.nan)
     column = FINE_STRUCTURE_COLUMN if back else "log_prob_nats"
-    score = llr_fp if back else lp
+    score = ({"llr_nats": llr, "llr_footprint_nats": llr_fp, "llr_peak_nats": llr_pk}[column]
+             if back else lp)
     flag = np.zeros(len(lp), np.int64)
     if back:
         flag[~np.isfinite(lpb)] = 2
