@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--clump-fraction", type=float, default=0.2)
     ap.add_argument("--statmorph", action="store_true", help="also statmorph asymmetry")
+    ap.add_argument("--statmorph-sets", nargs="+", default=["no_clumps", "same", "larger"],
+                    help="test sets measured with statmorph (it is slow)")
     ap.add_argument("--ensemble-groups", type=int, default=1,
                     help="split the seeds into this many disjoint ensembles")
     ap.add_argument("--workdir", default=None, help="keep the image sets and models here")
@@ -301,14 +303,13 @@ def main(argv: list[str] | None = None) -> None:
 
         t3 = time.perf_counter()
         morph = {}
-        for name, s in [("reference", ref_set), *[(k, sets[k]) for k in ("same", "no_clumps",
-                                                                       "larger")]]:
+        for name, s in [("reference", ref_set), *[(k, sets[k]) for k in args.statmorph_sets]]:
             path = work / f"morphology_{name}.parquet"
             if not path.exists():
                 measure_imageset(s, band="i").to_parquet(path)
             morph[name] = pd.read_parquet(path)
         row = {}
-        for test in ("same", "no_clumps", "larger"):
+        for test in args.statmorph_sets:
             v, ci = auroc_ci(morph[test]["asymmetry"].to_numpy(float),
                              morph["reference"]["asymmetry"].to_numpy(float))
             row[test] = {"auroc": [v], "mean": v, "spread": None, "ci_first": ci}
