@@ -25,7 +25,9 @@ Scores (higher = more like the observed galaxies):
 * ``llr_peak``: the largest eighth of the ratio map's cells on the coarsest grid, summed;
 * ``ensemble_*``: the mean of a score over all seeds' models (one value, no spread);
   with ``--ensemble-groups G`` also over G disjoint groups of seeds (their spread);
-* ``asymmetry`` (``--statmorph``): statmorph's asymmetry (the classical axis).
+* ``asymmetry`` (``--statmorph``): statmorph's asymmetry; ``statmorph_classifier``: the
+  cross-validated classifier AUROC on all statmorph parameters (the project's
+  global-structure axis).
 
 Run: ``python benchmarks/fine_structure_power.py [--quick]``. Wall times on a shared
 2-core machine are noisy.
@@ -315,6 +317,27 @@ def main(argv: list[str] | None = None) -> None:
             row[test] = {"auroc": [v], "mean": v, "spread": None, "ci_first": ci}
         row["n_per_set"] = {k: len(v) for k, v in morph.items()}
         summary["asymmetry"] = row
+        # the project's global-structure axis: cross-validated classifier on all parameters
+        from simcompare.comparison import (
+            _LOG_PARAMETERS,
+            MORPHOLOGY_PARAMETERS,
+            cross_validated_auroc,
+        )
+
+        def features(d):
+            d = d[d["flag"] < 2]
+            x = np.column_stack([np.log10(d[c]) if c in _LOG_PARAMETERS else d[c]
+                                 for c in MORPHOLOGY_PARAMETERS]).astype(float)
+            return x[np.isfinite(x).all(1)]
+
+        crow = {}
+        for test in args.statmorph_sets:
+            res = cross_validated_auroc(features(morph[test]), features(morph["reference"]),
+                                        n_bootstrap=300, n_null=3,
+                                        rng=np.random.default_rng(0))
+            crow[test] = {"auroc": [res["value"]], "mean": res["value"], "spread": None,
+                          "ci_first": res["ci"]}
+        summary["statmorph_classifier"] = crow
         summary["asymmetry"]["seconds"] = time.perf_counter() - t3
     print(json.dumps({
         "benchmark": "fine_structure_power",
