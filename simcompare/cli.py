@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score table(s) of simulated images; several give a league table")
     p.add_argument("--reference", required=True, type=Path, help="held-out observed scores")
     p.add_argument("--out", required=True, type=Path, help="summary.json (or folder for several)")
-    p.add_argument("--column", default="llr_footprint_nats")
+    p.add_argument("--column", default="llr_peak_nats")
     p.add_argument("--n-bootstrap", type=_positive_int, default=1000)
     p.add_argument("--n-null", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)

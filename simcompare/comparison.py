@@ -60,9 +60,9 @@ log = logging.getLogger(__name__)
 SCHEMA = "simcompare.summary"
 SCHEMA_VERSION = 1
 
-#: The default fine-structure score: the likelihood ratio over the galaxy's footprint
-#: (``docs/statistics.md``, "Power of the fine-structure scores").
-FINE_STRUCTURE_COLUMN = "llr_footprint_nats"
+#: The default fine-structure score: the peak likelihood ratio, the largest eighth of the
+#: ratio map's cells (``docs/statistics.md``, "Power of the fine-structure scores").
+FINE_STRUCTURE_COLUMN = "llr_peak_nats"
 #: Score columns tried in turn when the default one is missing or all-NaN (tables of an
 #: older simcompare; models without a background).
 _FALLBACKS = {FINE_STRUCTURE_COLUMN: ("llr_nats", "log_prob_nats"), "llr_nats": ("log_prob_nats",)}
@@ -758,8 +758,8 @@ def compare(
         galaxies and the held-out observed test split.
     column : str
         Score column compared (default :data:`FINE_STRUCTURE_COLUMN`,
-        ``"llr_footprint_nats"``: the log-likelihood ratio over the galaxy's footprint, in
-        nats). When it is missing or all-NaN, ``llr_nats`` (a table of an older
+        ``"llr_peak_nats"``: the log-likelihood ratio summed over the eighth of the stamp
+        where it is largest, in nats). When it is missing or all-NaN, ``llr_nats`` (a table of an older
         simcompare) or ``log_prob_nats`` (no background model) is used instead and the
         summary says so (``column_requested``, ``column_fallback_reason``).
     n_bootstrap : int
@@ -911,7 +911,8 @@ def _verdict(summary: Mapping[str, Any], *, min_galaxies: int) -> dict[str, Any]
                 "global_structure": "too few galaxies", "too_few_galaxies": True}
     fine = summary["axes"]["fine_structure"]
     what = {"llr_nats": "likelihood ratio",
-            FINE_STRUCTURE_COLUMN: "likelihood ratio over the footprint"}.get(
+            "llr_footprint_nats": "likelihood ratio over the footprint",
+            FINE_STRUCTURE_COLUMN: "peak likelihood ratio"}.get(
                 summary["column"], f"score {summary['column']}")
     if fine["ci_contains_null_value"]:
         f_txt = f"indistinguishable from observed galaxies (AUROC {_fmt_ci(fine)} on the {what})"

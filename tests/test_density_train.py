@@ -172,7 +172,7 @@ def test_ensemble_members_mean_and_spread(tmp_path) -> None:
     np.testing.assert_allclose(df["llr_level0_nats"] + df["llr_level1_nats"], df["llr_nats"],
                                rtol=1e-4, atol=2e-2)
     assert np.isfinite(df["llr_footprint_nats"]).all() and np.isfinite(df["llr_peak_nats"]).all()
-    assert (df["llr_footprint_nats_std"] > 0).all()
+    assert (df["llr_footprint_nats_std"] > 0).all() and (df["llr_peak_nats_std"] > 0).all()
     assert not np.allclose(df["llr_footprint_nats"], df["llr_nats"])
     # the reference percentiles use the ensemble-mean ratio of the test split
     ref = pd.read_parquet(out / "reference_scores.parquet")

@@ -7,15 +7,16 @@ Columns of the result (one row per image):
 ``bits_per_dim``             ``-log_prob_nats / (D ln 2)``
 ``log_prob_background_nats`` same under the background model (NaN when ``background="none"``)
 ``llr_nats``                 ``log_prob_nats - log_prob_background_nats`` (NaN without background)
-``llr_footprint_nats``       the ratio summed over the galaxy's footprint only (the default
-                             fine-structure score, see :mod:`simcompare.density.scores`)
+``llr_footprint_nats``       the ratio summed over the galaxy's footprint only
+                             (:mod:`simcompare.density.scores`)
 ``llr_peak_nats``            the largest eighth of the ratio map's cells on the coarsest flow
-                             grid, summed (:func:`simcompare.density.scores.peak_ratio`)
+                             grid, summed (:func:`simcompare.density.scores.peak_ratio`): the
+                             default fine-structure score
 ``llr_level<k>_nats``        the ratio of flow level k alone (0 = finest scale); the levels
                              sum to ``llr_nats``
 ``percentile``               percent of the model's held-out observed test-split scores below
                              this image's score (ties count half); the score is
-                             ``llr_footprint_nats``, or ``log_prob_nats`` when the model has
+                             ``llr_peak_nats``, or ``log_prob_nats`` when the model has
                              no background
 ``*_std``                    spread (sample standard deviation) across ensemble members;
                              NaN for a single model
@@ -44,7 +45,7 @@ __all__ = ["SCORE_COLUMNS", "evaluate", "percentile_of"]
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("object_id", "log_prob_nats", "bits_per_dim", "log_prob_background_nats",
-                 "llr_nats", "llr_footprint_nats", "percentile")
+                 "llr_nats", "llr_footprint_nats", "llr_peak_nats", "percentile")
 
 
 def percentile_of(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -174,10 +175,12 @@ def evaluate(
         lpb, llr, llr_fp, llr_pk = (finite(a.mean(axis=0))
                                     for a in (back_a, llr_a, foot_a, peak_a))
         lpb_std, llr_std, llr_fp_std = spread(back_a), spread(llr_a), spread(foot_a)
+        llr_pk_std = spread(peak_a)
         for j in range(len(levels[0])):
             level_cols[f"llr_level{j}_nats"] = finite(np.mean([lv[j] for lv in levels], 0))
     else:
-        lpb = llr = llr_fp = llr_pk = lpb_std = llr_std = llr_fp_std = np.full(len(lp), np.nan)
+        lpb = llr = llr_fp = llr_pk = np.full(len(lp), np.nan)
+        lpb_std = llr_std = llr_fp_std = llr_pk_std = lpb
     column = FINE_STRUCTURE_COLUMN if back else "log_prob_nats"
     score = ({"llr_nats": llr, "llr_footprint_nats": llr_fp, "llr_peak_nats": llr_pk}[column]
              if back else lp)
@@ -213,6 +216,7 @@ def evaluate(
         "log_prob_background_nats_std": lpb_std,
         "llr_nats_std": llr_std,
         "llr_footprint_nats_std": llr_fp_std,
+        "llr_peak_nats_std": llr_pk_std,
         "n_members": np.full(len(lp), k, np.int64),
         "score_flag": flag.astype(np.int64),
     })
