@@ -29,8 +29,19 @@ Scores (higher = more like the observed galaxies):
   cross-validated classifier AUROC on all statmorph parameters (the project's
   global-structure axis).
 
-Run: ``python benchmarks/fine_structure_power.py [--quick]``. Wall times on a shared
-2-core machine are noisy.
+Run: ``python benchmarks/fine_structure_power.py [--quick]``. The figures of
+docs/statistics.md came from one process per seed sharing a work folder (each caches its
+scores there), then one run over all of them::
+
+    for s in 0 1 2 3 4 5 6 7 8; do python benchmarks/fine_structure_power.py \
+        --workdir W --seeds $s & done; wait
+    python benchmarks/fine_structure_power.py --workdir W --statmorph --statmorph-only \
+        --n-ref 150 --n-test 150 --statmorph-sets no_clumps same
+    python benchmarks/fine_structure_power.py --workdir W --seeds 0 1 2 3 4 5 6 7 8 \
+        --ensemble-groups 3 --statmorph --statmorph-sets no_clumps same
+
+(the statmorph tables cached by the second command hold the first 150 galaxies of each
+set). Wall times on a shared 2-core machine are noisy.
 """
 
 from __future__ import annotations
