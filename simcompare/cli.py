@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the survey's PSF and noise only (the ratio then cancels noise "
                             "and PSF errors); 'broad' = also other noise levels and PSF "
                             "widths, so such errors lower the ratio (default: broad)")
-        p.add_argument("--ensemble", type=_positive_int, default=1,
+        p.add_argument("--ensemble", type=_positive_int, default=None if demo_note else 1,
                        help="train K models with different seeds; scores are their mean, with "
-                            "the spread in the *_std columns (default: 1)")
+                            "the spread in the *_std columns"
+                            + (note % 3 if demo_note else " (default: 1)"))
 
     # score ------------------------------------------------------------------------
     p = sub.add_parser("score", parents=[common], help="the whole comparison, cached",
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score table(s) of simulated images; several give a league table")
     p.add_argument("--reference", required=True, type=Path, help="held-out observed scores")
     p.add_argument("--out", required=True, type=Path, help="summary.json (or folder for several)")
-    p.add_argument("--column", default="llr_nats")
+    p.add_argument("--column", default="llr_peak_nats")
     p.add_argument("--n-bootstrap", type=_positive_int, default=1000)
     p.add_argument("--n-null", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)

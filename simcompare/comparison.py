@@ -40,6 +40,7 @@ from .errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = [
     "DEFAULT_MATCH_COLUMNS",
+    "FINE_STRUCTURE_COLUMN",
     "MIN_GALAXIES",
     "MORPHOLOGY_PARAMETERS",
     "attach_floor",
@@ -59,6 +60,13 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "simcompare.summary"
 SCHEMA_VERSION = 1
+
+#: The default fine-structure score: the peak likelihood ratio, the largest eighth of the
+#: ratio map's cells (``docs/statistics.md``, "Power of the fine-structure scores").
+FINE_STRUCTURE_COLUMN = "llr_peak_nats"
+#: Score columns tried in turn when the default one is missing or all-NaN (tables of an
+#: older simcompare; models without a background).
+_FALLBACKS = {FINE_STRUCTURE_COLUMN: ("llr_nats", "log_prob_nats"), "llr_nats": ("log_prob_nats",)}
 
 #: Fewer galaxies than this on either side and no verdict is given.
 MIN_GALAXIES = 20
@@ -598,26 +606,33 @@ def cross_validated_auroc(
 # compare
 # ----------------------------------------------------------------------------------
 def _choose_column(sim_df, ref_df, column: str) -> tuple[str, str | None]:
+    fallbacks = _FALLBACKS.get(column, ())
     for df, what in ((sim_df, "simulated"), (ref_df, "reference")):
-        if column not in df.columns and column != "llr_nats":
+        if column not in df.columns and not fallbacks:
             msg = (f"the {what} score table has no column {column!r}; choose one of "
                    f"{sorted(df.columns)}")
             raise ConfigError(msg)
-    def empty(df) -> bool:
-        return column not in df.columns or not np.isfinite(np.asarray(df[column], float)).any()
 
-    if column == "llr_nats" and (empty(sim_df) or empty(ref_df)):
-        fallback = "log_prob_nats"
-        for df, what in ((sim_df, "simulated"), (ref_df, "reference")):
-            if fallback not in df.columns:
-                msg = (f"the {what} score table has neither finite llr_nats nor log_prob_nats; "
-                       "regenerate it with 'simcompare evaluate'")
-                raise DataFormatError(msg)
-        reason = ("llr_nats is all-NaN (no background model); the raw log-likelihood "
-                  "log_prob_nats is compared instead, which mixes fine and global structure")
-        log.warning(reason)
-        return fallback, reason
-    if empty(sim_df) or empty(ref_df):
+    def empty(df, col: str) -> bool:
+        return col not in df.columns or not np.isfinite(np.asarray(df[col], float)).any()
+
+    if fallbacks and (empty(sim_df, column) or empty(ref_df, column)):
+        for fallback in fallbacks:
+            if empty(sim_df, fallback) or empty(ref_df, fallback):
+                continue
+            if fallback == "log_prob_nats":
+                reason = (f"{column} is missing or all-NaN (no background model); the raw "
+                          "log-likelihood log_prob_nats is compared instead, which mixes fine "
+                          "and global structure")
+            else:
+                reason = (f"{column} is missing or all-NaN (a score table of an older "
+                          f"simcompare); {fallback} is compared instead")
+            log.warning(reason)
+            return fallback, reason
+        msg = (f"the score tables have no finite {column} nor any of {list(fallbacks)}; "
+               "regenerate them with 'simcompare evaluate'")
+        raise DataFormatError(msg)
+    if empty(sim_df, column) or empty(ref_df, column):
         msg = f"column {column!r} has no finite values; choose another score column"
         raise DataFormatError(msg)
     return column, None
@@ -756,7 +771,7 @@ def _usable_rows(m):
 
 
 def compare(
-    scores: Any, reference: Any, *, column: str = "llr_nats", n_bootstrap: int = 1000,
+    scores: Any, reference: Any, *, column: str = FINE_STRUCTURE_COLUMN, n_bootstrap: int = 1000,
     n_null: int = 50, seed: int = 0, morphology: Any = None, morphology_reference: Any = None,
     confidence: float = 0.95, match_columns: Sequence[str] = DEFAULT_MATCH_COLUMNS,
     n_bins: int = 4, min_galaxies: int = MIN_GALAXIES, floor: Mapping[str, Any] | None = None,
@@ -769,8 +784,10 @@ def compare(
         Score tables from ``simcompare.density.evaluate`` (Parquet or CSV): simulated
         galaxies and the held-out observed test split.
     column : str
-        Score column compared (default ``"llr_nats"``, the log-likelihood ratio in nats).
-        When it is all-NaN (no background model) ``log_prob_nats`` is used instead and the
+        Score column compared (default :data:`FINE_STRUCTURE_COLUMN`,
+        ``"llr_peak_nats"``: the log-likelihood ratio summed over the eighth of the stamp
+        where it is largest, in nats). When it is missing or all-NaN, ``llr_nats`` (a table of an older
+        simcompare) or ``log_prob_nats`` (no background model) is used instead and the
         summary says so (``column_requested``, ``column_fallback_reason``).
     n_bootstrap : int
         Bootstrap draws per CI.
@@ -926,8 +943,10 @@ def _verdict(summary: Mapping[str, Any], *, min_galaxies: int) -> dict[str, Any]
         return {"text": text, "fine_structure": "too few galaxies",
                 "global_structure": "too few galaxies", "too_few_galaxies": True}
     fine = summary["axes"]["fine_structure"]
-    what = ("likelihood ratio" if summary["column"] == "llr_nats"
-            else f"score {summary['column']}")
+    what = {"llr_nats": "likelihood ratio",
+            "llr_footprint_nats": "likelihood ratio over the footprint",
+            FINE_STRUCTURE_COLUMN: "peak likelihood ratio"}.get(
+                summary["column"], f"score {summary['column']}")
     f_floor = _usable_floor(fine)
     if f_floor is not None:
         f_txt, f_short = _fine_against_floor(fine, f_floor, what)
@@ -1202,7 +1221,7 @@ def write_summary(summary: Mapping[str, Any], out: str | os.PathLike) -> Path:
 
 def compare_files(
     scores_path: str | os.PathLike, reference_path: str | os.PathLike, *,
-    out: str | os.PathLike, column: str = "llr_nats", **kwargs: Any,
+    out: str | os.PathLike, column: str = FINE_STRUCTURE_COLUMN, **kwargs: Any,
 ) -> dict[str, Any]:
     """:func:`compare` two score files and write ``summary.json`` to ``out``.
 

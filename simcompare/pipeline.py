@@ -469,7 +469,9 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
             stages.finish("morphology", work, {"key": morph_key})
 
     # 6. the pipeline's own floor: the observed galaxies' smooth fits through the mock path
-    column = "llr_nats" if cfg.background != "none" else "log_prob_nats"
+    from .comparison import FINE_STRUCTURE_COLUMN
+
+    column = FINE_STRUCTURE_COLUMN if cfg.background != "none" else "log_prob_nats"
     floor_key = None
     floor_json = None
     if cfg.floor:

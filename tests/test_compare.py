@@ -33,6 +33,8 @@ def score_table(n: int, *, shift: float = 0.0, rng: np.random.Generator, llr: bo
         "bits_per_dim": rng.normal(2.0, 0.01, n),
         "log_prob_background_nats": rng.normal(-3000.0, 20.0, n),
         "llr_nats": llr_v if llr else np.full(n, np.nan),
+        "llr_footprint_nats": llr_v if llr else np.full(n, np.nan),
+        "llr_peak_nats": llr_v if llr else np.full(n, np.nan),
         "percentile": rng.uniform(0, 100, n),
         "stellar_mass_msun": 10**logm,
         "redshift": np.full(n, 0.3),
@@ -82,7 +84,7 @@ def test_compare_schema_and_direction() -> None:
     s = compare(sim, ref, n_bootstrap=200, n_null=10, seed=1)
     json.dumps(s)  # serialisable
     assert s["schema"] == "simcompare.summary" and s["schema_version"] == 1
-    assert s["column"] == "llr_nats" and s["column_fallback_reason"] is None
+    assert s["column"] == "llr_peak_nats" and s["column_fallback_reason"] is None
     assert s["n"]["sim"] == 200 and s["n"]["reference"] == 150
     assert s["seeds"]["bootstrap"] == 1 and s["n_bootstrap"] == 200 and s["n_null"] == 10
     for name in ("auroc", "wasserstein", "median_shift", "typical_fraction",
@@ -115,9 +117,22 @@ def test_fallback_to_log_prob_when_no_background_model() -> None:
     sim = score_table(60, shift=-1.0, rng=rng, llr=False)
     ref = score_table(60, rng=rng, llr=False)
     s = compare(sim, ref, n_bootstrap=50, n_null=3, seed=0)
-    assert s["column"] == "log_prob_nats" and s["column_requested"] == "llr_nats"
+    assert s["column"] == "log_prob_nats" and s["column_requested"] == "llr_peak_nats"
     assert "no background model" in s["column_fallback_reason"]
     assert s["axes"]["fine_structure"]["column"] == "log_prob_nats"
+
+
+def test_fallback_to_whole_stamp_ratio_for_older_tables() -> None:
+    rng = np.random.default_rng(3)
+    sim = score_table(60, shift=-1.0, rng=rng).drop(columns=["llr_footprint_nats",
+                                                             "llr_peak_nats"])
+    ref = score_table(60, rng=rng).drop(columns=["llr_footprint_nats", "llr_peak_nats"])
+    s = compare(sim, ref, n_bootstrap=50, n_null=3, seed=0)
+    assert s["column"] == "llr_nats" and s["column_requested"] == "llr_peak_nats"
+    assert "older simcompare" in s["column_fallback_reason"]
+    # an explicitly chosen column that is missing is still an error
+    with pytest.raises(ConfigError, match="no column 'llr_level0_nats'"):
+        compare(sim, ref, column="llr_level0_nats", n_bootstrap=10, n_null=2)
 
 
 def test_unknown_column_and_missing_file_are_clear_errors(tmp_path) -> None:

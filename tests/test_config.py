@@ -90,6 +90,10 @@ def test_score_defaults_resolution():
     assert cfg.levels == demo.score_defaults.levels  # descriptor default next
     real = ScoreConfig(sim="tng100", survey="hsc").resolved(None)
     assert (real.levels, real.blocks, real.hidden) == (3, 16, 128)
+    # an ensemble of three is the real default; the demo keeps to one model
+    assert real.ensemble == 3 and cfg.ensemble == 1
+    assert ScoreConfig(sim="demo", survey="hsc", ensemble=2).resolved(
+        demo.score_defaults).ensemble == 2
 
 
 def test_overrides():

@@ -167,9 +167,21 @@ def test_ensemble_members_mean_and_spread(tmp_path) -> None:
     np.testing.assert_allclose(df["llr_nats"], (main - back).mean(0), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(df["llr_nats_std"], (main - back).std(0, ddof=1), rtol=1e-4)
     assert (df["llr_nats_std"] > 0).all()
+    # the local scores: the levels add up to the ratio, the footprint and peak ratios are
+    # ensemble means of their own, with spreads
+    np.testing.assert_allclose(df["llr_level0_nats"] + df["llr_level1_nats"], df["llr_nats"],
+                               rtol=1e-4, atol=2e-2)
+    assert np.isfinite(df["llr_footprint_nats"]).all() and np.isfinite(df["llr_peak_nats"]).all()
+    assert (df["llr_footprint_nats_std"] > 0).all() and (df["llr_peak_nats_std"] > 0).all()
+    assert not np.allclose(df["llr_footprint_nats"], df["llr_nats"])
     # the reference percentiles use the ensemble-mean ratio of the test split
     ref = pd.read_parquet(out / "reference_scores.parquet")
     assert (ref["n_members"] == 3).all()
+    from simcompare.comparison import FINE_STRUCTURE_COLUMN
+    from simcompare.density import percentile_of
+
+    np.testing.assert_allclose(df["percentile"], percentile_of(df[FINE_STRUCTURE_COLUMN],
+                                                               ref[FINE_STRUCTURE_COLUMN]))
 
 
 def test_progress_bar_shows_bits_per_dim(tmp_path, capsys, monkeypatch) -> None:

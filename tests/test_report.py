@@ -590,6 +590,9 @@ def test_model_section_shows_training_record(report: Path, run_dir: Path):
     assert "<td>model</td>" in block and "<td>background</td>" in block
     assert 'src="figures/training.png"' in block
     assert "1 ensemble member" in block
+    # the method text names the score and says which axis is the stronger one, with figures
+    assert "Fine-structure score: the log-likelihood ratio" in block and "one model" in block
+    assert "classical morphology is the stronger axis" in block and "0.96" in block
 
 
 def test_report_of_a_real_compare_summary(run_dir: Path, tmp_path: Path):

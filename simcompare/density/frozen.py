@@ -181,8 +181,12 @@ class _FrozenBlock(nn.Module):
         self.c2 = channels // 2
         self.log_det = log_det
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inverse pass: ``(z_out, log|det| of the coupling per image)``."""
+    def forward(self, z: torch.Tensor, per_pixel: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse pass: ``(z_out, log|det| of the coupling per image)``.
+
+        With ``per_pixel`` the log|det| is returned per pixel, shape (batch, h, w).
+        """
         fused = self.fused and z.device.type == "cpu" and not z.requires_grad
         z = _conv(z, self.mix_w, self.mix_b, 0, fused=fused, relu=False)
         z1, z2 = z[:, :self.c1], z[:, self.c1:]
@@ -191,12 +195,13 @@ class _FrozenBlock(nn.Module):
         p = _conv(h, self.w2, self.b2, self.paddings[2], fused=fused, relu=False)
         shift, a = p[:, :self.c2], p[:, self.c2:]
         log_scale = F.logsigmoid(a)
+        ld = log_scale.sum(dim=1) if per_pixel else log_scale.sum(dim=(1, 2, 3))
         if z.requires_grad:
             z2 = (z2 - shift) * torch.exp(log_scale)
-            return torch.cat([z1, z2], 1), log_scale.sum(dim=(1, 2, 3))
+            return torch.cat([z1, z2], 1), ld
         # z is this block's own fresh output: update its second half in place (no cat)
         z2.sub_(shift).mul_(torch.exp(log_scale))
-        return z, log_scale.sum(dim=(1, 2, 3))
+        return z, ld
 
 
 class FrozenFlow(nn.Module):
@@ -224,10 +229,14 @@ class FrozenFlow(nn.Module):
         n_levels = len(flow.q0)
         self.levels = nn.ModuleList()
         self.n_squeeze: list[int] = []
+        self.sides: list[int] = []
+        # constant log|det| (ActNorm, 1x1 convolutions) of each level, per latent pixel
+        self.block_const: list[float] = []
         const = 0.0
         side = size
         for i in range(n_levels - 1, -1, -1):
             squeezes, blocks = 0, []
+            level_const = 0.0
             for layer in reversed(list(flow.flows[i])):
                 if isinstance(layer, nf.flows.Squeeze):
                     if blocks:
@@ -238,12 +247,15 @@ class FrozenFlow(nn.Module):
                 elif isinstance(layer, nf.flows.GlowBlock):
                     fb = _FrozenBlock(layer, n_pixels=side * side, dtype=dtype)
                     const += fb.log_det
+                    level_const += fb.log_det
                     blocks.append(fb)
                 else:
                     msg = f"layer {type(layer).__name__} is not supported by the frozen flow"
                     raise ConfigError(msg)
             self.levels.append(nn.ModuleList(blocks))
             self.n_squeeze.append(squeezes)
+            self.sides.append(side)
+            self.block_const.append(level_const / (side * side))
             if i > 0 and getattr(flow.merges[i - 1], "mode", "channel") != "channel":
                 msg = "only channel merges are supported by the frozen flow"
                 raise ConfigError(msg)
@@ -261,6 +273,11 @@ class FrozenFlow(nn.Module):
                 base = nn.Module()
                 base.register_buffer("loc", q.loc.detach().to(dtype).clone())
                 base.register_buffer("inv_scale", torch.exp(-log_scale).to(dtype))
+                # normalisation of the base density per latent pixel, (1, 1, h, w)
+                base.register_buffer("norm_map", (
+                    -0.5 * math.log(2 * math.pi) * log_scale.shape[-3]
+                    - log_scale.reshape(-1, *log_scale.shape[-3:]).sum(-3, keepdim=True)
+                ).to(dtype))
             self.bases.append(base)
         self.const = const
         self.dtype = dtype
@@ -284,6 +301,39 @@ class FrozenFlow(nn.Module):
             u = (z_out - base.loc) * base.inv_scale
             ld = ld - 0.5 * u.square().sum(dim=(1, 2, 3))
         return ld + self.const
+
+    def level_maps(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """``log p(y)`` decomposed over levels and latent pixels (flow part only).
+
+        Returns one map per level, finest first, of shape (batch, s_k, s_k) where
+        ``s_k = size / 2**(k+1)`` is the side of that level's latent grid. Each map holds,
+        per latent pixel, the log|det| of the level's affine couplings at that position
+        (the sum of ``log sigmoid`` over channels), its constant ActNorm and 1x1-convolution
+        log|det| per pixel, and the log-density of the latents the level factors out there
+        (the base's normalisation included). The maps summed over all pixels and levels
+        equal :meth:`forward` (to float32 rounding): Glow's log-likelihood is a sum of such
+        local terms, which lets a score sum them over part of the stamp or per scale.
+        """
+        maps: list[torch.Tensor] = []
+        z = y
+        last = len(self.levels) - 1
+        for k, (blocks, base) in enumerate(zip(self.levels, self.bases, strict=True)):
+            for _ in range(self.n_squeeze[k]):
+                z = F.pixel_unshuffle(z, 2)
+            m = torch.full((z.shape[0], z.shape[2], z.shape[3]), self.block_const[k],
+                           dtype=z.dtype, device=z.device)
+            for block in blocks:
+                z, ls = block(z, per_pixel=True)
+                m = m + ls
+            if k < last:
+                half = z.shape[1] // 2
+                z, z_out = z[:, :half], z[:, half:]
+            else:
+                z_out = z
+            u = (z_out - base.loc) * base.inv_scale
+            m = m + base.norm_map[:, 0] - 0.5 * u.square().sum(dim=1)
+            maps.append(m)
+        return maps
 
 
 class FrozenDensity(nn.Module):
@@ -401,6 +451,49 @@ class FrozenDensity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`log_prob`."""
         return self.log_prob(x)
+
+    def level_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Local log-likelihood terms of images in flux units (see :meth:`FrozenFlow.level_maps`).
+
+        Returns
+        -------
+        maps : list of Tensor
+            One (batch, s_k, s_k) map per flow level, finest first (nats).
+        preprocess : Tensor, shape (batch,)
+            The preprocessing log|det J| per image. ``preprocess`` plus the sum of all
+            maps equals :meth:`log_prob` to float32 rounding.
+        """
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.bands, self.size, self.size):
+            msg = (f"expected images of shape (batch, {self.bands}, {self.size}, {self.size}), "
+                   f"got {tuple(x.shape)}")
+            raise ConfigError(msg)
+        x = x.to(device=self.device, dtype=torch.float32)
+        n_shards = self._n_shards(x.shape[0])
+        if n_shards <= 1:
+            return self._level_maps(x)
+        parts = torch.tensor_split(x, n_shards)
+        with _SHARD_LOCK:
+            threads = torch.get_num_threads()
+            try:
+                results = list(_shard_pool(n_shards).map(self._level_maps_single_thread,
+                                                          parts))
+            finally:
+                torch.set_num_threads(threads)
+        with torch.inference_mode():
+            maps = [torch.cat([r[0][k] for r in results]) for k in range(len(results[0][0]))]
+            return maps, torch.cat([r[1] for r in results])
+
+    def _level_maps_single_thread(self, x: torch.Tensor,
+                                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        torch.set_num_threads(1)  # process-wide; level_maps restores it
+        return self._level_maps(x)
+
+    def _level_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        with torch.inference_mode():
+            y, ld = self.transform.forward_and_log_det(x)
+            if self.channels_last:
+                y = y.contiguous(memory_format=torch.channels_last)
+            return [m.contiguous() for m in self.flow.level_maps(y)], ld
 
 
 def freeze(model: DensityModel, *, device: Any = "cpu", channels_last: bool | None = None,

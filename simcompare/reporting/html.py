@@ -62,9 +62,22 @@ _MORPH_COLUMNS = (
     ("ellipticity", "ellipticity", ""),
 )
 _SCORE_COLUMNS = (
+    ("llr_peak_nats", "peak likelihood ratio",
+     "log p_obs − log p_bg, largest eighth of the stamp [nats]"),
     ("llr_nats", "likelihood ratio", "log p_obs − log p_bg [nats]"),
     ("log_prob_nats", "raw log-likelihood", "log p_obs [nats]"),
     ("bits_per_dim", "bits per dimension", "bits/dim"),
+)
+#: How strongly the fine-structure axis detects missing fine structure, next to classical
+#: morphology (``benchmarks/fine_structure_power.py``; docs/statistics.md, "Power of the
+#: fine-structure scores"). The report must not present the weaker axis as the stronger.
+FINE_STRUCTURE_POWER = (
+    "Measured power: on HSC-like i-band stamps (32 x 32 pixels) of clumpy disc galaxies, "
+    "removing the clumps that hold 20% of the light was detected by the peak ratio "
+    "of a three-model ensemble with AUROC 0.90 (single models 0.80-0.88), by statmorph's "
+    "asymmetry alone with 0.82, and by the classifier on all statmorph parameters (the "
+    "global-structure axis of this report) with 0.96. For a difference of this kind "
+    "classical morphology is the stronger axis; read the fine-structure result beside it."
 )
 _HEADLINE = ("auroc", "typical_fraction")
 _METRIC_NAMES = {
@@ -305,7 +318,7 @@ def _score_column(run: _Run) -> str:
         column = run.summary().get("column")
     except SectionUnavailable:
         column = None
-    return str(column or "llr_nats")
+    return str(column or "llr_peak_nats")
 
 
 def _metric_row(name: str, entry: Mapping[str, Any], directions: Mapping[str, Any] | None = None,
@@ -1196,7 +1209,24 @@ def _model(run: _Run, fig_dir: Path) -> dict[str, Any]:
         "options": _json(info.get("options") or {}),
         "background_info": _json(info.get("background_info") or {}),
         "n_members": len(info.get("members") or []),
+        "fine_score": _fine_score_text(_score_column(run), len(info.get("members") or [])),
+        "power": FINE_STRUCTURE_POWER,
     }
+
+
+def _fine_score_text(column: str, n_members: int) -> str:
+    what = {"llr_peak_nats": "the log-likelihood ratio of the observed-galaxy model to the "
+                             "smooth-Sersic background model, summed over the eighth of the "
+                             "stamp where it is largest",
+            "llr_footprint_nats": "the log-likelihood ratio of the observed-galaxy model to "
+                                  "the smooth-Sersic background model, summed over the "
+                                  "galaxy's footprint",
+            "llr_nats": "the log-likelihood ratio of the observed-galaxy model to the "
+                        "smooth-Sersic background model over the whole stamp",
+            "log_prob_nats": "the raw log-likelihood (no background model)"}.get(
+                column, f"the score column {column}")
+    mean = f", mean of {n_members} models" if n_members > 1 else ", one model"
+    return what + mean
 
 
 def _usable(frame: Any) -> np.ndarray:
