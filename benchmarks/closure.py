@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import closure_population as cp  # noqa: E402
+import closure_population as cp
 
 DIAG_PARAMS = ("sersic_n", "gini", "m20", "concentration", "asymmetry", "smoothness",
                "ellipticity_asymmetry", "r50")
@@ -73,7 +73,8 @@ def _raw_log_prob(sim_scores: Path, ref_scores: Path, seed: int) -> dict | None:
         return None
     m = bootstrap_metrics(np.asarray(s["log_prob_nats"], float), np.asarray(r["log_prob_nats"], float),
                           n_bootstrap=300, n_null=1, rng=np.random.default_rng(seed))
-    return {"value": round(float(m["auroc"]["value"]), 4), "ci": [round(float(c), 4) for c in m["auroc"]["ci"]]}
+    return {"value": round(float(m["auroc"]["value"]), 4),
+            "ci": [round(float(c), 4) for c in m["auroc"]["ci"]]}
 
 
 def _global_unmatched(run: dict, seed: int) -> dict | None:
@@ -82,7 +83,7 @@ def _global_unmatched(run: dict, seed: int) -> dict | None:
     from simcompare.comparison import _morphology_block
 
     p = run["paths"]
-    per, _, glob = _morphology_block(p["morphology_sim"], p["morphology_reference"],
+    _, _, glob = _morphology_block(p["morphology_sim"], p["morphology_reference"],
                                      pd.read_parquet(p["sim_scores"]), pd.read_parquet(p["reference_scores"]),
                                      n_bootstrap=300, n_null=1, rng=np.random.default_rng(seed),
                                      confidence=0.95, match_columns=())
@@ -150,6 +151,84 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
     return res
 
 
+def run_global(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: int) -> dict:
+    """The global axis alone (no flow): render, ingest, statmorph on every stamp, classifier."""
+    import pandas as pd
+
+    from simcompare import imageset
+    from simcompare.comparison import _morphology_block
+    from simcompare.mock import render
+    from simcompare.morphology import measure
+    from simcompare.observed import ingest
+    from simcompare.registry import find_sim, find_survey
+
+    t0 = time.perf_counter()
+    sv = find_survey(survey, workspace=ws)
+    sd = find_sim(sim, workspace=ws)
+    out = ws / "global" / f"{sim}_{survey}"
+    out.mkdir(parents=True, exist_ok=True)
+    bands = tuple(args.bands.split(","))
+    mocks = out / "mocks.h5"
+    if not mocks.is_file():
+        render(sd, sv, out=mocks, workspace=ws, stamp_size=args.stamp_size, bands=bands, seed=seed,
+               workers=args.workers)
+    # the observed side does not depend on the sim; one per survey descriptor
+    from simcompare.preprocess import NeighbourConfig
+
+    nbc = NeighbourConfig() if args.own_radius is None else NeighbourConfig(own_radius=args.own_radius)
+    obs = ws / "global" / f"observed_{survey}_mask{int(not args.no_mask)}_own{nbc.own_radius:g}.h5"
+    if not obs.is_file():
+        ingest(sv, out=obs, workspace=ws, stamp_size=args.stamp_size, bands=bands, seed=seed,
+               mask_neighbours=not args.no_mask, neighbours=nbc)
+    ms, mr = out / "morph_sim.parquet", obs.with_suffix(".morph.parquet")
+    if not ms.is_file():
+        measure(mocks, out=ms, max_images=args.morphology_max, workers=args.workers, seed=seed)
+    if not mr.is_file():
+        measure(obs, out=mr, max_images=args.morphology_max, workers=args.workers, seed=seed)
+
+    def cat(path: Path) -> pd.DataFrame:
+        c = imageset.read(path).catalog
+        return pd.DataFrame({k: np.asarray(c[k]) for k in ("object_id", "stellar_mass_msun", "redshift")})
+
+    import functools
+
+    import simcompare.comparison as cmp
+
+    sim_df, ref_df = cat(mocks), cat(obs)
+    res: dict = {}
+    full = cmp.cross_validated_auroc
+    for name, cols, kw in (("global_structure", ("stellar_mass_msun",), {}),
+                           ("global_unmatched", (), {}),
+                           # the estimator as it was: one fold assignment, bootstrap CI only
+                           ("global_structure_bootstrap_ci", ("stellar_mass_msun",),
+                            {"n_repeats": 1, "n_permutations": 0}),
+                           ("global_unmatched_bootstrap_ci", (), {"n_repeats": 1, "n_permutations": 0})):
+        cmp.cross_validated_auroc = functools.partial(full, **kw)
+        try:
+            _, _, glob = _morphology_block(ms, mr, sim_df, ref_df, n_bootstrap=args.n_bootstrap, n_null=1,
+                                           rng=np.random.default_rng(seed), confidence=0.95,
+                                           match_columns=cols)
+        finally:
+            cmp.cross_validated_auroc = full
+        res[name] = _axis(glob)
+    oc = imageset.read(obs).catalog
+    nb = np.asarray(oc["n_neighbour_pixels"], float)
+    diag = {"observed_neighbour_masked_share": round(float(np.mean(nb > 0)), 4)}
+    for side, path in (("sim", ms), ("ref", mr)):
+        m = pd.read_parquet(path)
+        good = m[np.asarray(m["flag"], float) <= 1]
+        diag[f"{side}_n_usable"] = f"{len(good)}/{len(m)}"
+        for c in DIAG_PARAMS:
+            if c in good:
+                v = np.asarray(good[c], float)
+                v = v[np.isfinite(v)]
+                if v.size:
+                    diag.setdefault(c, {})[side] = {"median": round(float(np.median(v)), 4),
+                                                   "std": round(float(np.std(v)), 4),
+                                                   "p95": round(float(np.quantile(v, 0.95)), 4)}
+    return res | {"wall_s": round(time.perf_counter() - t0, 1), "diagnostics": diag}
+
+
 def aggregate(results: list[dict]) -> dict:
     out: dict = {}
     for r in results:
@@ -158,7 +237,7 @@ def aggregate(results: list[dict]) -> dict:
             e = r.get(axis)
             if e and "value" in e:
                 out.setdefault(key, {}).setdefault(axis, []).append(e["value"])
-    for key, axes in out.items():
+    for axes in out.values():
         for axis, vals in axes.items():
             a = np.asarray(vals)
             axes[axis] = {"mean": round(float(a.mean()), 4),
@@ -169,7 +248,8 @@ def aggregate(results: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=None, help="folder for the workspaces (default a temporary one)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the workspaces (default a temporary one)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--particles", default="4000,20000")
     ap.add_argument("--variants", default=",".join(cp.VARIANTS))
@@ -182,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bands", default="g,r,i")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--global-only", action="store_true",
+                    help="the global axis alone: no flow (render, ingest, statmorph, classifier)")
+    ap.add_argument("--no-mask", action="store_true",
+                    help="with --global-only: ingest without neighbour masking")
+    ap.add_argument("--own-radius", type=float, default=None,
+                    help="with --global-only: NeighbourConfig.own_radius of the ingest (0: the "
+                         "deblender's pieces are all neighbours)")
     ap.add_argument("--keep", action="store_true", help="keep the workspaces (with --work they are kept)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -204,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
             t_write = time.perf_counter() - t0
             for key, spec in info["sims"].items():
                 variant, n_part = key.rsplit("-", 1)
-                r = run_one(ws, sim=spec["sim"], survey=spec["survey"], args=args, seed=seed)
+                one = run_global if args.global_only else run_one
+                r = one(ws, sim=spec["sim"], survey=spec["survey"], args=args, seed=seed)
                 results.append({"variant": variant, "particles": int(n_part), "seed": seed,
                                 "write_inputs_s": round(t_write, 1), **r})
-                print(json.dumps({"progress": key, "seed": seed,
-                                  "fine": r["fine_structure"], "global": r["global_structure"]}),
+                print(json.dumps({"progress": key, "seed": seed, "fine": r.get("fine_structure"),
+                                  "global": r["global_structure"], "unmatched": r["global_unmatched"]}),
                       file=sys.stderr, flush=True)
     finally:
         if args.work is None and not args.keep:

@@ -23,7 +23,7 @@ Population (physical units, observed at z = 0.1; both paths draw from one model)
 * log10(M*/Msun) uniform in [9.5, 11.2]; every star has one SSP (age 3 Gyr, Z = 0.02),
   so colours carry nothing and band fluxes are the initial mass times the BC03 flux
   per Msun of :class:`simcompare.sps.BandFluxTable` (the table the renderer uses);
-* disc: Sersic n = 1, half-light radius r_d = 2.0 kpc (M*/1e10)^0.25 10^N(0, 0.1)
+* disc: Sersic n = 1, half-light radius r_d = 1.2 kpc (M*/1e10)^0.25 10^N(0, 0.1)
   (x1.5 in the ``larger`` variant), holding 1 - B/T - f_c of the light;
 * bulge: Sersic n = 4, r_b = 0.3 r_d, B/T = clip(0.1 + 0.25 (log M* - 9.5), 0.05, 0.5);
 * clumps: 2 + Poisson(3) Gaussians of sigma 0.3 kpc with f_c = 20% of the light (Dirichlet
@@ -82,7 +82,7 @@ def draw_population(n: int, seed: int, *, variant: str = "same") -> dict[str, np
     rng = np.random.default_rng(seed)
     logm = rng.uniform(9.5, 11.2, n)
     mass = 10.0**logm
-    r_d = 2.0 * (mass / 1e10) ** 0.25 * 10 ** rng.normal(0.0, 0.1, n)
+    r_d = 1.2 * (mass / 1e10) ** 0.25 * 10 ** rng.normal(0.0, 0.1, n)
     if variant == "larger":
         r_d = r_d * 1.5
     bt = np.clip(0.1 + 0.25 * (logm - 9.5), 0.05, 0.5)
@@ -209,7 +209,8 @@ def write_observed(root: Path, survey, *, n: int, seed: int, stamp: int, bands: 
         ra_i, dec_i = _offset_radec(ra[i], dec[i], pop["dxy"][i, 0], pop["dxy"][i, 1], scale)
         writer.write(int(ids[i]), model, rng=rng, ra=ra[i], dec=dec[i], defects=None)
         for k2, v in (("object_id", int(ids[i])), ("ra", ra_i), ("dec", dec_i), ("redshift", Z_OBS),
-                      ("stellar_mass_msun", float(pop["mass"][i])), ("log_stellar_mass", float(pop["logm"][i])),
+                      ("stellar_mass_msun", float(pop["mass"][i])),
+                      ("log_stellar_mass", float(pop["logm"][i])),
                       ("disc_half_light_radius_kpc", float(pop["r_d"][i])), ("bulge_to_total", float(bt)),
                       ("clump_fraction", float(fc)), ("n_clumps", len(pop["clumps"][i])),
                       ("cos_inclination", float(ci))):

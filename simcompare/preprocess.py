@@ -104,6 +104,16 @@ class NeighbourConfig:
     dilate_pix : int
         Neighbour footprints are grown by this many pixels (default 2) to catch their
         wings, never into the target's footprint.
+    own_radius : float
+        Deblended pieces of the target's own blend that are fainter than the target's
+        central piece and whose centroid lies within ``own_radius`` half-light radii of
+        the blend (measured around the target) are the galaxy's own structure (clumps,
+        arm segments, bulge/disc breaks) and stay with it (default 3.0; 0 treats every
+        deblended piece as a neighbour). A star-forming clump sits on its galaxy's disc,
+        inside a few half-light radii, and is fainter than the galaxy's core; a blended
+        companion lies further out or outshines what the deblender left at the centre.
+        On isolated clumpy galaxies the deblender alone cut off (and replaced by noise)
+        clumps on a third of the stamps.
     """
 
     nsigma: float = 3.0
@@ -112,6 +122,7 @@ class NeighbourConfig:
     contrast: float = 0.1
     centre_radius_pix: float = 3.0
     dilate_pix: int = 2
+    own_radius: float = 3.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,12 +329,51 @@ def find_neighbours(
                 if yy.size:
                     k = int(np.argmin((xx - cx) ** 2 + (yy - cy) ** 2))
                     central = int(labels[yy[k], xx[k]])
+            if central and cfg.own_radius > 0:
+                labels = _keep_own_structure(sm, labels, parent, central, (cx, cy), cfg.own_radius)
     target = labels == central if central else empty.copy()
     others = (labels != 0) & ~target
     n_nb = len(np.unique(labels[others]))
     if cfg.dilate_pix > 0 and others.any():
         others = ndimage.binary_dilation(others, iterations=cfg.dilate_pix) & ~target
     return others, target, n_nb
+
+
+def _keep_own_structure(sm: np.ndarray, labels: np.ndarray, parent: np.ndarray, central: int,
+                        centre: tuple[float, float], own_radius: float) -> np.ndarray:
+    """Give the deblended pieces of the target's blend that are its own structure back to it.
+
+    A piece stays with the target when it is fainter than the target's central piece and
+    its flux-weighted centroid lies within ``own_radius`` times the blend's half-light
+    radius (circular, around ``centre``, from the positive smoothed S/N in the blend).
+    """
+    cx, cy = centre
+    yy, xx = np.nonzero(parent)
+    f = np.clip(sm[yy, xx], 0.0, None)
+    if not f.sum() > 0:
+        return labels
+    r = np.hypot(xx - cx, yy - cy)
+    lab = labels[yy, xx]
+    own = lab == central
+    f_central = float(f[own].sum())
+    if not f_central > 0:
+        return labels
+    order = np.argsort(r[own])
+    cum = np.cumsum(f[own][order])
+    r50 = float(r[own][order][np.searchsorted(cum, 0.5 * cum[-1])])
+    out = labels.copy()
+    for child in np.unique(lab):
+        if child in (0, central):
+            continue
+        sel = lab == child
+        fc = float(f[sel].sum())
+        if not fc > 0:
+            continue
+        x_c = float((xx[sel] * f[sel]).sum() / fc)
+        y_c = float((yy[sel] * f[sel]).sum() / fc)
+        if fc < f_central and np.hypot(x_c - cx, y_c - cy) <= own_radius * max(r50, 1.0):
+            out[labels == child] = central
+    return out
 
 
 # ---------------------------------------------------------------------------
