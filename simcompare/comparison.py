@@ -553,7 +553,8 @@ def cross_validated_auroc(
     ``n_permutations`` random relabellings of the pooled galaxies, so its spread is the
     sampling spread of this statistic, fit included, when nothing differs. The reported
     CI is the wider of the bootstrap percentile interval and the permutation spread
-    placed around the value (``value - (q_hi - median), value + (median - q_lo)``);
+    about chance placed around the value (``value - (q_hi - 0.5), value + (0.5 - q_lo)``,
+    so that under the null the CI holds 0.5 as often as the confidence level says);
     ``pvalue`` is the permutation p-value of a difference above chance and ``detected``
     needs the CI above 0.5. ``null`` refits on random half splits of the reference.
 
@@ -589,7 +590,10 @@ def cross_validated_auroc(
             pv.append(float(auroc(sp[yp == 0], sp[yp == 1])))
         pa = np.asarray(pv)
         lo, med, hi = (float(np.quantile(pa, q)) for q in (alpha / 2, 0.5, 1 - alpha / 2))
-        ci = [min(ci[0], value - (hi - med)), max(ci[1], value + (med - lo))]
+        # around chance, not the permutation median: 0.5 then lies inside the CI exactly
+        # when the value lies inside the permutation interval (the CV AUROC sits a little
+        # below 0.5 on small null samples, and that bias is in both)
+        ci = [min(ci[0], value - (hi - 0.5)), max(ci[1], value + (0.5 - lo))]
         ci = [float(np.clip(ci[0], 0.0, 1.0)), float(np.clip(ci[1], 0.0, 1.0))]
         pvalue = float((1 + np.sum(pa >= value)) / (1 + pa.size))
         perm = {"n": int(pa.size), "median": med, "interval": [lo, hi]}
