@@ -12,6 +12,7 @@ and the fine-structure CI is the bootstrap of the held-out scores, so a CI that 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def test_same_population_reads_chance_and_missing_clumps_are_detected(tmp_path):
                         variants=("same", "noclumps"), stamp=48, bands=("g", "r", "i"))
     res = {key: closure.run_one(tmp_path, sim=spec["sim"], survey=spec["survey"], args=args, seed=0)
            for key, spec in info["sims"].items()}
+    print(json.dumps(res))  # the figures, for -s runs
     same, noclumps = res["same-4000"], res["noclumps-4000"]
     for axis in ("fine_structure", "global_structure"):
         lo, hi = same[axis]["ci"]
