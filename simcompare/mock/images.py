@@ -295,7 +295,7 @@ def _idealised(
         msg = (f"{im.path.name}: {outside:.0%} of its light falls outside the {stamp}-pixel stamp; "
                "use a larger stamp_size")
         raise ImageFileExcluded(msg, reason="larger_than_stamp")
-    model = convolve(deposited, psf.image)
+    model = convolve(deposited, psf.render_kernel())  # the resampled map is pixel-integrated
     variance = noise_model.variance(model)
     image = noise_model.apply(model, rng=rng)
     raw_mask = planes = None

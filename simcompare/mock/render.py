@@ -512,7 +512,8 @@ def render(
             resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
                                    descriptor_source=survey.source),
             bands=bands, pixel_scale_arcsec=survey.pixel_scale_arcsec, stamp_size=stamp)
-    spec = RenderSpec(bands=bands, camera=camera, table=table, psf=psf.image, noise=noise_model,
+    spec = RenderSpec(bands=bands, camera=camera, table=table, psf=psf.render_kernel(),
+                      noise=noise_model,
                       projection=projection, softening_kpc=sim.softening_kpc, knn_k=knn_k,
                       seed=int(seed), max_flux_outside=max_flux_outside, blank_sky=blank_sky)
 
