@@ -190,7 +190,8 @@ def render_images(
         read.append(im)
     ids = _object_ids(read) if read else []
 
-    psf = None if realistic else PSF.from_survey(survey, bands=bands, workspace=workspace)
+    psf = None if realistic else PSF.from_survey(survey, bands=bands, workspace=workspace,
+                                                 kernel_size=2 * stamp + 1)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
     blank_sky = None
     if not realistic and noise == "blank-sky":

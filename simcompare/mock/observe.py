@@ -159,8 +159,17 @@ class PSF:
     @classmethod
     def from_survey(
         cls, survey: SurveyDescriptor, *, bands: Sequence[str], workspace: str | Path = ".",
+        kernel_size: int | None = None,
     ) -> PSF:
-        """Build the PSF the survey descriptor describes (``[psf]`` table)."""
+        """Build the PSF the survey descriptor describes (``[psf]`` table).
+
+        ``kernel_size`` (analytic PSFs): side of the render kernel, default ``psf.size``.
+        A renderer should pass ``2 * stamp_size + 1``: a kernel cut at ``psf.size`` and
+        renormalised moves the PSF wings into the core (band-dependently, since the
+        FWHM differs), which shifted aperture colours by a few mmag against images
+        drawn with the whole PSF and put the global axis of the closure benchmark at
+        0.8 on a population against itself.
+        """
         cfg = survey.psf
         size = int(cfg.size) | 1  # odd
         if cfg.kind == "image":
@@ -173,15 +182,16 @@ class PSF:
         imgs = [effective_psf(cfg.kind, fwhm_arcsec=fwhm[b], beta=cfg.beta,
                               pixel_scale_arcsec=survey.pixel_scale_arcsec, size=size)
                 for b in bands]
+        ksize = max(size, int(kernel_size or size)) | 1
         kern = [effective_psf(cfg.kind, fwhm_arcsec=fwhm[b], beta=cfg.beta,
-                              pixel_scale_arcsec=survey.pixel_scale_arcsec, size=size, pixel=False)
+                              pixel_scale_arcsec=survey.pixel_scale_arcsec, size=ksize, pixel=False)
                 for b in bands]
         desc = {"kind": cfg.kind, "fwhm_arcsec": {b: fwhm[b] for b in bands},
                 "beta": cfg.beta if cfg.kind == "moffat" else None, "size": size,
                 "includes_pixel": True,
                 "method": "galsim profile drawn with its pixel response, sampled at pixel centres",
                 "render_kernel": "the same profile without the pixel response (the particle map is "
-                                 "already integrated over pixels)"}
+                                 "already integrated over pixels)", "render_kernel_size": ksize}
         return cls(image=np.stack(imgs), description=desc, kernel=np.stack(kern))
 
     @classmethod

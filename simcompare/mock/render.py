@@ -500,7 +500,7 @@ def render(
     table = BandFluxTable.build(filters=filters, redshift=z, cosmology=cosmo,
                                 zero_point=survey.zero_point, dust_av=dust_av,
                                 cache_dir=workspace / ".simcompare" / "cache" / "sps")
-    psf = PSF.from_survey(survey, bands=bands, workspace=workspace)
+    psf = PSF.from_survey(survey, bands=bands, workspace=workspace, kernel_size=2 * stamp + 1)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
     blank_sky = None
     if noise == "blank-sky":
