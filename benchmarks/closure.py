@@ -28,9 +28,11 @@ light) should be detected on the fine-structure axis; "larger" (1.5x discs) on t
 axis; "psfwide" / "noisy" (the render's PSF FWHM / sky sigma 20% too large) on both.
 
 ``--quick``: one seed, 4,000 particles, ``same`` and ``noclumps``, 200 observed and 120
-simulated galaxies, 3 epochs (a few minutes on 2 cores). The default run (3 seeds x 5
-variants x 2 particle counts, 500 observed and 250 simulated galaxies, 6 epochs) takes
-about an hour on 2 shared cores; ``wall_s`` reports it.
+simulated galaxies, 3 epochs. The default run (3 seeds x 5 variants x 2 particle counts,
+500 observed and 250 simulated galaxies, 6 epochs) is 30 ``score`` runs; on a shared
+2-core machine one run of the quick size took 7-25 minutes, so the default takes many
+hours there (``wall_s`` reports it). ``--global-only`` (no flow; 4-7 minutes per
+configuration at 400 / 200 galaxies there) is the practical size for the global axis.
 """
 
 from __future__ import annotations
