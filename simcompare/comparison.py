@@ -500,21 +500,42 @@ def _jsonable_edges(edges: np.ndarray) -> list[float | None]:
 # global-structure classifier (numpy/scipy only)
 # ----------------------------------------------------------------------------------
 def _fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float) -> np.ndarray:
-    from scipy.optimize import minimize
+    """L2-regularised logistic regression (intercept unpenalised) by Newton's method.
 
+    The objective ``sum(log(1 + e^z) - y z) + l2/2 |w|^2`` is strictly convex, so Newton
+    steps (with step halving) reach its unique minimum in a handful of iterations; this
+    is ~30x faster than a quasi-Newton solver at these sizes, which the permutation
+    null of :func:`cross_validated_auroc` needs (thousands of fits per call).
+    """
     xb = np.column_stack([x, np.ones(len(x))])
+    d = xb.shape[1]
+    pen = np.full(d, float(l2))
+    pen[-1] = 0.0
 
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+    def objective(w: np.ndarray) -> float:
         z = xb @ w
-        # log(1 + exp(z)) - y z, stable
-        f = np.logaddexp(0.0, z) - y * z
-        p = 0.5 * (1.0 + np.tanh(0.5 * z))
-        g = xb.T @ (p - y)
-        reg = 0.5 * l2 * np.sum(w[:-1] ** 2)
-        return float(f.sum() + reg), g + l2 * np.concatenate([w[:-1], [0.0]])
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(pen * w * w))
 
-    res = minimize(loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B")
-    return res.x
+    w = np.zeros(d)
+    f = objective(w)
+    for _ in range(100):
+        z = xb @ w
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))
+        g = xb.T @ (p - y) + pen * w
+        hess = (xb * (p * (1.0 - p))[:, None]).T @ xb + np.diag(pen) + 1e-10 * np.eye(d)
+        step = np.linalg.solve(hess, g)
+        t = 1.0
+        while True:
+            w_new = w - t * step
+            f_new = objective(w_new)
+            if f_new <= f + 1e-12 * max(1.0, abs(f)) or t < 1e-6:
+                break
+            t *= 0.5
+        done = abs(f - f_new) <= 1e-10 * max(1.0, abs(f))
+        w, f = w_new, f_new
+        if done:
+            break
+    return w
 
 
 def _oof_scores(x: np.ndarray, y: np.ndarray, *, n_folds: int, l2: float,
@@ -540,44 +561,85 @@ def _oof_scores(x: np.ndarray, y: np.ndarray, *, n_folds: int, l2: float,
     return out
 
 
+def _repeated_oof(x: np.ndarray, y: np.ndarray, *, n_folds: int, n_repeats: int, l2: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Out-of-fold scores averaged over ``n_repeats`` independent fold assignments."""
+    return np.mean([_oof_scores(x, y, n_folds=n_folds, l2=l2, rng=r)
+                    for r in rng.spawn(n_repeats)], axis=0)
+
+
 def cross_validated_auroc(
     sim_features: np.ndarray, ref_features: np.ndarray, *, n_bootstrap: int = 1000,
     n_null: int = 10, n_folds: int = 5, l2: float = 1.0, rng: np.random.Generator,
-    confidence: float = 0.95,
+    confidence: float = 0.95, n_repeats: int = 3, n_permutations: int = 100,
 ) -> dict[str, Any]:
     """Cross-validated classifier AUROC on a parameter vector (the global-structure axis).
 
     An L2-regularised logistic regression (standardised features) is trained to tell
     reference from simulated galaxies; each galaxy's out-of-fold log-odds of being a
-    reference galaxy is its score, and the AUROC is P(score_ref > score_sim). 0.5 means
-    the parameter vectors are indistinguishable; it rises towards 1 with the difference.
-    The CI resamples galaxies' out-of-fold scores (it does not refit, so it omits the
-    training variance); the null test refits on random half splits of the reference.
+    reference galaxy, averaged over ``n_repeats`` random fold assignments, is its score,
+    and the AUROC is P(score_ref > score_sim). 0.5 means the parameter vectors are
+    indistinguishable; it rises towards 1 with the difference.
+
+    The uncertainty has two parts. Resampling the galaxies' out-of-fold scores (the
+    bootstrap) sees the finite test sample but not that the classifier itself was fitted
+    on the same few galaxies: on two samples of one distribution its percentile CI holds
+    0.5 in only ~85% of cases. The permutation null refits the whole procedure on
+    ``n_permutations`` random relabellings of the pooled galaxies, so its spread is the
+    sampling spread of this statistic, fit included, when nothing differs. The reported
+    CI is the wider of the bootstrap percentile interval and the permutation spread
+    about chance placed around the value (``value - (q_hi - 0.5), value + (0.5 - q_lo)``,
+    so that under the null the CI holds 0.5 as often as the confidence level says);
+    ``pvalue`` is the permutation p-value of a difference above chance and ``detected``
+    needs the CI above 0.5. ``null`` refits on random half splits of the reference.
 
     Parameters
     ----------
     sim_features, ref_features : ndarray, shape (n, d)
         Rows with any non-finite value must be removed beforehand.
+    n_repeats : int
+        Fold assignments averaged (default 3).
+    n_permutations : int
+        Relabellings of the permutation null (default 100; 0 keeps the bootstrap CI alone).
     """
     x = np.vstack([sim_features, ref_features]).astype(float)
     y = np.concatenate([np.zeros(len(sim_features)), np.ones(len(ref_features))])
-    rng_cv, rng_boot, rng_null = rng.spawn(3)
+    rng_cv, rng_boot, rng_null, rng_perm = rng.spawn(4)
     k = int(min(n_folds, len(sim_features), len(ref_features)))
     if k < 2:
         return {"skipped": "too few galaxies for cross-validation"}
-    s = _oof_scores(x, y, n_folds=k, l2=l2, rng=rng_cv)
+    reps = max(1, int(n_repeats))
+    s = _repeated_oof(x, y, n_folds=k, n_repeats=reps, l2=l2, rng=rng_cv)
     s_sim, s_ref = s[y == 0], s[y == 1]
     value = float(auroc(s_sim, s_ref))
     draws = _boot_draws(s_sim, s_ref, n_bootstrap=n_bootstrap, rng=rng_boot)["auroc"]
     ci = _ci(value, draws, confidence=confidence, method="percentile")
+    alpha = 1.0 - confidence
+    perm: dict[str, Any] | None = None
+    pvalue = None
+    if n_permutations > 0:
+        pv = []
+        for r in rng_perm.spawn(int(n_permutations)):
+            yp = r.permutation(y)
+            sp = _repeated_oof(x, yp, n_folds=k, n_repeats=reps, l2=l2, rng=r)
+            pv.append(float(auroc(sp[yp == 0], sp[yp == 1])))
+        pa = np.asarray(pv)
+        lo, med, hi = (float(np.quantile(pa, q)) for q in (alpha / 2, 0.5, 1 - alpha / 2))
+        # around chance, not the permutation median: 0.5 then lies inside the CI exactly
+        # when the value lies inside the permutation interval (the CV AUROC sits a little
+        # below 0.5 on small null samples, and that bias is in both)
+        ci = [min(ci[0], value - (hi - 0.5)), max(ci[1], value + (0.5 - lo))]
+        ci = [float(np.clip(ci[0], 0.0, 1.0)), float(np.clip(ci[1], 0.0, 1.0))]
+        pvalue = float((1 + np.sum(pa >= value)) / (1 + pa.size))
+        perm = {"n": int(pa.size), "median": med, "interval": [lo, hi]}
     null = None
     ref = np.asarray(ref_features, float)
     if n_null >= 1 and len(ref) >= 4:
         half = len(ref) // 2
         vals, first_ci = [], None
         for i in range(n_null):
-            perm = rng_null.permutation(len(ref))
-            a, b = ref[perm[:half]], ref[perm[half:2 * half]]
+            perm_i = rng_null.permutation(len(ref))
+            a, b = ref[perm_i[:half]], ref[perm_i[half:2 * half]]
             xa = np.vstack([a, b])
             ya = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
             kk = int(min(n_folds, half))
@@ -588,18 +650,20 @@ def cross_validated_auroc(
                 d0 = _boot_draws(sn[ya == 0], sn[ya == 1], n_bootstrap=n_bootstrap,
                                  rng=rng_null)["auroc"]
                 first_ci = _ci(v, d0, confidence=confidence, method="percentile")
-        alpha = 1.0 - confidence
         arr = np.asarray(vals)
         null = {"value": vals[0], "ci": first_ci,
                 "ci_contains_null_value": bool(first_ci[0] <= 0.5 <= first_ci[1]),
                 "splits": {"n": len(vals), "median": float(np.median(arr)),
                            "interval": [float(np.quantile(arr, alpha / 2)),
                                         float(np.quantile(arr, 1 - alpha / 2))]}}
-    return {"value": value, "ci": ci, "ci_method": "percentile", "null_value": 0.5,
+    return {"value": value, "ci": ci,
+            "ci_method": "percentile bootstrap widened to the permutation spread" if perm
+            else "percentile", "null_value": 0.5,
             "ci_contains_null_value": bool(ci[0] <= 0.5 <= ci[1]),
             # one-sided: a classifier can only detect a difference above chance; an AUROC
             # below 0.5 is a cross-validation artefact, not evidence of a difference
-            "detected": bool(ci[0] > 0.5), "null": null, "n_folds": k, "l2": l2}
+            "detected": bool(ci[0] > 0.5), "pvalue": pvalue, "permutation_null": perm,
+            "null": null, "n_folds": k, "n_repeats": reps, "l2": l2}
 
 
 # ----------------------------------------------------------------------------------

@@ -206,7 +206,8 @@ def render_images(
         read.append(im)
     ids = _object_ids(read) if read else []
 
-    psf = None if realistic else PSF.from_survey(survey, bands=bands, workspace=workspace)
+    psf = None if realistic else PSF.from_survey(survey, bands=bands, workspace=workspace,
+                                                 kernel_size=2 * stamp + 1)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
     blank_sky = None
     if not realistic and noise == "blank-sky":
@@ -311,7 +312,7 @@ def _idealised(
         msg = (f"{im.path.name}: {outside:.0%} of its light falls outside the {stamp}-pixel stamp; "
                "use a larger stamp_size")
         raise ImageFileExcluded(msg, reason="larger_than_stamp")
-    model = convolve(deposited, psf.image)
+    model = convolve(deposited, psf.render_kernel())  # the resampled map is pixel-integrated
     variance = noise_model.variance(model)
     image = noise_model.apply(model, rng=rng)
     raw_mask = planes = None

@@ -504,7 +504,7 @@ def render(
     table = BandFluxTable.build(filters=filters, redshift=z, cosmology=cosmo,
                                 zero_point=survey.zero_point, dust_av=dust_av,
                                 cache_dir=workspace / ".simcompare" / "cache" / "sps")
-    psf = PSF.from_survey(survey, bands=bands, workspace=workspace)
+    psf = PSF.from_survey(survey, bands=bands, workspace=workspace, kernel_size=2 * stamp + 1)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
     blank_sky = None
     if noise == "blank-sky":
@@ -516,7 +516,8 @@ def render(
             resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
                                    descriptor_source=survey.source),
             bands=bands, pixel_scale_arcsec=survey.pixel_scale_arcsec, stamp_size=stamp)
-    spec = RenderSpec(bands=bands, camera=camera, table=table, psf=psf.image, noise=noise_model,
+    spec = RenderSpec(bands=bands, camera=camera, table=table, psf=psf.render_kernel(),
+                      noise=noise_model,
                       projection=projection, softening_kpc=sim.softening_kpc, knn_k=knn_k,
                       seed=int(seed), max_flux_outside=max_flux_outside, blank_sky=blank_sky)
 
