@@ -56,14 +56,18 @@ class Cluster:
     scheduler : str or distributed.Client, optional
         Address of a running dask scheduler (or a connected client); overrides
         ``workers``.
+    connect_timeout : str
+        How long to keep trying to reach ``scheduler`` (a dask time string).
     """
 
-    def __init__(self, workers: int = 1, scheduler: Any = None) -> None:
+    def __init__(self, workers: int = 1, scheduler: Any = None, *,
+                 connect_timeout: str = "30s") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             msg = f"workers must be a whole number of at least 1, got {workers!r}"
             raise ConfigError(msg)
         self.workers = workers
         self.scheduler = scheduler
+        self.connect_timeout = connect_timeout
         self._client: Any = None
         self._local: Any = None
         self._own_client = False
@@ -93,7 +97,7 @@ class Cluster:
             if isinstance(self.scheduler, Client):
                 return self.scheduler
             try:
-                client = Client(self.scheduler, timeout="30s")
+                client = Client(self.scheduler, timeout=self.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 msg = (f"cannot reach the dask scheduler at {self.scheduler!r} ({exc}); start it "
                        "(dask scheduler) or check --scheduler")

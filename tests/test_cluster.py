@@ -33,7 +33,7 @@ def test_bad_worker_counts_are_refused(bad):
 
 def test_unreachable_scheduler_is_one_typed_error():
     with pytest.raises(ConfigError, match="scheduler"):
-        Cluster(scheduler="tcp://127.0.0.1:9").client  # noqa: B018
+        Cluster(scheduler="tcp://127.0.0.1:9", connect_timeout="2s").client  # noqa: B018
 
 
 def test_local_cluster_survives_a_killed_worker():
