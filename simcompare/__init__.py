@@ -39,7 +39,7 @@ __all__ = [
 
 _VERBS = {
     "score": ("simcompare.pipeline", "score"),
-    "anomalies": ("simcompare.anomalies", "anomalies"),
+    "anomalies": ("simcompare.sky_anomalies", "anomalies"),
     "render": ("simcompare.mock", "render"),
     "ingest": ("simcompare.observed", "ingest"),
     "train": ("simcompare.density", "train"),
@@ -48,7 +48,7 @@ _VERBS = {
     "report": ("simcompare.reporting", "write_report"),
     "list": ("simcompare.pipeline", "list_all"),
     "measure": ("simcompare.morphology", "measure"),
-    "crosscheck": ("simcompare.crosscheck", "crosscheck"),
+    "crosscheck": ("simcompare.cross_check", "crosscheck"),
     "fetch": ("simcompare.sims.api", "fetch"),
     "validate": ("simcompare.imageset", "validate"),
 }

@@ -354,7 +354,7 @@ def _run(args: argparse.Namespace) -> int:
         print(out)
         return 0
     if args.verb == "anomalies":
-        from .anomalies import anomalies
+        from .sky_anomalies import anomalies
 
         out = anomalies(args.survey, model=args.model, out=args.out, workspace=ws, n=args.n,
                         stamp_size=args.stamp_size, bands=args.bands, levels=args.levels,
@@ -419,7 +419,7 @@ def _run(args: argparse.Namespace) -> int:
         print(args.out)
         return 0
     if args.verb == "crosscheck":
-        from .crosscheck import crosscheck
+        from .cross_check import crosscheck
 
         crosscheck(args.particles, args.images, out=args.out, figure=args.figure)
         print(args.out)

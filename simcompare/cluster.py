@@ -101,7 +101,7 @@ class Cluster:
             self._own_client = True
             return client
         self._local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
         self._own_client = True
         log.info("started a local dask cluster of %d workers", self.workers)
         return Client(self._local)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -24,8 +25,15 @@ def test_help_for_every_verb(verb, capsys):
 
 
 def test_verbs_are_python_functions():
+    import pkgutil
+
     import simcompare
 
+    # importing every submodule first: a module named like a verb would replace the
+    # verb's function as the package attribute
+    for info in pkgutil.walk_packages(simcompare.__path__, "simcompare."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
     for verb in VERBS:
         assert callable(getattr(simcompare, verb)), verb
 

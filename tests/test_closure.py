@@ -40,8 +40,7 @@ def test_same_population_reads_chance_and_missing_clumps_are_detected(tmp_path):
     for axis in ("fine_structure", "global_structure"):
         lo, hi = same[axis]["ci"]
         assert lo <= 0.5 <= hi, (axis, same[axis])
-    # clump removal must be seen; at this size (240 observed galaxies, 3 epochs) the
-    # flow's likelihood ratio did not see it (0.49 [0.40, 0.57]) while the statmorph
-    # vector did (0.99 [0.81, 1.0]), so either axis counts here; the default benchmark
-    # run reports each axis on its own
-    assert max(noclumps["fine_structure"]["ci"][0], noclumps["global_structure"]["ci"][0]) > 0.5, noclumps
+    # clump removal must be seen on both axes, each on its own: the global axis (statmorph
+    # vector) and the flow's fine-structure axis (its lower CI end above chance)
+    assert noclumps["global_structure"]["ci"][0] > 0.5, noclumps["global_structure"]
+    assert noclumps["fine_structure"]["ci"][0] > 0.5, noclumps["fine_structure"]

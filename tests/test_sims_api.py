@@ -303,6 +303,7 @@ def test_fetch_cli_downloads_from_the_api_url(server, fixtures, tmp_path):
     the files land in the workspace's default folder, the reader reads them, and the key
     shows nowhere."""
     ws = tmp_path / "ws"
+    (tmp_path / "xdg").mkdir()  # an existing config home, as a user's is (astropy warns otherwise)
     env = {k: v for k, v in os.environ.items() if k not in ("TNG_API_KEY", "SIMCOMPARE_TNG_API_URL")}
     env.update(TNG_API_KEY=KEY, SIMCOMPARE_TNG_API_URL=server.url,
                XDG_CONFIG_HOME=str(tmp_path / "xdg"),

@@ -28,6 +28,24 @@ def footprint_mask(x: np.ndarray, *, sigma: Any, smooth: float = 1.0, threshold:
     exceeds ``threshold`` times its own noise; the connected region closest to the stamp
     centre is kept and grown by ``grow`` pixels. A stamp with no such region gets a disc
     of radius ``H/8`` about the centre.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, B, H, W)
+        Stamps (sky-subtracted, masked pixels filled).
+    sigma : array-like, shape (B,)
+        Sky noise per band.
+    smooth : float
+        Gaussian smoothing of the S/N map [pixels]; 0 for none.
+    threshold : float
+        Detection threshold in units of the smoothed map's noise.
+    grow : int
+        Pixels the footprint is grown by.
+
+    Returns
+    -------
+    ndarray of bool, shape (N, H, W)
+        The footprint of each stamp.
     """
     from scipy import ndimage
 
