@@ -1018,6 +1018,27 @@ _EXTRA_COLUMNS = ("n_neighbour_pixels", "masked_fraction", "center_x_pix", "cent
 _INGEST_BATCH = 16
 
 
+class _Batches(Sequence):
+    """The ingest tasks, ``(catalogue rows, manifest rows)`` per batch, cut when asked for.
+
+    Nothing per batch is held beforehand, so the task list does not grow with the sample.
+    """
+
+    def __init__(self, cat: Any, rows: Any, size: int) -> None:
+        self.cat, self.rows, self.size = cat, rows, int(size)
+
+    def __len__(self) -> int:
+        return -(-len(self.cat) // self.size)
+
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        part_cat = self.cat.iloc[i * self.size:(i + 1) * self.size]
+        part_rows = (None if self.rows is None
+                     else self.rows[self.rows["object_id"].isin(part_cat["object_id"])])
+        return part_cat, part_rows
+
+
 def _ingest_stream(
     sv: SurveyDescriptor, cat: Any, rows: Any, spec: _IngestSpec, *, out: Path,
     prov: dict[str, Any], cluster: Cluster, progress: bool, strict: bool, n_catalog: int,
@@ -1047,7 +1068,8 @@ def _ingest_stream(
     exclusions: dict[str, int] = {}
     excluded_ids: dict[str, list[int]] = {}
     first_problem: list[str] = []
-    psf_missing: list[str] = []
+    psf_missing: list[str] = []  # the first missing PSF file, for the warning
+    n_psf_missing = 0  # a count, not a list: memory stays flat when a sample has no PSFs
     model_psf: np.ndarray | None = None
     try:
         done: set[int] = set()
@@ -1061,12 +1083,7 @@ def _ingest_stream(
             log.info("resuming %s: %d objects already done", part, len(done))
         if done:
             cat = cat[~cat["object_id"].astype(np.int64).isin(done)]
-        tasks = []
-        for i in range(0, len(cat), _INGEST_BATCH):
-            part_cat = cat.iloc[i:i + _INGEST_BATCH]
-            part_rows = (None if rows is None
-                         else rows[rows["object_id"].isin(part_cat["object_id"])])
-            tasks.append((part_cat, part_rows))
+        tasks = _Batches(cat, rows, _INGEST_BATCH)
         for batch in _progress(cluster.map(_ingest_batch, tasks, spec, name="ingest"),
                                desc="ingest", total=len(tasks), enable=progress, unit="batch"):
             keep = []
@@ -1080,7 +1097,8 @@ def _ingest_stream(
                     exclusions[obj.reason] = exclusions.get(obj.reason, 0) + 1
                     excluded_ids.setdefault(obj.reason, []).append(obj.object_id)
                     continue
-                psf_missing.extend(obj.psf_missing)
+                n_psf_missing += len(obj.psf_missing)
+                psf_missing[:1] = psf_missing[:1] or list(obj.psf_missing[:1])
                 if any(p is None for p in obj.psf):
                     if model_psf is None:
                         from ..mock.observe import survey_psf_images
@@ -1103,9 +1121,9 @@ def _ingest_stream(
                    f"exclusions: {exclusions or 'none'}; removed by cuts: {removed_by_cut or 'none'})"
                    + (f"; first: {first_problem[0]}" if first_problem else "; check the paths and cuts"))
             raise DataFormatError(msg)
-        if psf_missing:
+        if n_psf_missing:
             log.warning("%d PSF file(s) not found (e.g. %s); the survey's PSF model stands in for "
-                        "them", len(psf_missing), psf_missing[0])
+                        "them", n_psf_missing, psf_missing[0])
         writer.set_provenance(prov | {"n_written": n, "exclusions": exclusions,
                                       "excluded_ids": excluded_ids})
     except BaseException as exc:
