@@ -340,7 +340,7 @@ def measure_floor(
     workspace: Path, column: str, n_particles: int | None = None,
     curve: tuple[int, ...] = (), max_galaxies: int | None = None, n_bootstrap: int = 1000,
     n_null: int = 10, seed: int = 0, device: str = "auto", workers: int = 1,
-    progress: bool = False,
+    progress: bool = False, cluster: Any = None,
 ) -> dict[str, Any]:
     """Measure the pipeline floor; writes ``floor.json`` (and the floor's sets) into ``out``.
 
@@ -363,6 +363,9 @@ def measure_floor(
         curve); empty: none.
     max_galaxies : int, optional
         At most this many test galaxies (a seeded random subset).
+    cluster : Cluster, optional
+        The run's workers (morphology of the floor's sets runs on them); default
+        ``workers`` local processes.
 
     Returns
     -------
@@ -411,7 +414,7 @@ def measure_floor(
     ref_scores = evaluate(model, ref_path, out=out / "analytic_scores.parquet", device=device,
                           progress=progress)
     ref_morph = measure(ref_path, out=out / "analytic_morphology.parquet",
-                        workers=_workers(workers, half_ref.size), seed=seed, progress=progress)
+                        **_pool(workers, cluster, half_ref.size), seed=seed, progress=progress)
 
     def one(count: int, name: str) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -427,7 +430,7 @@ def measure_floor(
         scores = evaluate(model, path, out=out / f"{name}_scores.parquet", device=device,
                           progress=progress)
         morph = measure(path, out=out / f"{name}_morphology.parquet",
-                        workers=_workers(workers, len(sset)), seed=seed, progress=progress)
+                        **_pool(workers, cluster, len(sset)), seed=seed, progress=progress)
         t2 = time.perf_counter()
         entry["summary"] = compare(scores, ref_scores, column=column, n_bootstrap=n_bootstrap,
                                    n_null=max(1, n_null), seed=seed, morphology=morph,
@@ -448,9 +451,11 @@ def measure_floor(
     return record
 
 
-def _workers(workers: int, n_images: int) -> int:
-    """A process pool only pays for itself beyond a few dozen stamps."""
-    return 1 if n_images < 64 else int(workers)
+def _pool(workers: int, cluster: Any, n_images: int) -> dict[str, Any]:
+    """Workers for one morphology call: only beyond a few dozen stamps do they pay."""
+    if n_images < 64:
+        return {"workers": 1}
+    return {"cluster": cluster} if cluster is not None else {"workers": int(workers)}
 
 
 def _curve_point(entry: dict[str, Any]) -> dict[str, Any]:

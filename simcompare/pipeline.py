@@ -494,7 +494,8 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
                     n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
                     max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
                     n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
-                    device=cfg.device, workers=cfg.workers, progress=cfg.progress)
+                    device=cfg.device, workers=cfg.workers, progress=cfg.progress,
+                    cluster=cluster)
                 stages.finish("floor", work, floor_cfg)
 
     # 7. population statistics -------------------------------------------------------
