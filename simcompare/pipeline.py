@@ -424,7 +424,7 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
 
             work = stages.work("evaluate")
             evaluate(model_dir, mocks, out=work / "sim_scores.parquet", device=cfg.device,
-                     progress=cfg.progress)
+                     progress=cfg.progress, cluster=cluster)
             stages.finish("evaluate", work, {"train": train_key, "render": render_key})
 
     # 4b. classifier test, appearance embedding, mismatch maps (simcompare.appearance)
