@@ -142,6 +142,13 @@ def _check_precision(precision: str) -> str:
     return name
 
 
+def _precision_candidates(precision: str, device_type: str) -> tuple[str, ...]:
+    """Reduced precisions to try, in order, for ``precision`` on a device of that type."""
+    if precision == "float32" or (precision == "auto" and device_type != "cuda"):
+        return ()
+    return ("bfloat16", "float16") if precision == "auto" else (precision,)
+
+
 def _relative_error(lp: np.ndarray, ref: np.ndarray) -> float:
     ok = np.isfinite(ref)
     if not ok.any():
@@ -181,9 +188,9 @@ def calibrate_precision(scorer: FrozenDensity, images: np.ndarray, precision: st
 
     name = _check_precision(precision)
     scorer.amp_dtype = None
-    if name == "float32" or (name == "auto" and scorer.device.type != "cuda"):
+    candidates = _precision_candidates(name, scorer.device.type)
+    if not candidates:
         return "float32", float("nan")
-    candidates = ("bfloat16", "float16") if name == "auto" else (name,)
     x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(scorer.device)
     with torch.inference_mode():
         ref = scorer.log_prob(x).double().cpu().numpy()
