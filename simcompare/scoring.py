@@ -9,6 +9,13 @@ cut into one concurrently scored shard per thread on CPU; the trained model itse
 not modified. On an out-of-memory error the batch size is
 halved and the batch retried.
 
+On CUDA two more choices are made per scorer. The batch size can be measured
+(:func:`auto_batch_size`: the peak memory of one small batch against the device's free
+memory). Reduced precision (bfloat16 or float16 autocast) is used only where a
+calibration batch scores within :data:`AMP_TOLERANCE` (1e-3) relative of float32
+(:func:`calibrate_precision`); otherwise scoring stays in float32 and the reason is
+logged. ``torch.compile`` stays opt-in (:func:`compile_for_inference`).
+
 torch is imported inside the functions, so importing this module is cheap.
 """
 
@@ -265,6 +272,21 @@ def resolve_batch_size(batch_size: int | str, scorer: Any, images: np.ndarray,
     """An integer batch size: ``"auto"`` -> :func:`auto_batch_size` (frozen scorers) or 64.
 
     A frozen scorer on CPU uses at most :data:`CPU_BATCH_LIMIT` images per batch.
+
+    Parameters
+    ----------
+    batch_size : int or "auto"
+        A whole number of at least 1, or ``"auto"``.
+    scorer : FrozenDensity or DensityModel
+        What will score the images (only a frozen scorer is measured).
+    images : ndarray, (N, B, H, W)
+        The images to score; ``"auto"`` on CUDA scores a few of them.
+    device : torch.device or str
+        Where they are scored.
+
+    Returns
+    -------
+    int
     """
     import torch
 
