@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=(), metavar="N,N,...",
                    help="also measure the floor at these particle counts (default when given "
                         "without a value: 1000,4000,20000,100000) and show the curve")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+                   default="auto",
+                   help="scoring autocast precision, kept only within 1e-3 relative of "
+                        "float32 (auto: float32 on CPU, bfloat16/float16 on CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="score through torch.compile (pays on a GPU with many thousands of "
+                        "images)")
     model_options(p, demo_note=True)
 
     # anomalies --------------------------------------------------------------------
@@ -351,7 +358,8 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed, noise=args.noise, ensemble=args.ensemble,
             morphology_max=args.morphology_max, progress=progress, floor=not args.no_floor,
             floor_max=args.floor_max, floor_particles=args.floor_particles,
-            floor_curve=tuple(args.floor_curve),
+            floor_curve=tuple(args.floor_curve), precision=args.precision,
+            compile=args.compile,
         )
         out = score(cfg)
         print(out / "index.html")

@@ -232,3 +232,11 @@ def test_evaluate_stage_on_two_workers_gives_the_same_scores(cli_run, tmp_path):
     run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
     assert not run["cached"]["evaluate"] and run["cached"]["train"]
     pd.testing.assert_frame_equal(pd.read_parquet(done), before)
+    # a named precision is part of the evaluate stage's key: float32 is scored anew, same table
+    assert main([*args, "--precision", "float32"]) == 0
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    assert not run["cached"]["evaluate"] and run["cached"]["train"]
+    tables = sorted((ws / ".simcompare" / "cache" / "evaluate").glob("*/sim_scores.parquet"))
+    assert len(tables) == 2
+    for table in tables:
+        pd.testing.assert_frame_equal(pd.read_parquet(table), before)
