@@ -72,8 +72,8 @@ def test_cluster_evaluate_rejects_bad_device_before_starting(model2) -> None:
         evaluate(out, obs, out=None, device="tpu", cluster=Cluster(workers=2))
 
 
-def _frozen_and_images(tmp_path: Path) -> tuple[object, np.ndarray]:
-    torch.manual_seed(0)
+def _frozen_and_images(tmp_path: Path, seed: int = 0) -> tuple[object, np.ndarray]:
+    torch.manual_seed(seed)
     obs = imageset.read(galaxy_imageset(tmp_path / "o.h5", n=24))
     x = prepared_images(obs, sigma=np.array([1.0, 1.0]), seed=0)
     m = DensityModel(bands=2, size=16, levels=2, blocks=2, hidden=8, noise_sigma=[1.0, 1.0],
@@ -231,3 +231,33 @@ def test_evaluate_cli_precision_and_auto_batch_options(model2, tmp_path) -> None
         main(["evaluate", "--model", str(out), "--images", str(obs), "--out",
               str(tmp_path / "t.parquet"), "--precision", "int8"])
     assert exc.value.code == 2 and not (tmp_path / "t.parquet").exists()
+
+
+class _SmallMemory:
+    """A frozen scorer that runs out of memory above ``limit`` images per batch."""
+
+    def __init__(self, inner, limit: int) -> None:
+        self.inner, self.limit, self.sizes = inner, limit, []
+
+    def level_maps(self, x):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            msg = "CUDA out of memory. Tried to allocate 2.00 GiB"
+            raise RuntimeError(msg)
+        return self.inner.level_maps(x)
+
+
+def test_local_scores_halve_the_batch_on_out_of_memory(tmp_path, caplog) -> None:
+    from simcompare.density.scores import local_scores
+
+    f, x = _frozen_and_images(tmp_path)
+    g, _ = _frozen_and_images(tmp_path / "b", seed=1)
+    want = local_scores(f, g, x, footprint=None, batch=24)
+    small_f, small_g = _SmallMemory(f, 5), _SmallMemory(g, 24)
+    got = local_scores(small_f, small_g, x, footprint=None, batch=24)
+    assert small_f.sizes[:3] == [24, 12, 6] and set(small_f.sizes[3:]) <= {3, 1, 2}
+    assert max(s for s in small_f.sizes[3:]) <= 5
+    assert "out of memory at batch size 6; retrying with 3" in caplog.text
+    assert np.abs(want["llr"]).min() > 0  # two different models
+    for key, val in want.items():
+        np.testing.assert_allclose(got[key], val, rtol=1e-5, atol=1e-3, err_msg=key)
