@@ -148,8 +148,9 @@ def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp:
     from ..scoring import resolve_device
 
     path = Path(model)
-    dev = resolve_device("cuda" if device == "auto" and _cuda_available() else
-                         ("cpu" if device == "auto" else device))
+    if str(device).lower() == "auto":
+        device = "cuda" if _cuda_available() else "cpu"
+    dev = resolve_device(device)
     key = (str(path.resolve()), stamp, str(dev), precision, use_torch_compile,
            hashlib.sha256(calib.tobytes()).hexdigest())
     scorers = _SCORER_CACHE.get(key)
@@ -259,6 +260,8 @@ def evaluate(
         chunks = [(x[c[0]:c[-1] + 1], None if footprint is None else footprint[c[0]:c[-1] + 1])
                   for c in batched(range(len(x)), size)]
         stamp = (model / "training.json").stat().st_mtime_ns
+        log.info("scoring %d images in %d chunks on %d workers (%d with a GPU)", len(x),
+                 len(chunks), cluster.n_workers, cluster.gpu_workers())
         parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
                                  batch_size, precision, calib, use_torch_compile,
                                  name="evaluate"))
