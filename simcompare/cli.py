@@ -41,6 +41,10 @@ def _bands(text: str) -> tuple[str, ...]:
     return tuple(b.strip() for b in text.split(",") if b.strip())
 
 
+def _batch_size(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -180,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=(), metavar="N,N,...",
                    help="also measure the floor at these particle counts (default when given "
                         "without a value: 1000,4000,20000,100000) and show the curve")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+                   default="auto",
+                   help="scoring autocast precision, kept only within 1e-3 relative of "
+                        "float32 (auto: float32 on CPU, bfloat16/float16 on CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="score through torch.compile (pays on a GPU with many thousands of "
+                        "images)")
     model_options(p, demo_note=True)
 
     # anomalies --------------------------------------------------------------------
@@ -243,7 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "validation", "test"), default=None,
                    help="score only this split of the model's own training set")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_batch_size, default="auto",
+                   help="images per batch, or auto (from free GPU memory on CUDA; "
+                        "default: auto)")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+                   default="auto",
+                   help="autocast precision, kept only if it scores within 1e-3 relative "
+                        "of float32 (auto: float32 on CPU, bfloat16/float16 on CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the flows through torch.compile (pays on a GPU with many "
+                        "thousands of images; compiles for about a minute first)")
 
     # compare ----------------------------------------------------------------------
     p = sub.add_parser("compare", parents=[common], help="population statistics with CIs")
@@ -338,7 +358,8 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed, noise=args.noise, ensemble=args.ensemble,
             morphology_max=args.morphology_max, progress=progress, floor=not args.no_floor,
             floor_max=args.floor_max, floor_particles=args.floor_particles,
-            floor_curve=tuple(args.floor_curve),
+            floor_curve=tuple(args.floor_curve), precision=args.precision,
+            compile=args.compile,
         )
         out = score(cfg)
         print(out / "index.html")
@@ -386,7 +407,8 @@ def _run(args: argparse.Namespace) -> int:
         from .density import evaluate
 
         evaluate(args.model, args.images, out=args.out, split=args.split, device=args.device,
-                 batch_size=args.batch_size, progress=progress)
+                 batch_size=args.batch_size, progress=progress, precision=args.precision,
+                 use_torch_compile=args.compile)
         print(args.out)
         return 0
     if args.verb == "compare":

@@ -313,6 +313,8 @@ class ScoreConfig:
     floor_max: int | None = None
     floor_particles: int | None = None
     floor_curve: tuple[int, ...] = ()
+    precision: str = "auto"
+    compile: bool = False
 
     def resolved(self, defaults: ScoreDefaults | None = None) -> ScoreConfig:
         """Fill every ``None`` option from ``defaults`` and then :data:`SCORE_DEFAULTS`."""

@@ -211,6 +211,11 @@ class _Stages:
 
 
 def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
+    from .scoring import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        msg = f"--precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision!r})"
+        raise ConfigError(msg)
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         msg = f"--device must be auto, cpu or cuda (got {cfg.device!r})"
         raise ConfigError(msg)
@@ -412,7 +417,10 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
             stages.finish("train", work, train_cfg)
 
     # 4. score simulated and held-out observed images --------------------------------
-    eval_key = stages.key("evaluate", {"stage": "evaluate", "train": train_key, "render": render_key})
+    eval_cfg = {"stage": "evaluate", "train": train_key, "render": render_key}
+    if cfg.precision != "auto":  # auto is float32 on CPU; a named precision may change scores
+        eval_cfg["precision"] = cfg.precision
+    eval_key = stages.key("evaluate", eval_cfg)
     eval_dir = stages.final("evaluate")
     sim_scores = eval_dir / "sim_scores.parquet"
     # train() already scored the held-out observed test split (for percentiles)
@@ -424,7 +432,8 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
 
             work = stages.work("evaluate")
             evaluate(model_dir, mocks, out=work / "sim_scores.parquet", device=cfg.device,
-                     progress=cfg.progress)
+                     progress=cfg.progress, cluster=cluster, precision=cfg.precision,
+                     use_torch_compile=cfg.compile)
             stages.finish("evaluate", work, {"train": train_key, "render": render_key})
 
     # 4b. classifier test, appearance embedding, mismatch maps (simcompare.appearance)

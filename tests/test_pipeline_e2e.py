@@ -215,3 +215,28 @@ def test_no_floor_and_floor_curve_options(cli_run, tmp_path):
     report = ws / "reports" / "demo_hsc"
     assert (report / "figures" / "floor_curve.png").stat().st_size > 1000
     assert "figures/floor_curve.png" in (report / "index.html").read_text()
+
+
+def test_evaluate_stage_on_two_workers_gives_the_same_scores(cli_run, tmp_path):
+    """`score --workers 2` scores the mocks on the cluster's workers: same table as one process."""
+    import shutil
+
+    ws = tmp_path / "ws_workers"
+    shutil.copytree(cli_run[0], ws)
+    (done,) = (ws / ".simcompare" / "cache" / "evaluate").glob("*/sim_scores.parquet")
+    before = pd.read_parquet(done)
+    shutil.rmtree(done.parent)
+    args = ["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY,
+            "--workers", "2"]
+    assert main(args) == 0
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    assert not run["cached"]["evaluate"] and run["cached"]["train"]
+    pd.testing.assert_frame_equal(pd.read_parquet(done), before)
+    # a named precision is part of the evaluate stage's key: float32 is scored anew, same table
+    assert main([*args, "--precision", "float32"]) == 0
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    assert not run["cached"]["evaluate"] and run["cached"]["train"]
+    tables = sorted((ws / ".simcompare" / "cache" / "evaluate").glob("*/sim_scores.parquet"))
+    assert len(tables) == 2
+    for table in tables:
+        pd.testing.assert_frame_equal(pd.read_parquet(table), before)

@@ -74,10 +74,108 @@ def _load_training(model: Path) -> dict[str, Any]:
         raise DataFormatError(msg) from None
 
 
+#: Smallest chunk of images one cluster task scores (see :func:`evaluate`).
+_CHUNK_MIN = 256
+
+#: Scorers loaded by cluster tasks, kept per worker process: key -> members.
+_SCORER_CACHE: dict[tuple, list[tuple[str, Any, Any]]] = {}
+_SCORER_CACHE_SIZE = 2
+
+
+def _load_scorers(model: Path, info: dict[str, Any], dev: Any, precision: str,
+                  calib: np.ndarray, use_torch_compile: bool = False,
+                  ) -> list[tuple[str, Any, Any]]:
+    """``(name, frozen model, frozen background or None)`` per member, precision calibrated."""
+    from ..scoring import calibrate_precision
+    from .model import DensityModel
+
+    out = []
+    for member in info["members"]:
+        frozen = []
+        for key in ("model", "background"):
+            if key not in member:
+                frozen.append(None)
+                continue
+            f = DensityModel.load(model / member[key], device=dev).freeze(device=dev)
+            if use_torch_compile:
+                f.enable_compile()
+            if len(calib):
+                calibrate_precision(f, calib, precision)
+            frozen.append(f)
+        out.append((member["model"], frozen[0], frozen[1]))
+    return out
+
+
+def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
+                   footprint: np.ndarray | None, batch_size: int | str,
+                   progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-member scores of ``x``: arrays of shape (members, N) (levels: (members, L, N))."""
+    from ..scoring import log_prob_batched, resolve_batch_size
+    from .scores import local_scores
+
+    main, back, foot, peak, levels = [], [], [], [], []
+    for name, m, b in scorers:
+        if b is None:
+            main.append(log_prob_batched(m, x, batch_size=batch_size, progress=progress,
+                                         desc=name))
+            continue
+        bs = resolve_batch_size(batch_size, m, x, m.device)
+        sc = local_scores(m, b, x, footprint=footprint, batch=bs)
+        main.append(sc["log_p"])
+        back.append(sc["log_p_background"])
+        foot.append(sc["llr_footprint"])
+        peak.append(sc["llr_peak"])
+        n_levels = sum(1 for k in sc if k.startswith("llr_level"))
+        levels.append([sc[f"llr_level{k}"] for k in range(n_levels)])
+    out = {"main": np.vstack(main)}
+    if back:
+        out.update(back=np.vstack(back), foot=np.vstack(foot), peak=np.vstack(peak),
+                   levels=np.asarray(levels, float))
+    return out
+
+
+def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp: int,
+                 device: str, batch_size: int | str, precision: str, calib: np.ndarray,
+                 use_torch_compile: bool = False) -> dict[str, np.ndarray]:
+    """Cluster task: score one chunk of prepared images with the model folder ``model``.
+
+    The members are loaded once per worker process (cached by folder, training.json
+    modification time, device and precision) on CUDA when this worker has it.
+    """
+    import hashlib
+
+    from ..cluster import _cuda_available
+    from ..scoring import resolve_device
+
+    path = Path(model)
+    if str(device).lower() == "auto":
+        device = "cuda" if _cuda_available() else "cpu"
+    dev = resolve_device(device)
+    key = (str(path.resolve()), stamp, str(dev), precision, use_torch_compile,
+           hashlib.sha256(calib.tobytes()).hexdigest())
+    scorers = _SCORER_CACHE.get(key)
+    if scorers is None:
+        scorers = _load_scorers(path, _load_training(path), dev, precision, calib,
+                                use_torch_compile)
+        while len(_SCORER_CACHE) >= _SCORER_CACHE_SIZE:
+            _SCORER_CACHE.pop(next(iter(_SCORER_CACHE)))
+        _SCORER_CACHE[key] = scorers
+    x, footprint = chunk
+    return _score_members(scorers, x, footprint, batch_size)
+
+
+def _check_device_name(device: str) -> None:
+    name = str(device).lower()
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        msg = f"unknown device {device!r}; use auto, cpu or cuda"
+        raise ConfigError(msg)
+
+
 def evaluate(
     model: str | os.PathLike, images: str | os.PathLike, *, out: str | os.PathLike | None,
-    split: str | None = None, device: str = "auto", batch_size: int = 64,
-    progress: bool = False, _reference: bool = False,
+    split: str | None = None, device: str = "auto", batch_size: int | str = "auto",
+    progress: bool = False, precision: str = "auto", use_torch_compile: bool = False,
+    cluster: Any = None, _reference: bool = False,
 ) -> Any:
     """Score every image of ``images`` with the trained model folder ``model``.
 
@@ -92,9 +190,24 @@ def evaluate(
     split : {None, "train", "validation", "test"}
         Score only that part of the model's own training split (ids from split.json).
     device : {"auto", "cpu", "cuda"}
-    batch_size : int
-        Starting batch size (halved automatically on out-of-memory).
+        On a distributed ``cluster``, ``auto`` is decided on each worker (CUDA where
+        that worker has a GPU).
+    batch_size : int or "auto"
+        Starting batch size (halved automatically on out-of-memory); ``auto`` sizes it
+        from the free GPU memory on CUDA (:func:`simcompare.scoring.auto_batch_size`)
+        and uses :data:`simcompare.scoring.CPU_BATCH_LIMIT` on CPU.
     progress : bool
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        Autocast precision, kept per member only if the first images score within
+        1e-3 relative of float32 (:func:`simcompare.scoring.calibrate_precision`);
+        ``auto`` is float32 on CPU.
+    use_torch_compile : bool
+        Run the flows through ``torch.compile`` (pays only on a GPU with many
+        thousands of images; see :func:`simcompare.scoring.compile_for_inference`).
+    cluster : simcompare.cluster.Cluster, optional
+        When distributed, the images are cut into chunks scored by the cluster's
+        workers (which must see the model folder at the same path), each loading the
+        members once per worker process; the scores are the same as in this process.
 
     Notes
     -----
@@ -109,16 +222,14 @@ def evaluate(
     """
     import pandas as pd
 
-    from ..scoring import CPU_BATCH_LIMIT, log_prob_batched, resolve_device
+    from ..scoring import CALIBRATION_IMAGES, resolve_device
     from .data import prepared_images
-    from .model import DensityModel
-    from .scores import footprint_mask, local_scores
+    from .scores import footprint_mask
 
     model = Path(model)
     if out is not None:
         check_output_file(out)
     info = _load_training(model)
-    dev = resolve_device(device)
     s = _imageset.read(images)
     if split is not None:
         if split not in ("train", "validation", "test"):
@@ -140,24 +251,28 @@ def evaluate(
     d = x.shape[1] * x.shape[2] * x.shape[3]
     footprint = footprint_mask(x, sigma=sigma) if any(
         "background" in m for m in info["members"]) else None
-    main, back, foot, peak = [], [], [], []
-    levels: list[list[np.ndarray]] = []
-    for member in info["members"]:
-        m = DensityModel.load(model / member["model"], device=dev)
-        if "background" not in member:
-            main.append(log_prob_batched(m, x, batch_size=batch_size, device=dev,
-                                         progress=progress, desc=member["model"]))
-            continue
-        b = DensityModel.load(model / member["background"], device=dev)
-        sc = local_scores(m.freeze(device=dev), b.freeze(device=dev), x, footprint=footprint,
-                          batch=min(batch_size, CPU_BATCH_LIMIT) if dev.type == "cpu"
-                          else batch_size)
-        main.append(sc["log_p"])
-        back.append(sc["log_p_background"])
-        foot.append(sc["llr_footprint"])
-        peak.append(sc["llr_peak"])
-        levels.append([sc[f"llr_level{k}"] for k in range(m.levels)])
-    main_a = np.vstack(main)
+    calib = np.ascontiguousarray(x[:CALIBRATION_IMAGES])
+    if cluster is not None and cluster.distributed and len(x):
+        from ..cluster import batched
+
+        _check_device_name(device)
+        size = max(_CHUNK_MIN, -(-len(x) // (4 * cluster.n_workers)))
+        chunks = [(x[c[0]:c[-1] + 1], None if footprint is None else footprint[c[0]:c[-1] + 1])
+                  for c in batched(range(len(x)), size)]
+        stamp = (model / "training.json").stat().st_mtime_ns
+        log.info("scoring %d images in %d chunks on %d workers (%d with a GPU)", len(x),
+                 len(chunks), cluster.n_workers, cluster.gpu_workers())
+        parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
+                                 batch_size, precision, calib, use_torch_compile,
+                                 name="evaluate"))
+        scores = {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
+    else:
+        dev = resolve_device(device)
+        scorers = _load_scorers(model, info, dev, precision, calib, use_torch_compile)
+        scores = _score_members(scorers, x, footprint, batch_size, progress)
+    main_a = scores["main"]
+    back = "back" in scores
+    levels = scores.get("levels")
     k = main_a.shape[0]
 
     def spread(a: np.ndarray) -> np.ndarray:
@@ -169,15 +284,15 @@ def evaluate(
     lp = finite(main_a.mean(axis=0))
     level_cols: dict[str, np.ndarray] = {}
     if back:
-        back_a = np.vstack(back)
+        back_a = scores["back"]
         llr_a = main_a - back_a
-        foot_a, peak_a = np.vstack(foot), np.vstack(peak)
+        foot_a, peak_a = scores["foot"], scores["peak"]
         lpb, llr, llr_fp, llr_pk = (finite(a.mean(axis=0))
                                     for a in (back_a, llr_a, foot_a, peak_a))
         lpb_std, llr_std, llr_fp_std = spread(back_a), spread(llr_a), spread(foot_a)
         llr_pk_std = spread(peak_a)
-        for j in range(len(levels[0])):
-            level_cols[f"llr_level{j}_nats"] = finite(np.mean([lv[j] for lv in levels], 0))
+        for j in range(levels.shape[1]):
+            level_cols[f"llr_level{j}_nats"] = finite(levels[:, j].mean(axis=0))
     else:
         lpb = llr = llr_fp = llr_pk = np.full(len(lp), np.nan)
         lpb_std = llr_std = llr_fp_std = llr_pk_std = lpb

@@ -388,12 +388,30 @@ class FrozenDensity(nn.Module):
             raise ConfigError(msg)
         self.shards = None if shards is None else int(shards)
         self._compiled: Any = None
+        self._amp_dtype: torch.dtype | None = None
         self.eval()
 
     @property
     def device(self) -> torch.device:
         """Device of the frozen weights."""
         return self.flow.bases[0].loc.device
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """Autocast dtype of the flow (None: float32); outputs are float32 either way.
+
+        Set by :func:`simcompare.scoring.calibrate_precision`. While set, the fused
+        float32-only CPU convolutions are replaced by plain ones so that autocast
+        applies to them.
+        """
+        return self._amp_dtype
+
+    @amp_dtype.setter
+    def amp_dtype(self, dtype: torch.dtype | None) -> None:
+        self._amp_dtype = dtype
+        for mod in self.flow.modules():
+            if isinstance(mod, _FrozenBlock):
+                mod.fused = self.fused and dtype is None
 
     def enable_compile(self) -> FrozenDensity:
         """Run the flow through ``torch.compile`` (opt-in).
@@ -440,13 +458,22 @@ class FrozenDensity(nn.Module):
         torch.set_num_threads(1)  # process-wide; log_prob restores it
         return self._log_prob(x)
 
+    def _autocast(self) -> Any:
+        import contextlib
+
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():  # thread-local: entered in every scoring thread
             y, ld = self.transform.forward_and_log_det(x)
             if self.channels_last:
                 y = y.contiguous(memory_format=torch.channels_last)
             flow = self._compiled if self._compiled is not None else self.flow
-            return flow(y) + ld
+            with self._autocast():  # thread-local too
+                lp = flow(y)
+            return lp.float() + ld
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`log_prob`."""
@@ -493,7 +520,9 @@ class FrozenDensity(nn.Module):
             y, ld = self.transform.forward_and_log_det(x)
             if self.channels_last:
                 y = y.contiguous(memory_format=torch.channels_last)
-            return [m.contiguous() for m in self.flow.level_maps(y)], ld
+            with self._autocast():
+                maps = self.flow.level_maps(y)
+            return [m.float().contiguous() for m in maps], ld
 
 
 def freeze(model: DensityModel, *, device: Any = "cpu", channels_last: bool | None = None,

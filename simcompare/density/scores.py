@@ -83,13 +83,34 @@ def pool_mask(mask: np.ndarray, side: int) -> np.ndarray:
 
 
 def _maps(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Level maps of ``x`` in batches; the batch is halved on out-of-memory errors."""
+    import logging
+
     import torch
+
+    from ..errors import SimcompareError
+    from ..scoring import is_out_of_memory
 
     maps: list[list[np.ndarray]] = []
     pre = []
-    for a in range(0, len(x), batch):
+    a, batch = 0, max(1, int(batch))
+    while a < len(x):
         xb = torch.from_numpy(np.ascontiguousarray(x[a:a + batch], np.float32))
-        m, ld = model.level_maps(xb)
+        try:
+            m, ld = model.level_maps(xb)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if batch == 1:
+                msg = "out of memory scoring a single image; use a smaller model or the CPU"
+                raise SimcompareError(msg) from None
+            batch = max(1, batch // 2)
+            logging.getLogger(__name__).warning(
+                "out of memory at batch size %d; retrying with %d", batch * 2, batch)
+            continue
+        a += len(xb)
         if not maps:
             maps = [[] for _ in m]
         for k, mk in enumerate(m):
