@@ -535,6 +535,17 @@ def _validate_catalog(f: Any, shape: tuple[int, ...] | None, problems: list[str]
 _PENDING_PSF = "_psf_shared_pending"
 
 
+def part_provenance(part: str | os.PathLike) -> dict[str, Any]:
+    """The provenance of an interrupted writer's ``<out>.part`` file ({} when unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(part, "r") as f:
+            return json.loads(f.attrs.get("provenance", "{}"))
+    except (OSError, ValueError):
+        return {}
+
+
 def _check_written(path: Path) -> None:
     """Header, shapes and catalogue lengths of a file just written (no pixels read)."""
     with _open(path) as f:

@@ -36,6 +36,7 @@ from .._version import __version__
 from ..cluster import Cluster, as_cluster
 from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
+from ..imageset import part_provenance
 from ..sims.base import Galaxy, StarParticles
 from ..sps import BandFluxTable
 from .blanksky import BLANK_SKY_STREAM, BlankSky, resolve_blank_sky_path
@@ -584,9 +585,9 @@ def render(
     try:
         done: set[int] = set()
         if resume:
-            _truncate_partial(writer)
+            writer.truncate_to_catalog()
             done = {int(i) for i in writer.done_ids()}
-            prior = _read_part_provenance(part)
+            prior = part_provenance(part)
             prior_excluded = dict(prior.get("excluded_ids", {}))
             done |= {int(i) for i in prior_excluded}
             log.info("resuming %s: %d galaxies already done", part, len(done))
@@ -700,31 +701,8 @@ def _rows_to_columns(rows: list[dict[str, Any]], writer: Any) -> dict[str, np.nd
 
 
 def _part_matches(part: Path, config_hash: str) -> bool:
-    prov = _read_part_provenance(part)
+    prov = part_provenance(part)
     return prov.get("config_hash") == config_hash
-
-
-def _read_part_provenance(part: Path) -> dict[str, Any]:
-    import h5py
-
-    try:
-        with h5py.File(part, "r") as f:
-            return json.loads(f.attrs.get("provenance", "{}"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _truncate_partial(writer: Any) -> None:
-    """Drop rows of a batch that was cut off between images and catalogue (crash mid-append)."""
-    f = writer._f
-    cat = f["catalog"]
-    n = int(cat["object_id"].shape[0]) if "object_id" in cat else 0
-    for name in ("images", "variance", "mask"):
-        if name in f and f[name].shape[0] != n:
-            f[name].resize(n, axis=0)
-    for key in list(cat.keys()):
-        if cat[key].shape[0] != n:
-            cat[key].resize(n, axis=0)
 
 
 def _run_batches(

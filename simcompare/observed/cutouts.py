@@ -41,6 +41,7 @@ from .._version import __version__
 from ..cluster import Cluster, as_cluster
 from ..config import SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, DataNotFoundError, SimcompareError
+from ..imageset import part_provenance
 from ..preprocess import HSC_BAD_PLANES, HSC_MASK_PLANES, NeighbourConfig, prepare_psf, preprocess_stamp
 from ._fits import Truncated, Unsupported, read_simple, write_simple
 
@@ -1056,7 +1057,7 @@ def _ingest_stream(
     part = out.with_name(out.name + ".part")
     resume = False
     if part.exists():
-        resume = _part_provenance(part).get("config_hash") == prov["config_hash"]
+        resume = part_provenance(part).get("config_hash") == prov["config_hash"]
         if not resume:
             log.warning("discarding %s: it was written with a different configuration", part)
             part.unlink()
@@ -1076,7 +1077,7 @@ def _ingest_stream(
         if resume:
             writer.truncate_to_catalog()
             done = {int(i) for i in writer.done_ids()}
-            prior = _part_provenance(part)
+            prior = part_provenance(part)
             excluded_ids = {k: list(v) for k, v in prior.get("excluded_ids", {}).items()}
             exclusions = {k: len(v) for k, v in excluded_ids.items()}
             done |= {int(i) for v in excluded_ids.values() for i in v}
@@ -1133,16 +1134,6 @@ def _ingest_stream(
         raise
     writer.close()
     return n, exclusions, excluded_ids
-
-
-def _part_provenance(part: Path) -> dict[str, Any]:
-    import h5py
-
-    try:
-        with h5py.File(part, "r") as f:
-            return json.loads(f.attrs.get("provenance", "{}"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _catalog_dtypes(cat: Any) -> dict[str, np.dtype]:
