@@ -50,7 +50,7 @@ _VERBS = {
     "measure": ("simcompare.morphology", "measure"),
     "crosscheck": ("simcompare.cross_check", "crosscheck"),
     "fetch": ("simcompare.sims.api", "fetch"),
-    "validate": ("simcompare.imageset", "validate"),
+    "validate": ("simcompare.imageset_validate", "validate"),
 }
 
 

@@ -131,7 +131,7 @@ def test_tan_wcs_fast_path_matches_astropy(shared_data):
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    from simcompare.observed.cutouts import _tan_world2pix
+    from simcompare.observed.wcs import _tan_world2pix
 
     hdr = fits.getheader(shared_data / "scarlet-hsc" / "hsc_ra150.24071_dec2.06514.fits")
     wcs = WCS(hdr, naxis=2)
@@ -549,7 +549,7 @@ def test_ingest_on_a_cluster_with_a_killed_worker_matches_one_process(demo, demo
                 yield res
 
     _, cutouts, catalog = demo
-    import simcompare.observed.cutouts as cut
+    import simcompare.observed.ingest as cut
 
     old = cut._INGEST_BATCH
     cut._INGEST_BATCH = 2  # twelve tasks for the 24 objects, several in flight when one dies
@@ -564,7 +564,7 @@ def test_ingest_on_a_cluster_with_a_killed_worker_matches_one_process(demo, demo
 
 
 def test_interrupted_ingest_resumes_to_the_same_file(demo, demo_set, hsc, tmp_path, monkeypatch):
-    import simcompare.observed.cutouts as cut
+    import simcompare.observed.ingest as cut
 
     _, cutouts, catalog = demo
     monkeypatch.setattr(cut, "_INGEST_BATCH", 4)

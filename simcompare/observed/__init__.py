@@ -9,7 +9,6 @@ HSC cutout layout).
 from __future__ import annotations
 
 from .cutouts import (
-    ingest,
     read_catalog_table,
     read_hsc_band,
     read_manifest,
@@ -18,6 +17,7 @@ from .cutouts import (
     write_psf,
 )
 from .demo import demo_sample_root, make_cosmos_sample, make_demo_sample, survey_psf_images
+from .ingest import ingest
 from .sample import load_sample
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Population statistics: metrics, matching, the classifier test and the verdict."""
