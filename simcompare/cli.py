@@ -479,8 +479,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(path: Path) -> int:
     """``simcompare validate FILE``: every problem on stderr, or a one-line summary."""
-    from .imageset import read
-    from .imageset_validate import validate
+    from .imageset import read, validate
 
     problems = validate(path)
     if problems:
