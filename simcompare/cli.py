@@ -105,6 +105,17 @@ def _general_options(p: argparse.ArgumentParser, *, defaults: bool = False) -> N
     g.add_argument("--no-progress", action="store_true", help="hide progress bars", **kw(False))
 
 
+def _scoring_options(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--compile``, shared by ``score`` and ``evaluate``."""
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+                   default="auto",
+                   help="autocast precision, kept only if it scores within 1e-3 relative "
+                        "of float32 (auto: float32 on CPU, bfloat16/float16 on CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the flows through torch.compile (pays on a GPU with many "
+                        "thousands of images; compiles for about a minute first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (called by :func:`main`, never at import time)."""
     # The general options are accepted before the verb and after it. Their defaults are
@@ -184,13 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=(), metavar="N,N,...",
                    help="also measure the floor at these particle counts (default when given "
                         "without a value: 1000,4000,20000,100000) and show the curve")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
-                   default="auto",
-                   help="scoring autocast precision, kept only within 1e-3 relative of "
-                        "float32 (auto: float32 on CPU, bfloat16/float16 on CUDA)")
-    p.add_argument("--compile", action="store_true",
-                   help="score through torch.compile (pays on a GPU with many thousands of "
-                        "images)")
+    _scoring_options(p)
     model_options(p, demo_note=True)
 
     # anomalies --------------------------------------------------------------------
@@ -257,13 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_batch_size, default="auto",
                    help="images per batch, or auto (from free GPU memory on CUDA; "
                         "default: auto)")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
-                   default="auto",
-                   help="autocast precision, kept only if it scores within 1e-3 relative "
-                        "of float32 (auto: float32 on CPU, bfloat16/float16 on CUDA)")
-    p.add_argument("--compile", action="store_true",
-                   help="run the flows through torch.compile (pays on a GPU with many "
-                        "thousands of images; compiles for about a minute first)")
+    _scoring_options(p)
 
     # compare ----------------------------------------------------------------------
     p = sub.add_parser("compare", parents=[common], help="population statistics with CIs")

@@ -129,6 +129,21 @@ def circular_fluxes(images: list[np.ndarray], center: tuple[float, float],
     return [np.einsum("kij,ij->k", w, im[sy, sx]) for im in images]
 
 
+def _petrosian_ratio(flux: np.ndarray, area: np.ndarray, k: int, st: Any) -> np.ndarray:
+    """Annulus over aperture surface brightness from ``[inner, outer, aperture]`` sums (k each).
+
+    An empty aperture gives 1 where the annulus has light (0 elsewhere) and sets flag 2.
+    """
+    ann_f = flux[k:2 * k] - flux[:k]
+    ann_a = area[k:2 * k] - area[:k]
+    ann = np.abs(np.divide(ann_f, ann_a, out=np.zeros(k), where=ann_a != 0))
+    ap = np.abs(np.divide(flux[2 * k:], area[2 * k:], out=np.zeros(k), where=area[2 * k:] != 0))
+    zero = ap == 0
+    if zero.any():
+        st.flag = 2
+    return np.where(zero, (ann != 0).astype(float), np.divide(ann, ap, out=np.zeros(k), where=~zero))
+
+
 def _circle_sum(images: list[np.ndarray], center: tuple[float, float], r: float
                 ) -> list[float]:
     return [float(v[0]) for v in circular_fluxes(images, center, np.array([r]))]
@@ -224,17 +239,7 @@ def _rpetro_circ(img: np.ndarray, good: np.ndarray, center: tuple[float, float],
         radii = np.concatenate([rs - hw, rs + hw, rs])
         flux, area = circular_fluxes([img, good], center, radii)
         k = len(rs)
-        ann_f = flux[k:2 * k] - flux[:k]
-        ann_a = area[k:2 * k] - area[:k]
-        ann = np.abs(np.divide(ann_f, ann_a, out=np.zeros(k), where=ann_a != 0))
-        ap = np.abs(np.divide(flux[2 * k:], area[2 * k:], out=np.zeros(k),
-                              where=area[2 * k:] != 0))
-        zero = ap == 0
-        if zero.any():
-            st.flag = 2
-        ratio = np.where(zero, (ann != 0).astype(float),
-                         np.divide(ann, ap, out=np.zeros(k), where=~zero))
-        return ratio - _ETA
+        return _petrosian_ratio(flux, area, k, st) - _ETA
 
     grid = np.linspace(_ANNULUS_WIDTH, r_outer, _NPOINTS)
     values = np.empty(0)
@@ -262,17 +267,7 @@ def _rpetro_ellip(img: np.ndarray, good: np.ndarray, center: tuple[float, float]
         im, gd = img[sy, sx], good[sy, sx]
         flux = np.einsum("kij,ij->k", w, im)
         area = np.einsum("kij,ij->k", w, gd)
-        ann_f = flux[k:2 * k] - flux[:k]
-        ann_a = area[k:2 * k] - area[:k]
-        ann = np.abs(np.divide(ann_f, ann_a, out=np.zeros(k), where=ann_a != 0))
-        ap = np.abs(np.divide(flux[2 * k:], area[2 * k:], out=np.zeros(k),
-                              where=area[2 * k:] != 0))
-        zero = ap == 0
-        if zero.any():
-            st.flag = 2
-        ratio = np.where(zero, (ann != 0).astype(float),
-                         np.divide(ann, ap, out=np.zeros(k), where=~zero))
-        return ratio - _ETA
+        return _petrosian_ratio(flux, area, k, st) - _ETA
 
     grid = np.linspace(_ANNULUS_WIDTH, a_outer, _NPOINTS)
     values = np.empty(0)

@@ -549,7 +549,7 @@ def test_ingest_on_a_cluster_with_a_killed_worker_matches_one_process(demo, demo
                 yield res
 
     _, cutouts, catalog = demo
-    import simcompare.observed.ingest as cut
+    import simcompare.observed.ingestion as cut
 
     old = cut._INGEST_BATCH
     cut._INGEST_BATCH = 2  # twelve tasks for the 24 objects, several in flight when one dies
@@ -564,7 +564,7 @@ def test_ingest_on_a_cluster_with_a_killed_worker_matches_one_process(demo, demo
 
 
 def test_interrupted_ingest_resumes_to_the_same_file(demo, demo_set, hsc, tmp_path, monkeypatch):
-    import simcompare.observed.ingest as cut
+    import simcompare.observed.ingestion as cut
 
     _, cutouts, catalog = demo
     monkeypatch.setattr(cut, "_INGEST_BATCH", 4)

@@ -17,7 +17,7 @@ from .cutouts import (
     write_psf,
 )
 from .demo import demo_sample_root, make_cosmos_sample, make_demo_sample, survey_psf_images
-from .ingest import ingest
+from .ingestion import ingest
 from .sample import load_sample
 
 __all__ = [

@@ -16,7 +16,7 @@ Manifest layout: a CSV or Parquet with one row per object and band (see
 
 The iterators yield one :class:`Cutout` per object, or ``(object_id, ExcludedObject)``
 for an object that cannot be used (missing or unreadable file, missing extension, band
-mismatch, ...); :func:`simcompare.observed.ingest.ingest` turns them into an "observed"
+mismatch, ...); :func:`simcompare.observed.ingestion.ingest` turns them into an "observed"
 ImageSet. Problems with the sample as a whole (no catalogue, no ``object_id`` column,
 unknown band) always raise a typed error.
 """

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import SurveyDescriptor
 from .cutouts import read_manifest
 from .demo import demo_sample_root, make_demo_sample
-from .ingest import _resolve, _survey, ingest
+from .ingestion import _resolve, _survey, ingest
 
 __all__ = ["DEMO_REDSHIFT", "load_sample", "psf_image_files", "sample_input_files"]
 
