@@ -136,6 +136,7 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
     res = {
         "fine_structure": _axis(axes.get("fine_structure")),
         "global_structure": _axis(axes.get("global_structure")),
+        "any_difference": _axis(axes.get("any_difference")),
         "global_unmatched": _global_unmatched(run, seed),
         "raw_log_prob": _raw_log_prob(Path(run["paths"]["sim_scores"]),
                                       Path(run["paths"]["reference_scores"]), seed),
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"variant": variant, "particles": int(n_part), "seed": seed,
                                 "write_inputs_s": round(t_write, 1), **r})
                 print(json.dumps({"progress": key, "seed": seed, "fine": r.get("fine_structure"),
-                                  "global": r["global_structure"], "unmatched": r["global_unmatched"]}),
+                                  "global": r["global_structure"], "unmatched": r["global_unmatched"],
+                                  "any": r.get("any_difference")}),
                       file=sys.stderr, flush=True)
     finally:
         if args.work is None and not args.keep:
