@@ -165,14 +165,16 @@ def write_observed(root: Path, survey, *, n: int, seed: int, stamp: int, bands: 
                    flux_per_msun: np.ndarray) -> Path:
     import galsim
 
-    from simcompare.observed.demo import _arcsec_per_kpc, _psf_objects, _write_catalog, _Writer
+    from simcompare.config import Cosmology
+    from simcompare.mock.observe import survey_psf_profiles
+    from simcompare.observed.demo import _write_catalog, _Writer
 
     pop = draw_population(n, seed)
     rng = np.random.default_rng([seed, 1])
-    kpc = _arcsec_per_kpc(Z_OBS)  # arcsec per kpc
+    kpc = 1.0 / Cosmology().kpc_per_arcsec(Z_OBS)  # arcsec per kpc, the mock side's cosmology
     scale = survey.pixel_scale_arcsec
     writer = _Writer(survey, bands, stamp, root)
-    psfs = _psf_objects(survey, bands)
+    psfs = survey_psf_profiles(survey, bands)
     gsp = galsim.GSParams(folding_threshold=5e-3, maxk_threshold=1e-3)
     ids = 2_000_000 + np.arange(n, dtype=np.int64)
     ra = rng.uniform(149.5, 150.5, n)

@@ -73,15 +73,16 @@ def draw_population(n: int, *, seed: int, size: int, clumps: bool, size_scale: f
     """Galaxies drawn with galsim (i band, HSC PSF and sky noise); returns an ImageSet."""
     import galsim
 
+    from simcompare.config import Cosmology
     from simcompare.imageset import ImageSet
-    from simcompare.observed.demo import _arcsec_per_kpc, survey_psf_images
+    from simcompare.observed.demo import survey_psf_images
 
     sv = _survey()
     band = "i"
     scale = sv.pixel_scale_arcsec
     sigma = float(sv.noise.sky_sigma[band])
     psf = galsim.Moffat(beta=sv.psf.beta, fwhm=sv.psf.fwhm_arcsec[band])
-    kpc = _arcsec_per_kpc(redshift)
+    kpc = 1.0 / Cosmology().kpc_per_arcsec(redshift)  # arcsec per kpc
     rng = np.random.default_rng(seed)
     imgs = np.empty((n, 1, size, size), np.float32)
     cat = {k: np.empty(n) for k in ("r_disc_arcsec", "bulge_fraction", "mag_i", "n_clumps")}
