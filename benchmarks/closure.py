@@ -67,7 +67,7 @@ def _axis(entry: dict | None) -> dict | None:
 def _raw_log_prob(sim_scores: Path, ref_scores: Path, seed: int) -> dict | None:
     import pandas as pd
 
-    from simcompare.comparison import bootstrap_metrics
+    from simcompare.stats.metrics import bootstrap_metrics
 
     s = pd.read_parquet(sim_scores)
     r = pd.read_parquet(ref_scores)
@@ -82,7 +82,7 @@ def _raw_log_prob(sim_scores: Path, ref_scores: Path, seed: int) -> dict | None:
 def _global_unmatched(run: dict, seed: int) -> dict | None:
     import pandas as pd
 
-    from simcompare.comparison import _morphology_block
+    from simcompare.stats.morphology import _morphology_block
 
     p = run["paths"]
     _, _, glob = _morphology_block(p["morphology_sim"], p["morphology_reference"],
@@ -159,11 +159,11 @@ def run_global(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, see
     import pandas as pd
 
     from simcompare import imageset
-    from simcompare.comparison import _morphology_block
     from simcompare.mock import render
     from simcompare.morphology import measure
     from simcompare.observed import ingest
     from simcompare.registry import find_sim, find_survey
+    from simcompare.stats.morphology import _morphology_block
 
     t0 = time.perf_counter()
     sv = find_survey(survey, workspace=ws)
@@ -176,7 +176,7 @@ def run_global(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, see
         render(sd, sv, out=mocks, workspace=ws, stamp_size=args.stamp_size, bands=bands, seed=seed,
                workers=args.workers)
     # the observed side does not depend on the sim; one per survey descriptor
-    from simcompare.preprocess import NeighbourConfig
+    from simcompare.stamps import NeighbourConfig
 
     nbc = NeighbourConfig() if args.own_radius is None else NeighbourConfig(own_radius=args.own_radius)
     obs = ws / "global" / f"observed_{survey}_mask{int(not args.no_mask)}_own{nbc.own_radius:g}.h5"
@@ -195,7 +195,7 @@ def run_global(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, see
 
     import functools
 
-    import simcompare.comparison as cmp
+    import simcompare.stats.morphology as cmp
 
     sim_df, ref_df = cat(mocks), cat(obs)
     res: dict = {}

@@ -126,7 +126,7 @@ def draw_population(n: int, *, seed: int, size: int, clumps: bool, size_scale: f
 
 def auroc_ci(test: np.ndarray, ref: np.ndarray, *, n_boot: int = 500, seed: int = 0):
     """AUROC = P(ref > test) (ties half) and its percentile bootstrap 95% CI."""
-    from simcompare.comparison import auroc
+    from simcompare.stats.metrics import auroc
 
     test, ref = test[np.isfinite(test)], ref[np.isfinite(ref)]
     value = float(auroc(test, ref))
@@ -330,11 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         row["n_per_set"] = {k: len(v) for k, v in morph.items()}
         summary["asymmetry"] = row
         # the project's global-structure axis: cross-validated classifier on all parameters
-        from simcompare.comparison import (
-            _LOG_PARAMETERS,
-            MORPHOLOGY_PARAMETERS,
-            cross_validated_auroc,
-        )
+        from simcompare.stats.classifier import cross_validated_auroc
+        from simcompare.stats.morphology import _LOG_PARAMETERS, MORPHOLOGY_PARAMETERS
 
         def features(d):
             d = d[d["flag"] < 2]

@@ -16,7 +16,7 @@ run of each, the figure least disturbed by other load), with the load average:
 ``frozen``  ``log_prob_batched`` (default): the frozen copy of
             :mod:`simcompare.density.frozen`, on CPU with the batch cut into one shard
             per intra-op thread, scored concurrently (in batches of at most
-            ``simcompare.scoring.CPU_BATCH_LIMIT`` = 32, so ``--batch`` above 32 is not
+            ``simcompare.inference.CPU_BATCH_LIMIT`` = 32, so ``--batch`` above 32 is not
             the same batch for it; the default ``--batch 32`` is).
 ``frozen_unsharded`` the frozen copy with ``shards=1``: the whole batch at once, torch's
             intra-op threads inside each operation.
@@ -51,7 +51,7 @@ import torch
 from simcompare.density import DensityModel
 from simcompare.density.frozen import FrozenDensity, _conv, freeze
 from simcompare.density.model import build_glow
-from simcompare.scoring import compile_for_inference, log_prob_batched, resolve_device
+from simcompare.inference import compile_for_inference, log_prob_batched, resolve_device
 
 
 def _unmodified_glow(a: argparse.Namespace) -> torch.nn.Module:

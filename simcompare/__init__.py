@@ -6,9 +6,11 @@ The command-line verbs are importable functions of the same names::
     report_dir = simcompare.score(simcompare.ScoreConfig(sim="demo", survey="hsc"))
 
 ``render``, ``ingest``, ``train``, ``evaluate``, ``measure``, ``compare``, ``report``,
-``score``, ``list``, ``fetch``, ``crosscheck``, ``validate`` and ``anomalies`` are loaded on first use, so
-``import simcompare`` stays cheap
-(torch, galsim and statmorph are imported only by the stages that need them).
+``score``, ``list_runs``, ``fetch``, ``crosscheck``, ``validate`` and ``anomalies`` are loaded on
+first use, so ``import simcompare`` stays cheap (torch, galsim and statmorph are imported
+only by the stages that need them). ``simcompare.list`` is the same function as
+``list_runs`` (the verb's name); it is not in ``__all__``, so ``from simcompare import *``
+does not shadow the builtin ``list``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = [
     "evaluate",
     "fetch",
     "ingest",
-    "list",
+    "list_runs",
     "measure",
     "render",
     "report",
@@ -46,6 +48,7 @@ _VERBS = {
     "evaluate": ("simcompare.density", "evaluate"),
     "compare": ("simcompare.comparison", "compare_files"),
     "report": ("simcompare.reporting", "write_report"),
+    "list_runs": ("simcompare.pipeline", "list_all"),
     "list": ("simcompare.pipeline", "list_all"),
     "measure": ("simcompare.morphology", "measure"),
     "crosscheck": ("simcompare.cross_check", "crosscheck"),

@@ -1,6 +1,7 @@
-"""Atomic file writes: a temporary file in the same folder, renamed into place.
+"""Atomic file writes (a temporary file in the same folder, renamed into place), and the table reader.
 
 A crash or Ctrl+C never leaves a partly written output; the temporary file is removed.
+:func:`load_table` reads the Parquet/CSV score and morphology tables the statistics take.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "atomic_path", "check_output_dir", "check_output_file", "write_json_atomic", "write_parquet_atomic",
-    "write_text_atomic",
+    "atomic_path", "check_output_dir", "check_output_file", "load_table", "write_json_atomic",
+    "write_parquet_atomic", "write_text_atomic",
 ]
 
 
@@ -121,3 +122,32 @@ def write_parquet_atomic(df: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
     return Path(path)
+
+
+def load_table(table: Any, *, what: str = "table"):
+    """Return a :class:`pandas.DataFrame` from a DataFrame or a Parquet/CSV path.
+
+    Parameters
+    ----------
+    table : DataFrame or path-like
+        The table itself, or a ``.parquet`` / ``.csv`` file.
+    what : str
+        Name used in error messages.
+    """
+    import pandas as pd
+
+    from .errors import DataFormatError, DataNotFoundError
+
+    if isinstance(table, pd.DataFrame):
+        return table
+    path = Path(table)
+    if not path.exists():
+        msg = f"{what} {path} does not exist; create it with 'simcompare evaluate' or pass a DataFrame"
+        raise DataNotFoundError(msg)
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types
+        msg = f"{what} {path} is not a readable Parquet/CSV table ({exc}); regenerate it"
+        raise DataFormatError(msg) from None

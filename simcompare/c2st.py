@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .stats.classifier import auroc_with_ci
 
 __all__ = ["C2STOptions", "auroc_with_ci", "classifier_two_sample_test", "dihedral",
            "out_of_fold_probabilities", "preprocess"]
@@ -75,7 +76,7 @@ def preprocess(images: np.ndarray, transform_spec: dict[str, Any]) -> np.ndarray
     """
     import torch
 
-    from .density.preprocess import build_transform
+    from .density.transforms import build_transform
 
     t = build_transform(transform_spec)
     with torch.no_grad():
@@ -208,56 +209,6 @@ def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, *, opts: C2STOptions
         net = _train(x[tr], y[tr], opts=opts, seed=int(rng.integers(2**31)))
         p[te] = _predict(net, x[te])
     return p, fold
-
-
-def auroc_with_ci(p: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator,
-                  confidence: float = 0.95, fold: np.ndarray | None = None) -> dict[str, Any]:
-    """AUROC of ``p`` for class 1 against class 0 with a stratified bootstrap percentile CI.
-
-    With ``fold``, the AUROC is the mean of the per-fold AUROCs (each fold scored by its
-    own network) and the bootstrap resamples within folds: pooling out-of-fold scores of
-    different networks biases the AUROC downwards under the null (Airola et al. 2011,
-    Comput. Stat. Data Anal. 55, 1828).
-
-    Parameters
-    ----------
-    p : ndarray
-        Out-of-fold probabilities of class 1.
-    y : ndarray of int
-        Labels (1 simulated, 0 observed).
-    n_bootstrap : int
-        Bootstrap draws.
-    rng : numpy.random.Generator
-        Random stream of the draws.
-    confidence : float
-        Level of the interval.
-    fold : ndarray of int, optional
-        Fold of each row.
-
-    Returns
-    -------
-    dict
-        ``value``, ``ci``, ``ci_contains_null_value``, ``n_bootstrap`` and ``per_fold``.
-    """
-    from .comparison import auroc
-
-    p, y = np.asarray(p, float), np.asarray(y, np.int64)
-    groups = [np.ones(len(p), bool)] if fold is None else [fold == f for f in np.unique(fold)]
-    values, draws = [], []
-    for g in groups:
-        pos, neg = p[g & (y == 1)], p[g & (y == 0)]
-        # comparison.auroc(a, b) is P(b > a): here P(p of a simulated > p of an observed)
-        values.append(float(auroc(neg, pos)))
-        a = pos[rng.integers(0, len(pos), (n_bootstrap, len(pos)))]
-        b = neg[rng.integers(0, len(neg), (n_bootstrap, len(neg)))]
-        draws.append(np.asarray(auroc(b, a), float))
-    value = float(np.mean(values))
-    d = np.mean(draws, axis=0)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(d, [alpha, 1 - alpha])
-    return {"value": value, "ci": [float(lo), float(hi)],
-            "ci_contains_null_value": bool(lo <= 0.5 <= hi), "n_bootstrap": int(n_bootstrap),
-            "per_fold": [round(v, 4) for v in values]}
 
 
 def classifier_two_sample_test(

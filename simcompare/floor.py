@@ -32,7 +32,7 @@ observed. The floor measures how far:
    the render), the pixel-integrated deposit, the mocks' effective PSF, the mocks'
    noise model and the shared stamp preprocessing.
 4. **The axes.** Both sets are scored by the trained model(s) and measured by
-   :func:`simcompare.morphology.measure`; :func:`simcompare.comparison.compare` then
+   :func:`simcompare.morphology.measure`; :func:`simcompare.stats.compare.compare_tables` then
    gives every axis (the fine-structure AUROC, the global-structure classifier AUROC,
    the per-parameter statistics) with the CIs of the real comparison, the self-simulation
    in the simulation's place and the analytic re-renderings in the reference's.
@@ -90,7 +90,7 @@ def typical_particle_count(mocks: str | os.PathLike) -> tuple[int | None, str]:
 
 def sample_sersic_particles(
     *, r_e_pix: float, sersic_n: float, axis_ratio: float, pa_rad: float, x0: float,
-    y0: float, n_particles: int, kpc_per_pixel: float, centre_pix: float,
+    y0: float, n_particles: int, kpc_per_pixel: float, center_pix: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Positions (N, 3) [kpc, relative to the stamp centre] drawn from a Sersic profile.
@@ -116,7 +116,7 @@ def sample_sersic_particles(
         Particles to draw.
     kpc_per_pixel : float
         Physical size of one pixel at the galaxy [kpc].
-    centre_pix : float
+    center_pix : float
         Stamp centre [array index] the positions are relative to.
     rng : numpy.random.Generator
         Random stream.
@@ -141,8 +141,8 @@ def sample_sersic_particles(
     xp = radius * np.cos(theta) / math.sqrt(q)
     yp = radius * np.sin(theta) * math.sqrt(q)
     c, s = math.cos(pa_rad), math.sin(pa_rad)
-    x = c * xp - s * yp + (x0 - centre_pix)
-    y = s * xp + c * yp + (y0 - centre_pix)
+    x = c * xp - s * yp + (x0 - center_pix)
+    y = s * xp + c * yp + (y0 - center_pix)
     z = rng.standard_normal(n_particles) * r_e_pix * math.sqrt(q)
     return np.column_stack([x, y, z]) * kpc_per_pixel
 
@@ -283,7 +283,7 @@ def self_simulation(
             r_e_pix=float(fit.r_e_pixels), sersic_n=float(fit.sersic_n),
             axis_ratio=float(fit.axis_ratio), pa_rad=float(fit.pa_rad), x0=float(fit.x0),
             y0=float(fit.y0), n_particles=n_particles, kpc_per_pixel=cam.kpc_per_pixel,
-            centre_pix=cam.center_pix, rng=rng)
+            center_pix=cam.center_pix, rng=rng)
         ones = np.full(n_particles, 1.0 / n_particles)
         particles = StarParticles(positions_kpc=pos, mass_msun=ones, initial_mass_msun=ones,
                                   age_gyr=np.ones(n_particles),
@@ -371,13 +371,13 @@ def measure_floor(
     -------
     dict
         ``{"particles", "particles_source", "n_galaxies", "exclusions", "summary"}`` where
-        ``summary`` is :func:`simcompare.comparison.compare`'s record of the self-simulation
+        ``summary`` is :func:`simcompare.stats.compare.compare_tables`'s record of the self-simulation
         against the analytic re-renderings, plus ``curve`` (one entry per count) and, when
         the floor cannot be measured, ``skipped``.
     """
-    from .comparison import compare
     from .density import evaluate
     from .morphology import measure
+    from .stats.compare import compare_tables
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -432,7 +432,7 @@ def measure_floor(
         morph = measure(path, out=out / f"{name}_morphology.parquet",
                         **_pool(workers, cluster, len(sset)), seed=seed, progress=progress)
         t2 = time.perf_counter()
-        entry["summary"] = compare(scores, ref_scores, column=column, n_bootstrap=n_bootstrap,
+        entry["summary"] = compare_tables(scores, ref_scores, column=column, n_bootstrap=n_bootstrap,
                                    n_null=max(1, n_null), seed=seed, morphology=morph,
                                    morphology_reference=ref_morph)
         entry["seconds"] = {"render": round(t1 - t0, 2), "score_and_measure": round(t2 - t1, 2),

@@ -46,7 +46,7 @@ def density_score(model_dir: str | os.PathLike, *, device: str = "cpu",
     as :func:`simcompare.density.evaluate` computes it; ``what`` names it.
     """
     from .density import DensityModel
-    from .scoring import log_prob_batched, resolve_device
+    from .inference import log_prob_batched, resolve_device
 
     model_dir = Path(model_dir)
     try:

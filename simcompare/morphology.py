@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ._io import write_parquet_atomic
-from ._optional import progress as _progress
+from ._progress import progress as _progress
 from .errors import ConfigError
 from .segmentation import central_label
 

@@ -25,14 +25,12 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import _fingerprint
 from ._io import write_json_atomic
 from ._lock import workspace_lock
+from ._stages import Stage, _stage, _Stages, stage_key
 from ._version import __version__
 from .cluster import Cluster
 from .config import ScoreConfig, SimDescriptor, SurveyDescriptor
@@ -54,12 +52,6 @@ VERSIONED_PACKAGES = (
 def cache_root(workspace: str | os.PathLike) -> Path:
     """The cache folder of a workspace (``<workspace>/.simcompare``)."""
     return Path(workspace) / ".simcompare"
-
-
-def stage_key(payload: Mapping[str, Any]) -> str:
-    """A short stable hash of a JSON-serialisable stage configuration."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def file_sha256(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
@@ -92,126 +84,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-@contextmanager
-def _stage(
-    name: str, timings: dict[str, float], cached: Callable[[], bool],
-    reused: dict[str, bool] | None = None,
-) -> Iterator[bool]:
-    """Time one stage and log its duration; yields whether its output is cached."""
-    t0 = time.perf_counter()
-    is_cached = cached()
-    if reused is not None:
-        reused[name] = is_cached
-    yield is_cached
-    dt = time.perf_counter() - t0
-    timings[name] = round(dt, 3)
-    log.info("stage %-10s %7.1f s%s", name, dt, "  (cached)" if is_cached else "")
-
-
-def _complete(marker: Path) -> bool:
-    return marker.exists()
-
-
-def _mark_complete(marker: Path, info: Mapping[str, Any]) -> None:
-    write_json_atomic(marker, info)
-
-
-class _Stages:
-    """Keys, work folders, completion and the reuse/rerun log of the pipeline's stages."""
-
-    def __init__(self, root: Path, workspace: Path) -> None:
-        self.root = root
-        self.workspace = workspace
-        self.memo = _fingerprint.FingerprintMemo(root / "fingerprints.sqlite")
-        self.reasons: dict[str, str] = {}
-        self.keys: dict[str, str] = {}
-        self._inputs: dict[str, dict[str, str]] = {}
-        self._config_keys: dict[str, str] = {}
-
-    def key(self, stage: str, config: Mapping[str, Any],
-            files: list[tuple[Path, bool]] | None = None) -> str:
-        """The stage's key: its configuration plus the fingerprints of ``files``."""
-        config_key = stage_key(config)
-        prints = _fingerprint.fingerprints(files or [], memo=self.memo, workspace=self.workspace)
-        self.memo.save()
-        key = stage_key({"config": config_key, "inputs": _fingerprint.combined(prints)})
-        self.keys[stage] = key
-        self._inputs[stage] = prints
-        self._config_keys[stage] = config_key
-        return key
-
-    def final(self, stage: str) -> Path:
-        return self.root / "cache" / stage / self.keys[stage]
-
-    def work(self, stage: str, *, keep: bool = False) -> Path:
-        """A fresh ``<key>.partial`` folder to write the stage into (``keep``: resume in it)."""
-        final = self.final(stage)
-        partial = final.with_name(final.name + ".partial")
-        if final.exists():  # an incomplete folder of an older layout
-            shutil.rmtree(final)
-        if partial.exists() and not keep:
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True, exist_ok=True)
-        return partial
-
-    def is_complete(self, stage: str) -> bool:
-        return _complete(self.final(stage) / "done.json")
-
-    def finish(self, stage: str, work: Path, info: Mapping[str, Any]) -> None:
-        """Mark ``work`` complete and rename it into place."""
-        write_json_atomic(work / "inputs.json", self._inputs[stage])
-        _mark_complete(work / "done.json", {**info, "config_key": self._config_keys[stage],
-                                            "key": self.keys[stage]})
-        os.replace(work, self.final(stage))
-
-    def explain(self, stage: str, cached: bool, upstream: tuple[str, ...] = ()) -> str:
-        """Why the stage is reused or reruns (logged; kept in run.json)."""
-        if cached:
-            why = "reused"
-        else:
-            why = self._why_rerun(stage, upstream)
-        self.reasons[stage] = why
-        log.info("stage %-10s %s", stage, why)
-        return why
-
-    def _why_rerun(self, stage: str, upstream: tuple[str, ...]) -> str:
-        reran = [u for u in upstream if self.reasons.get(u, "reused") != "reused"]
-        config_key = self._config_keys[stage]
-        final = self.final(stage)
-        if final.with_name(final.name + ".partial").exists():
-            return ("rerun: resuming an interrupted run" if stage == "train"
-                    else "rerun: an earlier run was interrupted in this stage")
-        for done in sorted((self.root / "cache" / stage).glob("*/done.json"),
-                           key=lambda p: p.stat().st_mtime_ns, reverse=True):
-            try:
-                info = json.loads(done.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if info.get("config_key") != config_key:
-                continue
-            try:
-                old = json.loads((done.parent / "inputs.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            changed = _fingerprint.changed_names(old, self._inputs[stage])
-            if changed:
-                more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-                return f"rerun: input changed: {changed[0]}{more}"
-            break
-        if reran:
-            return f"rerun: upstream stage changed: {', '.join(reran)}"
-        return "rerun: new configuration"
-
-    def input_digests(self) -> dict[str, str]:
-        """sha256 over the input-file fingerprints of each stage that reads input files."""
-        return {stage: _fingerprint.combined(prints) for stage, prints in self._inputs.items() if prints}
-
-    def close(self) -> None:
-        self.memo.close()
-
-
 def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
-    from .scoring import PRECISIONS
+    from .inference import PRECISIONS
 
     if cfg.precision not in PRECISIONS:
         msg = f"--precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision!r})"
@@ -330,208 +204,248 @@ def _sps_files(survey: SurveyDescriptor) -> list[tuple[Path, bool]]:
     return files
 
 
+@dataclasses.dataclass
+class _Run:
+    """What every stage of one ``score`` reads: options, descriptors, workspace, stages."""
+
+    cfg: ScoreConfig
+    sim: SimDescriptor
+    survey: SurveyDescriptor
+    workspace: Path
+    stages: _Stages
+    cluster: Cluster
+
+    @property
+    def stamp(self) -> int:
+        return self.cfg.stamp_size or self.survey.stamp_size
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return tuple(self.cfg.bands) or self.survey.bands
+
+    @property
+    def column(self) -> str:
+        from .stats.metrics import FINE_STRUCTURE_COLUMN
+
+        return FINE_STRUCTURE_COLUMN if self.cfg.background != "none" else "log_prob_nats"
+
+    def key(self, stage: str) -> str | None:
+        return self.stages.keys.get(stage)
+
+    def out(self, stage: str, name: str = "") -> Path:
+        """A file of a stage's (cached) output folder; the folder itself without ``name``."""
+        final = self.stages.final(stage)
+        return final / name if name else final
+
+
+#: The cached stages in the order ``score`` runs them (the report follows).
+STAGES = ("render", "observed", "train", "evaluate", "appearance", "morphology", "floor", "compare")
+
+
+def _render_stage(r: _Run) -> Stage:
+    """1. render the simulation."""
+    cfg = r.cfg
+    config = {
+        "stage": "render", "version": __version__, "sim": _descriptor_text(r.sim),
+        "survey": _descriptor_text(r.survey), "snapshot": cfg.snapshot, "n_galaxies": cfg.n_galaxies,
+        "base_path": cfg.base_path, "stamp": r.stamp, "bands": r.bands, "noise": cfg.noise,
+        "seed": cfg.seed,
+    }
+    if r.sim.kind == "images":  # published images: the files themselves are the input
+        from .sims.images import image_fingerprint
+
+        config["images"] = image_fingerprint(r.sim, workspace=r.workspace)
+
+    def run(work: Path, resume: bool) -> None:
+        from .mock import render
+
+        render(
+            r.sim, r.survey, out=work / "mocks.h5", snapshot=cfg.snapshot, n_galaxies=cfg.n_galaxies,
+            base_path=cfg.base_path, workspace=r.workspace, stamp_size=r.stamp, bands=r.bands,
+            noise=cfg.noise, seed=cfg.seed, cluster=r.cluster, progress=cfg.progress,
+        )
+
+    return Stage("render", config, run, files=_render_inputs(cfg, r.sim, r.survey, r.workspace))
+
+
+def _observed_stage(r: _Run) -> Stage:
+    """2. the observed sample."""
+    from .observed.sample import sample_input_files
+
+    config = {"stage": "observed", "version": __version__, "survey": _descriptor_text(r.survey),
+              "stamp": r.stamp, "bands": r.bands}
+    files = sample_input_files(r.survey, workspace=r.workspace, stamp_size=r.stamp,
+                               progress=r.cfg.progress)
+
+    def run(work: Path, resume: bool) -> None:
+        from .observed import load_sample
+
+        load_sample(r.survey, out=work / "observed.h5", workspace=r.workspace, stamp_size=r.stamp,
+                    bands=r.bands, progress=r.cfg.progress, cluster=r.cluster)
+
+    return Stage("observed", config, run, files=files)
+
+
+def _train_stage(r: _Run) -> Stage:
+    """3. train the density model (and the background model); resumes from checkpoints."""
+    cfg = r.cfg
+    config = {
+        "stage": "train", "version": __version__, "observed": r.key("observed"), "levels": cfg.levels,
+        "blocks": cfg.blocks, "hidden": cfg.hidden, "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "background": cfg.background,
+        "background_conditions": cfg.background_conditions, "ensemble": cfg.ensemble,
+    }
+
+    def run(work: Path, resume: bool) -> None:
+        from .density import train
+
+        train(
+            r.out("observed", "observed.h5"), out=work, levels=cfg.levels, blocks=cfg.blocks,
+            hidden=cfg.hidden, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+            seed=cfg.seed, device=cfg.device, background=cfg.background,
+            background_conditions=cfg.background_conditions, ensemble=cfg.ensemble,
+            resume=resume, progress=cfg.progress,
+        )
+
+    return Stage("train", config, run, upstream=("observed",), resumable=True)
+
+
+def _evaluate_stage(r: _Run) -> Stage:
+    """4. score the simulated images (train() already scored the held-out observed test split)."""
+    cfg = r.cfg
+    config = {"stage": "evaluate", "train": r.key("train"), "render": r.key("render")}
+    if cfg.precision != "auto":  # auto is float32 on CPU; a named precision may change scores
+        config["precision"] = cfg.precision
+
+    def run(work: Path, resume: bool) -> None:
+        from .density import evaluate
+
+        evaluate(r.out("train"), r.out("render", "mocks.h5"), out=work / "sim_scores.parquet",
+                 device=cfg.device, progress=cfg.progress, cluster=r.cluster,
+                 precision=cfg.precision, use_torch_compile=cfg.compile)
+
+    return Stage("evaluate", config, run, upstream=("train", "render"),
+                 done=lambda key: {"train": r.key("train"), "render": r.key("render")})
+
+
+def _appearance_stage(r: _Run) -> Stage:
+    """4b. classifier test, appearance embedding, mismatch maps (simcompare.appearance)."""
+    cfg = r.cfg
+    config = {"stage": "appearance", "version": __version__, "evaluate": r.key("evaluate"),
+              "observed": r.key("observed"), "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap}
+
+    def run(work: Path, resume: bool) -> None:
+        from .appearance import run as run_appearance
+
+        run_appearance(mocks=r.out("render", "mocks.h5"), observed=r.out("observed", "observed.h5"),
+                       model=r.out("train"), sim_scores=r.out("evaluate", "sim_scores.parquet"),
+                       reference_scores=r.out("train", "reference_scores.parquet"), out=work,
+                       seed=cfg.seed, n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device)
+
+    return Stage("appearance", config, run, upstream=("evaluate", "observed"))
+
+
+def _morphology_stage(r: _Run) -> Stage:
+    """5. classical morphology on the same stamps.
+
+    Keyed on the held-out test ids, not the whole training stage: another background or
+    architecture with the same split reuses the measurements.
+    """
+    cfg = r.cfg
+    split = r.out("train", "split.json")
+    test_ids = sorted(json.loads(split.read_text())["test"])
+    config = {
+        "stage": "morphology", "version": __version__, "render": r.key("render"),
+        "observed": r.key("observed"), "test_ids": stage_key({"ids": test_ids}),
+        "max": cfg.morphology_max, "seed": cfg.seed}
+
+    def run(work: Path, resume: bool) -> None:
+        from .morphology import measure
+
+        _write_test_split(r.out("observed", "observed.h5"), split, work / "observed_test.h5")
+        measure(r.out("render", "mocks.h5"), out=work / "morphology_sim.parquet",
+                max_images=cfg.morphology_max, cluster=r.cluster, seed=cfg.seed,
+                progress=cfg.progress)
+        measure(work / "observed_test.h5", out=work / "morphology_reference.parquet",
+                max_images=cfg.morphology_max, cluster=r.cluster, seed=cfg.seed,
+                progress=cfg.progress)
+
+    return Stage("morphology", config, run, upstream=("render", "observed"),
+                 done=lambda key: {"key": key})
+
+
+def _floor_stage(r: _Run) -> Stage | None:
+    """6. the pipeline's own floor: the observed galaxies' smooth fits through the mock path."""
+    cfg = r.cfg
+    if not cfg.floor:
+        return None
+    config = {
+        "stage": "floor", "version": __version__, "train": r.key("train"), "render": r.key("render"),
+        "morphology": r.key("morphology"), "column": r.column, "particles": cfg.floor_particles,
+        "curve": list(cfg.floor_curve), "max": cfg.floor_max or 2 * cfg.morphology_max,
+        "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed}
+
+    def run(work: Path, resume: bool) -> None:
+        from .floor import measure_floor
+
+        measure_floor(
+            observed_test=r.out("morphology", "observed_test.h5"), mocks=r.out("render", "mocks.h5"),
+            model=r.out("train"), out=work, survey=r.survey, workspace=r.workspace,
+            column=r.column, n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
+            max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
+            n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
+            device=cfg.device, workers=cfg.workers, progress=cfg.progress, cluster=r.cluster)
+
+    return Stage("floor", config, run, upstream=("train", "render", "morphology"))
+
+
+def _compare_stage(r: _Run) -> Stage:
+    """7. population statistics (simcompare.stats), with the appearance results merged in."""
+    cfg = r.cfg
+    config = {"stage": "compare", "version": __version__, "evaluate": r.key("evaluate"),
+              "morphology": r.key("morphology"), "appearance": r.key("appearance"),
+              "n_bootstrap": cfg.n_bootstrap, "n_null": cfg.n_null, "seed": cfg.seed,
+              "floor": r.key("floor")}
+
+    def run(work: Path, resume: bool) -> None:
+        from .appearance import add_to_summary
+        from .stats.compare import compare_tables
+
+        floor = (json.loads(r.out("floor", "floor.json").read_text()) if cfg.floor
+                 else {"skipped": "switched off with --no-floor"})
+        summary = compare_tables(
+            r.out("evaluate", "sim_scores.parquet"), r.out("train", "reference_scores.parquet"),
+            column=r.column, n_bootstrap=cfg.n_bootstrap, n_null=cfg.n_null, seed=cfg.seed,
+            morphology=r.out("morphology", "morphology_sim.parquet"),
+            morphology_reference=r.out("morphology", "morphology_reference.parquet"), floor=floor,
+        )
+        summary = add_to_summary(summary, r.out("appearance", "appearance.json"))
+        write_json_atomic(work / "summary.json", summary)
+
+    return Stage("compare", config, run, upstream=("evaluate", "morphology", "appearance", "floor"))
+
+
+#: How each cached stage is built, in run order (a stage reads the keys and outputs of
+#: the stages before it).
+_STAGE_BUILDERS = (_render_stage, _observed_stage, _train_stage, _evaluate_stage,
+                   _appearance_stage, _morphology_stage, _floor_stage, _compare_stage)
+
+
 def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, workspace: Path,
            stages: _Stages, cluster: Cluster) -> Path:
-    stamp = cfg.stamp_size or survey.stamp_size
-    bands = tuple(cfg.bands) or survey.bands
     root = cache_root(workspace)
     timings: dict[str, float] = {}
     reused: dict[str, bool] = {}
     t_start = time.perf_counter()
     versions = package_versions()
-
-    # 1. render the simulation ------------------------------------------------------
-    render_cfg = {
-        "stage": "render", "version": __version__, "sim": _descriptor_text(sim),
-        "survey": _descriptor_text(survey), "snapshot": cfg.snapshot, "n_galaxies": cfg.n_galaxies,
-        "base_path": cfg.base_path, "stamp": stamp, "bands": bands, "noise": cfg.noise,
-        "seed": cfg.seed,
-    }
-    if sim.kind == "images":  # published images: the files themselves are the input
-        from .sims.images import image_fingerprint
-
-        render_cfg["images"] = image_fingerprint(sim, workspace=workspace)
-    render_key = stages.key("render", render_cfg, _render_inputs(cfg, sim, survey, workspace))
-    render_dir = stages.final("render")
-    mocks = render_dir / "mocks.h5"
-    with _stage("render", timings, lambda: stages.is_complete("render"), reused) as cached:
-        stages.explain("render", cached)
-        if not cached:
-            from .mock import render
-
-            work = stages.work("render")
-            render(
-                sim, survey, out=work / "mocks.h5", snapshot=cfg.snapshot, n_galaxies=cfg.n_galaxies,
-                base_path=cfg.base_path, workspace=workspace, stamp_size=stamp, bands=bands,
-                noise=cfg.noise, seed=cfg.seed, cluster=cluster, progress=cfg.progress,
-            )
-            stages.finish("render", work, render_cfg)
-
-    # 2. the observed sample --------------------------------------------------------
-    from .observed.sample import sample_input_files
-
-    obs_cfg = {
-        "stage": "observed", "version": __version__, "survey": _descriptor_text(survey),
-        "stamp": stamp, "bands": bands,
-    }
-    obs_files = sample_input_files(survey, workspace=workspace, stamp_size=stamp, progress=cfg.progress)
-    obs_key = stages.key("observed", obs_cfg, obs_files)
-    obs_dir = stages.final("observed")
-    observed = obs_dir / "observed.h5"
-    with _stage("observed", timings, lambda: stages.is_complete("observed"), reused) as cached:
-        stages.explain("observed", cached)
-        if not cached:
-            from .observed import load_sample
-
-            work = stages.work("observed")
-            load_sample(survey, out=work / "observed.h5", workspace=workspace, stamp_size=stamp,
-                        bands=bands, progress=cfg.progress, cluster=cluster)
-            stages.finish("observed", work, obs_cfg)
-
-    # 3. train the density model (and the background model) -------------------------
-    train_cfg = {
-        "stage": "train", "version": __version__, "observed": obs_key, "levels": cfg.levels,
-        "blocks": cfg.blocks, "hidden": cfg.hidden, "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "background": cfg.background,
-        "background_conditions": cfg.background_conditions, "ensemble": cfg.ensemble,
-    }
-    train_key = stages.key("train", train_cfg)
-    model_dir = stages.final("train")
-    with _stage("train", timings, lambda: stages.is_complete("train"), reused) as cached:
-        stages.explain("train", cached, ("observed",))
-        if not cached:
-            from .density import train
-
-            # an interrupted training resumes from the checkpoints in its partial folder
-            partial = model_dir.with_name(model_dir.name + ".partial")
-            resume = partial.exists()
-            work = stages.work("train", keep=True)
-            train(
-                observed, out=work, levels=cfg.levels, blocks=cfg.blocks, hidden=cfg.hidden,
-                epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                device=cfg.device, background=cfg.background,
-                background_conditions=cfg.background_conditions, ensemble=cfg.ensemble,
-                resume=resume,
-                progress=cfg.progress,
-            )
-            stages.finish("train", work, train_cfg)
-
-    # 4. score simulated and held-out observed images --------------------------------
-    eval_cfg = {"stage": "evaluate", "train": train_key, "render": render_key}
-    if cfg.precision != "auto":  # auto is float32 on CPU; a named precision may change scores
-        eval_cfg["precision"] = cfg.precision
-    eval_key = stages.key("evaluate", eval_cfg)
-    eval_dir = stages.final("evaluate")
-    sim_scores = eval_dir / "sim_scores.parquet"
-    # train() already scored the held-out observed test split (for percentiles)
-    ref_scores = model_dir / "reference_scores.parquet"
-    with _stage("evaluate", timings, lambda: stages.is_complete("evaluate"), reused) as cached:
-        stages.explain("evaluate", cached, ("train", "render"))
-        if not cached:
-            from .density import evaluate
-
-            work = stages.work("evaluate")
-            evaluate(model_dir, mocks, out=work / "sim_scores.parquet", device=cfg.device,
-                     progress=cfg.progress, cluster=cluster, precision=cfg.precision,
-                     use_torch_compile=cfg.compile)
-            stages.finish("evaluate", work, {"train": train_key, "render": render_key})
-
-    # 4b. classifier test, appearance embedding, mismatch maps (simcompare.appearance)
-    app_cfg = {"stage": "appearance", "version": __version__, "evaluate": eval_key,
-               "observed": obs_key, "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap}
-    app_key = stages.key("appearance", app_cfg)
-    app_dir = stages.final("appearance")
-    with _stage("appearance", timings, lambda: stages.is_complete("appearance"), reused) as cached:
-        stages.explain("appearance", cached, ("evaluate", "observed"))
-        if not cached:
-            from .appearance import run as run_appearance
-
-            work = stages.work("appearance")
-            run_appearance(mocks=mocks, observed=observed, model=model_dir, sim_scores=sim_scores,
-                           reference_scores=ref_scores, out=work, seed=cfg.seed,
-                           n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device)
-            stages.finish("appearance", work, app_cfg)
-
-    # 5. classical morphology on the same stamps -------------------------------------
-    # keyed on the held-out test ids, not the whole training stage: another background or
-    # architecture with the same split reuses the measurements
-    test_ids = sorted(json.loads((model_dir / "split.json").read_text())["test"])
-    morph_key = stages.key("morphology", {
-        "stage": "morphology", "version": __version__, "render": render_key, "observed": obs_key,
-        "test_ids": stage_key({"ids": test_ids}), "max": cfg.morphology_max, "seed": cfg.seed})
-    morph_dir = stages.final("morphology")
-    morph_sim = morph_dir / "morphology_sim.parquet"
-    morph_ref = morph_dir / "morphology_reference.parquet"
-    observed_test = morph_dir / "observed_test.h5"
-    with _stage("morphology", timings, lambda: stages.is_complete("morphology"), reused) as cached:
-        stages.explain("morphology", cached, ("render", "observed"))
-        if not cached:
-            from .morphology import measure
-
-            work = stages.work("morphology")
-            _write_test_split(observed, model_dir / "split.json", work / "observed_test.h5")
-            measure(mocks, out=work / "morphology_sim.parquet", max_images=cfg.morphology_max,
-                    cluster=cluster, seed=cfg.seed, progress=cfg.progress)
-            measure(work / "observed_test.h5", out=work / "morphology_reference.parquet",
-                    max_images=cfg.morphology_max, cluster=cluster, seed=cfg.seed,
-                    progress=cfg.progress)
-            stages.finish("morphology", work, {"key": morph_key})
-
-    # 6. the pipeline's own floor: the observed galaxies' smooth fits through the mock path
-    from .comparison import FINE_STRUCTURE_COLUMN
-
-    column = FINE_STRUCTURE_COLUMN if cfg.background != "none" else "log_prob_nats"
-    floor_key = None
-    floor_json = None
-    if cfg.floor:
-        floor_cfg = {
-            "stage": "floor", "version": __version__, "train": train_key, "render": render_key,
-            "morphology": morph_key, "column": column, "particles": cfg.floor_particles,
-            "curve": list(cfg.floor_curve), "max": cfg.floor_max or 2 * cfg.morphology_max,
-            "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed}
-        floor_key = stages.key("floor", floor_cfg)
-        floor_json = stages.final("floor") / "floor.json"
-        with _stage("floor", timings, lambda: stages.is_complete("floor"), reused) as cached:
-            stages.explain("floor", cached, ("train", "render", "morphology"))
-            if not cached:
-                from .floor import measure_floor
-
-                work = stages.work("floor")
-                measure_floor(
-                    observed_test=observed_test, mocks=mocks, model=model_dir, out=work,
-                    survey=survey, workspace=workspace, column=column,
-                    n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
-                    max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
-                    n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
-                    device=cfg.device, workers=cfg.workers, progress=cfg.progress,
-                    cluster=cluster)
-                stages.finish("floor", work, floor_cfg)
-
-    # 7. population statistics -------------------------------------------------------
-    cmp_cfg = {"stage": "compare", "version": __version__, "evaluate": eval_key,
-               "morphology": morph_key, "appearance": app_key, "n_bootstrap": cfg.n_bootstrap,
-               "n_null": cfg.n_null, "seed": cfg.seed, "floor": floor_key}
-    cmp_key = stages.key("compare", cmp_cfg)
-    cmp_dir = stages.final("compare")
-    summary_path = cmp_dir / "summary.json"
-    with _stage("compare", timings, lambda: stages.is_complete("compare"), reused) as cached:
-        stages.explain("compare", cached, ("evaluate", "morphology", "appearance", "floor"))
-        if not cached:
-            from .comparison import compare
-
-            work = stages.work("compare")
-            floor = (json.loads(floor_json.read_text()) if floor_json is not None
-                     else {"skipped": "switched off with --no-floor"})
-            summary = compare(
-                sim_scores, ref_scores, column=column, n_bootstrap=cfg.n_bootstrap,
-                n_null=cfg.n_null, seed=cfg.seed, morphology=morph_sim,
-                morphology_reference=morph_ref, floor=floor,
-            )
-            from .appearance import add_to_summary
-
-            summary = add_to_summary(summary, app_dir / "appearance.json")
-            write_json_atomic(work / "summary.json", summary)
-            stages.finish("compare", work, cmp_cfg)
+    r = _Run(cfg, sim, survey, workspace, stages, cluster)
+    for build in _STAGE_BUILDERS:
+        stage = build(r)
+        if stage is not None:
+            stages.run(stage, timings, reused)
+    mocks, observed = r.out("render", "mocks.h5"), r.out("observed", "observed.h5")
+    app_dir, morph_dir = r.out("appearance"), r.out("morphology")
+    floor_json = r.out("floor", "floor.json") if cfg.floor else None
 
     # 8. the run folder and the report ----------------------------------------------
     run_dir = root / "runs" / f"{sim.name}_{survey.name}"
@@ -546,17 +460,17 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
         "schema": "simcompare.run", "schema_version": 1,
         "sim": sim.name, "sim_title": sim.title, "survey": survey.name, "survey_title": survey.title,
         "config": dataclasses.asdict(cfg) | {"workspace": "."},
-        "stage_keys": {"render": render_key, "observed": obs_key, "train": train_key,
-                       "evaluate": eval_key, "appearance": app_key, "morphology": morph_key,
-                       "floor": floor_key,
-                       "compare": cmp_key},
+        "stage_keys": {name: r.key(name) for name in STAGES},
         "paths": {
-            "mocks": str(mocks), "observed": str(observed), "observed_test": str(observed_test),
-            "model": str(model_dir), "sim_scores": str(app_dir / "sim_scores.parquet"),
+            "mocks": str(mocks), "observed": str(observed),
+            "observed_test": str(morph_dir / "observed_test.h5"), "model": str(r.out("train")),
+            "sim_scores": str(app_dir / "sim_scores.parquet"),
             "reference_scores": str(app_dir / "reference_scores.parquet"),
             "appearance": str(app_dir / "appearance.json"),
-            "appearance_arrays": str(app_dir / "appearance.npz"), "summary": str(summary_path),
-            "morphology_sim": str(morph_sim), "morphology_reference": str(morph_ref),
+            "appearance_arrays": str(app_dir / "appearance.npz"),
+            "summary": str(r.out("compare", "summary.json")),
+            "morphology_sim": str(morph_dir / "morphology_sim.parquet"),
+            "morphology_reference": str(morph_dir / "morphology_reference.parquet"),
             "floor": None if floor_json is None else str(floor_json),
         },
         "timings_s": timings,

@@ -14,7 +14,7 @@ __all__ = ["central_label"]
 
 
 def central_label(
-    labels: np.ndarray, centre: tuple[float, float], *, max_radius: float = float("inf"),
+    labels: np.ndarray, center: tuple[float, float], *, max_radius: float = float("inf"),
 ) -> int:
     """Label of the central segment of a segmentation map, 0 when there is none.
 
@@ -22,12 +22,12 @@ def central_label(
     ----------
     labels : ndarray of int, shape (H, W)
         Segmentation map: 0 is background, each source has its own positive label.
-    centre : (float, float)
+    center : (float, float)
         ``(x, y)`` pixel coordinates of the stamp centre; the pixel under it is the
         nearest one (clipped to the map).
     max_radius : float, optional
         When the centre pixel is background, the nearest labelled pixel counts only if it
-        lies within this distance [pixels] of ``centre`` (inclusive; default no limit).
+        lies within this distance [pixels] of ``center`` (inclusive; default no limit).
 
     Returns
     -------
@@ -37,7 +37,7 @@ def central_label(
     """
     labels = np.asarray(labels)
     h, w = labels.shape
-    cx, cy = float(centre[0]), float(centre[1])
+    cx, cy = float(center[0]), float(center[1])
     ix, iy = int(np.clip(round(cx), 0, w - 1)), int(np.clip(round(cy), 0, h - 1))
     label = int(labels[iy, ix])
     if label != 0:

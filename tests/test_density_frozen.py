@@ -9,7 +9,7 @@ import torch
 from simcompare.density import DensityModel
 from simcompare.density.frozen import FrozenDensity, freeze
 from simcompare.errors import ConfigError, SimcompareError
-from simcompare.scoring import compile_for_inference, log_prob_batched
+from simcompare.inference import compile_for_inference, log_prob_batched
 
 
 def _trained_like(bands: int = 3, size: int = 16, seed: int = 0) -> DensityModel:
@@ -147,7 +147,7 @@ def test_sharded_cpu_scoring_matches_and_restores_thread_count(monkeypatch) -> N
 
 
 def test_device_auto_picks_cuda_when_present(monkeypatch) -> None:
-    from simcompare.scoring import resolve_device
+    from simcompare.inference import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")

@@ -10,7 +10,7 @@ import torch
 
 from simcompare.density import DensityModel, bits_per_dim
 from simcompare.errors import ConfigError, SimcompareError
-from simcompare.scoring import log_prob_batched
+from simcompare.inference import log_prob_batched
 
 
 def _model(**kw) -> DensityModel:

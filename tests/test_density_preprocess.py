@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from simcompare.density.preprocess import AsinhStretch, BandScale, Chain, build_transform
+from simcompare.density.transforms import AsinhStretch, BandScale, Chain, build_transform
 from simcompare.errors import ConfigError
 
 

@@ -154,7 +154,7 @@ def test_ensemble_members_mean_and_spread(tmp_path) -> None:
     assert (df["n_members"] == 3).all()
     # each member scored on its own: the table holds their mean and sample spread
     from simcompare.density.data import prepared_images
-    from simcompare.scoring import log_prob_batched
+    from simcompare.inference import log_prob_batched
 
     x = prepared_images(imageset.read(obs), sigma=np.asarray(info["noise_sigma"]), seed=7)
     main = np.vstack([log_prob_batched(DensityModel.load(out / m["model"]), x, device="cpu")

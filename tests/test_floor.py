@@ -34,7 +34,7 @@ def test_sersic_particles_have_the_profile_half_light_radius(n):
     rng = np.random.default_rng(1)
     pos = sample_sersic_particles(r_e_pix=5.0, sersic_n=n, axis_ratio=1.0, pa_rad=0.0, x0=10.0,
                                   y0=10.0, n_particles=200_000, kpc_per_pixel=2.0,
-                                  centre_pix=10.0, rng=rng)
+                                  center_pix=10.0, rng=rng)
     r = np.hypot(pos[:, 0], pos[:, 1]) / 2.0  # pixels
     # half the light of the profile truncated at 8 r_e lies within this radius
     b = sersic_bn(n)
@@ -49,7 +49,7 @@ def test_sersic_particles_follow_axis_ratio_angle_and_centre():
     rng = np.random.default_rng(2)
     pos = sample_sersic_particles(r_e_pix=4.0, sersic_n=0.5, axis_ratio=0.4, pa_rad=0.6,
                                   x0=18.0, y0=13.0, n_particles=100_000, kpc_per_pixel=1.0,
-                                  centre_pix=15.5, rng=rng)
+                                  center_pix=15.5, rng=rng)
     assert np.mean(pos[:, 0]) == pytest.approx(18.0 - 15.5, abs=0.05)
     assert np.mean(pos[:, 1]) == pytest.approx(13.0 - 15.5, abs=0.05)
     q, angle = _moments(pos[:, 0], pos[:, 1])

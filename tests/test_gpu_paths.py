@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from simcompare import imageset, scoring
+from simcompare import imageset, inference
 from simcompare.cli import main
 from simcompare.cluster import Cluster
 from simcompare.density import DensityModel, evaluate, train
@@ -87,7 +87,7 @@ def _frozen_and_images(tmp_path: Path, seed: int = 0) -> tuple[object, np.ndarra
 
 def test_bfloat16_calibration_decision_follows_the_measured_error(tmp_path) -> None:
     f, x = _frozen_and_images(tmp_path)
-    calib = x[:scoring.CALIBRATION_IMAGES]
+    calib = x[:inference.CALIBRATION_IMAGES]
     t = torch.from_numpy(calib)
     ref = f.log_prob(t).double().numpy()
     f.amp_dtype = torch.bfloat16
@@ -96,38 +96,38 @@ def test_bfloat16_calibration_decision_follows_the_measured_error(tmp_path) -> N
     measured = float(np.max(np.abs(low.double().numpy() - ref) / np.abs(ref)))
     f.amp_dtype = None
     assert measured > 0  # autocast really changed the arithmetic
-    name, err = scoring.calibrate_precision(f, calib, "bfloat16")
+    name, err = inference.calibrate_precision(f, calib, "bfloat16")
     assert err == pytest.approx(measured, rel=1e-6)
-    assert (name == "bfloat16") == (measured <= scoring.AMP_TOLERANCE)
+    assert (name == "bfloat16") == (measured <= inference.AMP_TOLERANCE)
     assert f.amp_dtype == (torch.bfloat16 if name == "bfloat16" else None)
     # both branches, forced by the tolerance
-    name, _ = scoring.calibrate_precision(f, calib, "bfloat16", tolerance=measured / 2)
+    name, _ = inference.calibrate_precision(f, calib, "bfloat16", tolerance=measured / 2)
     assert name == "float32" and f.amp_dtype is None
-    name, _ = scoring.calibrate_precision(f, calib, "bfloat16", tolerance=measured * 2)
+    name, _ = inference.calibrate_precision(f, calib, "bfloat16", tolerance=measured * 2)
     assert name == "bfloat16" and f.amp_dtype == torch.bfloat16
     f.amp_dtype = None  # a frozen scorer passed in keeps its setting under float32
-    full = scoring.log_prob_batched(f, x, batch_size=8)
+    full = inference.log_prob_batched(f, x, batch_size=8)
     assert f.amp_dtype is None and np.isfinite(full).all()
     assert np.allclose(full[:len(ref)], ref, rtol=1e-6)
-    kept = scoring.log_prob_batched(f, x, precision="bfloat16", batch_size=8)
+    kept = inference.log_prob_batched(f, x, precision="bfloat16", batch_size=8)
     assert kept.dtype == np.float64
     rel = np.abs(kept - full) / np.abs(full)
     if f.amp_dtype == torch.bfloat16:  # kept: the calibration images are within tolerance
-        assert measured <= scoring.AMP_TOLERANCE
-        assert rel[:len(ref)].max() <= scoring.AMP_TOLERANCE and rel.max() > 0
-        assert rel.max() <= 3 * scoring.AMP_TOLERANCE
+        assert measured <= inference.AMP_TOLERANCE
+        assert rel[:len(ref)].max() <= inference.AMP_TOLERANCE and rel.max() > 0
+        assert rel.max() <= 3 * inference.AMP_TOLERANCE
     else:
-        assert measured > scoring.AMP_TOLERANCE and np.array_equal(kept, full)
+        assert measured > inference.AMP_TOLERANCE and np.array_equal(kept, full)
 
 
 def test_precision_auto_is_float32_on_cpu_and_names_are_checked(tmp_path) -> None:
     f, x = _frozen_and_images(tmp_path)
-    assert scoring.calibrate_precision(f, x[:4], "auto")[0] == "float32"
+    assert inference.calibrate_precision(f, x[:4], "auto")[0] == "float32"
     assert f.amp_dtype is None
     with pytest.raises(ConfigError, match="precision"):
-        scoring.calibrate_precision(f, x[:4], "int8")
+        inference.calibrate_precision(f, x[:4], "int8")
     with pytest.raises(ConfigError, match="frozen"):
-        scoring.log_prob_batched(f, x, precision="float16", frozen=False)
+        inference.log_prob_batched(f, x, precision="float16", frozen=False)
 
 
 def _fake_cuda(monkeypatch, free: int, per_image: int) -> list:
@@ -146,33 +146,33 @@ def _fake_cuda(monkeypatch, free: int, per_image: int) -> list:
 
 
 @pytest.mark.parametrize(("free", "expected"), [(100 * 2**20, 70), (10 * 2**20, 7),
-                                                 (2**20, 1), (2**40, scoring.AUTO_BATCH_MAX)])
+                                                 (2**20, 1), (2**40, inference.AUTO_BATCH_MAX)])
 def test_auto_batch_size_follows_free_cuda_memory(tmp_path, monkeypatch, free, expected) -> None:
     f, x = _frozen_and_images(tmp_path)
     calls, state = _fake_cuda(monkeypatch, free=free, per_image=2**20)
     state["probe"] = 8
-    bs = scoring.auto_batch_size(f, x, device=torch.device("cuda"), probe=8)
+    bs = inference.auto_batch_size(f, x, device=torch.device("cuda"), probe=8)
     assert bs == expected
     assert calls == [torch.device("cuda")]
 
 
 def test_cpu_batch_sizes_keep_the_cpu_limit(tmp_path) -> None:
     f, x = _frozen_and_images(tmp_path)
-    assert scoring.auto_batch_size(f, x) == scoring.CPU_BATCH_LIMIT
-    assert scoring.resolve_batch_size("auto", f, x, "cpu") == scoring.CPU_BATCH_LIMIT
-    assert scoring.resolve_batch_size(64, f, x, "cpu") == scoring.CPU_BATCH_LIMIT
-    assert scoring.resolve_batch_size(8, f, x, "cpu") == 8
+    assert inference.auto_batch_size(f, x) == inference.CPU_BATCH_LIMIT
+    assert inference.resolve_batch_size("auto", f, x, "cpu") == inference.CPU_BATCH_LIMIT
+    assert inference.resolve_batch_size(64, f, x, "cpu") == inference.CPU_BATCH_LIMIT
+    assert inference.resolve_batch_size(8, f, x, "cpu") == 8
     with pytest.raises(ConfigError, match="batch_size"):
-        scoring.resolve_batch_size("big", f, x, "cpu")
+        inference.resolve_batch_size("big", f, x, "cpu")
 
 
 def test_auto_device_is_cuda_when_a_gpu_is_visible(monkeypatch) -> None:
-    assert scoring.resolve_device("auto").type == ("cuda" if torch.cuda.is_available()
+    assert inference.resolve_device("auto").type == ("cuda" if torch.cuda.is_available()
                                                    else "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert scoring.resolve_device("auto") == torch.device("cuda")
-    assert scoring.resolve_device("cuda:1") == torch.device("cuda:1")
-    assert scoring.resolve_device("cpu") == torch.device("cpu")
+    assert inference.resolve_device("auto") == torch.device("cuda")
+    assert inference.resolve_device("cuda:1") == torch.device("cuda:1")
+    assert inference.resolve_device("cpu") == torch.device("cpu")
 
 
 def test_train_and_evaluate_take_the_cuda_path(model2, tmp_path, monkeypatch) -> None:
@@ -210,10 +210,10 @@ def test_train_and_evaluate_take_the_cuda_path(model2, tmp_path, monkeypatch) ->
 
 
 def test_precision_candidates_on_cuda() -> None:
-    assert scoring._precision_candidates("auto", "cuda") == ("bfloat16", "float16")
-    assert scoring._precision_candidates("auto", "cpu") == ()
-    assert scoring._precision_candidates("float16", "cpu") == ("float16",)
-    assert scoring._precision_candidates("float32", "cuda") == ()
+    assert inference._precision_candidates("auto", "cuda") == ("bfloat16", "float16")
+    assert inference._precision_candidates("auto", "cpu") == ()
+    assert inference._precision_candidates("float16", "cpu") == ("float16",)
+    assert inference._precision_candidates("float32", "cuda") == ()
 
 
 def test_evaluate_cli_precision_and_auto_batch_options(model2, tmp_path) -> None:

@@ -261,7 +261,7 @@ def test_exclusions_have_reasons(hsc, table):
 
 def test_clean_stamp_shortcut_matches_the_shared_preprocessing():
     from simcompare.mock.render import _preprocess
-    from simcompare.preprocess import preprocess_stamp
+    from simcompare.stamps import preprocess_stamp
 
     rng = np.random.default_rng(4)
     img = rng.normal(0.0, 0.05, (3, 24, 24))

@@ -14,8 +14,8 @@ from simcompare.config import Cosmology
 from simcompare.errors import ConfigError, DataFormatError, DataNotFoundError
 from simcompare.mock import PSF, BlankSky, Camera, NoiseModel, RenderSpec, render, render_galaxy
 from simcompare.observed.cutouts import write_hsc_band
-from simcompare.preprocess import HSC_MASK_PLANES, StampMask, bad_pixels
 from simcompare.sims.base import StarParticles
+from simcompare.stamps import HSC_MASK_PLANES, StampMask, bad_pixels
 
 BANDS = ("g", "r", "i", "z", "y")
 SIGMA = {"g": 0.03, "r": 0.04, "i": 0.05, "z": 0.1, "y": 0.2}

@@ -24,7 +24,7 @@ from simcompare.observed import (
     write_psf,
 )
 from simcompare.observed._fits import read_simple, write_simple
-from simcompare.preprocess import HSC_MASK_PLANES, StampMask, prepare_psf
+from simcompare.stamps import HSC_MASK_PLANES, StampMask, prepare_psf
 
 STAMP = 32
 

@@ -1,4 +1,4 @@
-"""Tests of the shared stamp preprocessing (simcompare.preprocess)."""
+"""Tests of the shared stamp preprocessing (simcompare.stamps)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simcompare.errors import ConfigError, DataFormatError, RangeError
-from simcompare.preprocess import (
+from simcompare.stamps import (
     HSC_MASK_PLANES,
     NeighbourConfig,
     StampMask,

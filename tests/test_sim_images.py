@@ -320,7 +320,7 @@ def test_real_hsc_cutouts_in_the_realsim_layout(tmp_path, shared_data):
     """Real HSC-SSP pixels, masks, variances and PSFs written as RealSim-HSC writes them."""
     from astropy.io import fits
 
-    from simcompare.preprocess import HSC_MASK_PLANES
+    from simcompare.stamps import HSC_MASK_PLANES
 
     d = np.load(shared_data / "scarlet-hsc" / "hsc_cosmos_35.npz")
     images, variance, mask, psfs = d["images"], d["variance"], d["mask"], d["psfs"]
@@ -356,7 +356,7 @@ def test_real_hsc_cutouts_in_the_realsim_layout(tmp_path, shared_data):
     good = s.mask[0] == 0
     src = images[:, 5:53, :].astype(np.float64)
     assert good.mean() > 0.5
-    from simcompare.preprocess import bad_pixels
+    from simcompare.stamps import bad_pixels
 
     bad_in = bad_pixels(mask[:, 5:53, :], planes=HSC_MASK_PLANES) | ~(variance[:, 5:53, :] > 0)
     assert (s.mask[0][bad_in] != 0).all()

@@ -37,8 +37,8 @@ import numpy as np
 
 from .. import imageset as _imageset
 from .._io import check_output_file, write_parquet_atomic
-from ..comparison import FINE_STRUCTURE_COLUMN
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
+from ..stats.metrics import FINE_STRUCTURE_COLUMN
 
 __all__ = ["SCORE_COLUMNS", "evaluate", "percentile_of"]
 
@@ -86,7 +86,7 @@ def _load_scorers(model: Path, info: dict[str, Any], dev: Any, precision: str,
                   calib: np.ndarray, use_torch_compile: bool = False,
                   ) -> list[tuple[str, Any, Any]]:
     """``(name, frozen model, frozen background or None)`` per member, precision calibrated."""
-    from ..scoring import calibrate_precision
+    from ..inference import calibrate_precision
     from .model import DensityModel
 
     out = []
@@ -110,7 +110,7 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
                    footprint: np.ndarray | None, batch_size: int | str,
                    progress: bool = False) -> dict[str, np.ndarray]:
     """Per-member scores of ``x``: arrays of shape (members, N) (levels: (members, L, N))."""
-    from ..scoring import log_prob_batched, resolve_batch_size
+    from ..inference import log_prob_batched, resolve_batch_size
     from .scores import local_scores
 
     main, back, foot, peak, levels = [], [], [], [], []
@@ -145,7 +145,7 @@ def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp:
     import hashlib
 
     from ..cluster import _cuda_available
-    from ..scoring import resolve_device
+    from ..inference import resolve_device
 
     path = Path(model)
     if str(device).lower() == "auto":
@@ -194,16 +194,16 @@ def evaluate(
         that worker has a GPU).
     batch_size : int or "auto"
         Starting batch size (halved automatically on out-of-memory); ``auto`` sizes it
-        from the free GPU memory on CUDA (:func:`simcompare.scoring.auto_batch_size`)
-        and uses :data:`simcompare.scoring.CPU_BATCH_LIMIT` on CPU.
+        from the free GPU memory on CUDA (:func:`simcompare.inference.auto_batch_size`)
+        and uses :data:`simcompare.inference.CPU_BATCH_LIMIT` on CPU.
     progress : bool
     precision : {"auto", "float32", "bfloat16", "float16"}
         Autocast precision, kept per member only if the first images score within
-        1e-3 relative of float32 (:func:`simcompare.scoring.calibrate_precision`);
+        1e-3 relative of float32 (:func:`simcompare.inference.calibrate_precision`);
         ``auto`` is float32 on CPU.
     use_torch_compile : bool
         Run the flows through ``torch.compile`` (pays only on a GPU with many
-        thousands of images; see :func:`simcompare.scoring.compile_for_inference`).
+        thousands of images; see :func:`simcompare.inference.compile_for_inference`).
     cluster : simcompare.cluster.Cluster, optional
         When distributed, the images are cut into chunks scored by the cluster's
         workers (which must see the model folder at the same path), each loading the
@@ -212,7 +212,7 @@ def evaluate(
     Notes
     -----
     Each member is scored through a frozen inference copy
-    (:func:`simcompare.scoring.compile_for_inference`): the same log-densities as
+    (:func:`simcompare.inference.compile_for_inference`): the same log-densities as
     ``DensityModel.log_prob`` to float32 rounding, computed with pre-folded weights.
 
     Returns
@@ -222,7 +222,7 @@ def evaluate(
     """
     import pandas as pd
 
-    from ..scoring import CALIBRATION_IMAGES, resolve_device
+    from ..inference import CALIBRATION_IMAGES, resolve_device
     from .data import prepared_images
     from .scores import footprint_mask
 

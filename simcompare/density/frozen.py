@@ -400,7 +400,7 @@ class FrozenDensity(nn.Module):
     def amp_dtype(self) -> torch.dtype | None:
         """Autocast dtype of the flow (None: float32); outputs are float32 either way.
 
-        Set by :func:`simcompare.scoring.calibrate_precision`. While set, the fused
+        Set by :func:`simcompare.inference.calibrate_precision`. While set, the fused
         float32-only CPU convolutions are replaced by plain ones so that autocast
         applies to them.
         """

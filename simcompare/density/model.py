@@ -3,7 +3,7 @@
 Direction convention: normflows' ``forward`` maps latent -> data; this adapter only
 exposes the data-side view. :meth:`DensityModel.log_prob` takes images in the
 ImageSet's flux units, applies the invertible preprocessing of
-:mod:`simcompare.density.preprocess` (adding its log|det J|), then the flow's exact
+:mod:`simcompare.density.transforms` (adding its log|det J|), then the flow's exact
 change of variables, and returns nats per image, shape ``(batch,)``.
 
 Bits per dimension are derived without any 8-bit assumption:
@@ -27,7 +27,7 @@ from torch import nn
 from .._io import atomic_path, write_json_atomic
 from .._version import __version__
 from ..errors import ConfigError, DataFormatError, DataNotFoundError, SimcompareError
-from .preprocess import AsinhStretch, BandScale, Chain, Transform, build_transform
+from .transforms import AsinhStretch, BandScale, Chain, Transform, build_transform
 
 __all__ = ["FORMAT_VERSION", "DensityModel", "bits_per_dim", "build_glow"]
 

@@ -89,7 +89,7 @@ def _maps(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray], np.n
     import torch
 
     from ..errors import SimcompareError
-    from ..scoring import is_out_of_memory
+    from ..inference import is_out_of_memory
 
     maps: list[list[np.ndarray]] = []
     pre = []

@@ -333,7 +333,7 @@ def train(
     Path
         ``out``.
     """
-    from ..scoring import resolve_device
+    from ..inference import resolve_device
 
     opts = options or TrainOptions()
     if background not in BACKGROUNDS:

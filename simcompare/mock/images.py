@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import progress as _progress
+from .._progress import progress as _progress
 from .._version import __version__
 from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
@@ -340,7 +340,7 @@ def _realistic(
     im: SimImage, *, bands: Sequence[str], stamp: int, rng: np.random.Generator,
     survey: SurveyDescriptor, mask_neighbours: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    from ..preprocess import prepare_psf, preprocess_stamp
+    from ..stamps import prepare_psf, preprocess_stamp
 
     try:
         prep = preprocess_stamp(im.image, variance=im.variance, mask=im.mask, stamp_size=stamp,

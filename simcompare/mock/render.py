@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import progress as _progress
+from .._progress import progress as _progress
 from .._version import __version__
 from ..cluster import Cluster, as_cluster
 from ..config import SimDescriptor, SurveyDescriptor
@@ -105,7 +105,7 @@ class RenderSpec:
         Exclude a galaxy when more than this fraction of its particle flux (summed over
         bands) falls outside the stamp.
     preprocess : bool
-        Apply :func:`simcompare.preprocess.preprocess_stamp` (when available).
+        Apply :func:`simcompare.stamps.preprocess_stamp` (when available).
     blank_sky : BlankSky, optional
         Real blank-sky fields; with ``noise.mode == "blank-sky"`` each noise-free stamp is
         added to a region of one (see :mod:`simcompare.mock.blanksky`).
@@ -131,7 +131,7 @@ class RenderSpec:
 class RenderedStamp:
     """One rendered galaxy: image, variance, noise-free model, catalogue extras and mask.
 
-    ``mask`` (uint8 :class:`~simcompare.preprocess.StampMask` bits, (B, P, P)) is set for
+    ``mask`` (uint8 :class:`~simcompare.stamps.StampMask` bits, (B, P, P)) is set for
     blank-sky renders (the field's bad pixels), None otherwise.
     """
 
@@ -228,7 +228,7 @@ def render_galaxy(
         image, variance, info, mask = _preprocess(image, variance, stamp_size=p_size, rng=rng,
                                                   mask=raw_mask, mask_planes=planes)
     elif raw_mask is not None:
-        from ..preprocess import StampMask, bad_pixels
+        from ..stamps import StampMask, bad_pixels
 
         bad = bad_pixels(raw_mask, planes=planes) | ~np.isfinite(image) | ~(variance > 0)
         mask = np.where(bad, np.uint8(StampMask.BAD), np.uint8(0))
@@ -272,7 +272,7 @@ def _preprocess(
     image: np.ndarray, variance: np.ndarray, *, stamp_size: int, rng: np.random.Generator,
     mask: np.ndarray | None = None, mask_planes: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
-    """Shared stamp preprocessing (:mod:`simcompare.preprocess`).
+    """Shared stamp preprocessing (:mod:`simcompare.stamps`).
 
     Mocks are isolated galaxies, so neighbour masking is off. ``mask`` (a blank-sky
     field's bit mask, with its ``mask_planes``) marks bad pixels, which are filled as in
@@ -285,7 +285,7 @@ def _preprocess(
         return (image.astype(np.float32), variance.astype(np.float32), _clean_prep_info(),
                 np.zeros(image.shape, np.uint8))
     try:
-        from ..preprocess import preprocess_stamp
+        from ..stamps import preprocess_stamp
     except ImportError:  # pragma: no cover - the module is part of the package
         return image, variance, {}, None
     prepared = preprocess_stamp(image, variance=variance, mask=mask, stamp_size=stamp_size,
@@ -296,7 +296,7 @@ def _preprocess(
 
 
 def _clean_prep_info() -> dict[str, Any]:
-    """What :func:`simcompare.preprocess.preprocess_stamp` reports for a clean centred stamp."""
+    """What :func:`simcompare.stamps.preprocess_stamp` reports for a clean centred stamp."""
     return {"n_neighbours": 0, "n_neighbour_pixels": 0, "masked_fraction": 0.0,
             "bad_fraction": 0.0, "padded_fraction": 0.0, "target_pixels": 0,
             "all_bad_bands": [], "shift_pix": (0, 0), "centre_offset_pix": (0.0, 0.0)}
@@ -560,7 +560,7 @@ def render(
                                           else blank_sky.description},
         "pixel_response": "counted once: pixel-integrated deposit convolved with the effective PSF",
         "reader_exclusions": dict(getattr(reader, "exclusions", {}) or {}),
-        "preprocess": "simcompare.preprocess.preprocess_stamp(mask_neighbours=False) when available",
+        "preprocess": "simcompare.stamps.preprocess_stamp(mask_neighbours=False) when available",
         "not_modelled": ["IGM absorption", "nebular emission", "neighbours / intra-halo light "
                          "of other subhalos (isolated renders)"]
                         + ([] if blank_sky is not None else ["real blank-sky insertion"]),

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
-from ..preprocess import HSC_MASK_PLANES
+from ..stamps import HSC_MASK_PLANES
 from ._fits import Truncated, Unsupported, read_simple, write_simple
 from .wcs import _center_from_wcs
 

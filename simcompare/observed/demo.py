@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import progress as _progress
+from .._progress import progress as _progress
 from .._version import __version__
 from ..config import Cosmology, SurveyDescriptor
 from ..errors import DataFormatError, DataNotFoundError, RangeError
 from ..mock.observe import survey_psf_images, survey_psf_profiles
-from ..preprocess import HSC_MASK_PLANES
+from ..stamps import HSC_MASK_PLANES
 from .cutouts import write_hsc_band, write_psf
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Ingestion: observed cutouts (either layout) preprocessed like the mocks into an ImageSet.
 
 :func:`ingest` reads the HSC cutout layout or a manifest (readers in
-:mod:`simcompare.observed.cutouts`), applies :func:`simcompare.preprocess.preprocess_stamp`
+:mod:`simcompare.observed.cutouts`), applies :func:`simcompare.stamps.preprocess_stamp`
 (the same preprocessing as the mocks) and streams an "observed" ImageSet to disk, batch by
 batch, on a :class:`~simcompare.cluster.Cluster`. Per-object problems exclude the object
 and are counted by reason in the provenance (``exclusions`` and ``excluded_ids``); with
@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import progress as _progress
+from .._progress import progress as _progress
 from .._version import __version__
 from ..cluster import Cluster, as_cluster
 from ..config import SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, DataNotFoundError, SimcompareError
 from ..imageset import part_provenance
-from ..preprocess import HSC_BAD_PLANES, NeighbourConfig, prepare_psf, preprocess_stamp
+from ..stamps import HSC_BAD_PLANES, NeighbourConfig, prepare_psf, preprocess_stamp
 from .cutouts import (
     Cutout,
     apply_cuts,
@@ -217,7 +217,7 @@ def ingest(
         "seeds": {"replacement_noise": int(seed)}, "stamp_size": size, "psf_size": psize,
         "bands": list(bands), "cuts": {k: list(v) for k, v in (cuts or {}).items()},
         "n_catalog": n_catalog, "removed_by_cuts": removed_by_cut,
-        "preprocess": {"function": "simcompare.preprocess.preprocess_stamp",
+        "preprocess": {"function": "simcompare.stamps.preprocess_stamp",
                        "mask_neighbours": bool(mask_neighbours),
                        "neighbours": (neighbours or NeighbourConfig()).__dict__,
                        "bad_planes": list(bad_planes), "max_masked_fraction": max_masked_fraction},

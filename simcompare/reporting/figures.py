@@ -28,7 +28,6 @@ __all__ = [
     "asinh_calibration",
     "asinh_grey",
     "asinh_scale",
-    "binned_medians",
     "diverging_rgb",
     "embedding_map",
     "histogram_panels",
@@ -345,57 +344,6 @@ def diverging_rgb(values: np.ndarray, *, limit: float | None = None) -> np.ndarr
     return np.round(rgba[..., :3] * 255.0).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-def binned_medians(
-    x: np.ndarray, y: np.ndarray, *, edges: np.ndarray, rng: np.random.Generator,
-    n_bootstrap: int = 200, confidence: float = 0.95, min_count: int = 3,
-) -> dict[str, np.ndarray]:
-    """Median of ``y`` in bins of ``x`` with percentile-bootstrap confidence intervals.
-
-    Parameters
-    ----------
-    x, y : ndarray, shape (N,)
-        Non-finite pairs are dropped.
-    edges : ndarray, shape (K + 1,)
-        Bin edges in the units of ``x``; the last bin includes its right edge.
-    rng : numpy.random.Generator
-        Drives the bootstrap.
-    n_bootstrap : int, optional
-        Bootstrap resamples per bin (default 200).
-    confidence : float, optional
-        Two-sided confidence level of the interval (default 0.95).
-    min_count : int, optional
-        Bins with fewer points get NaN (default 3).
-
-    Returns
-    -------
-    dict
-        ``centre``, ``median``, ``lo``, ``hi`` (shape (K,)) and ``count`` (int, (K,)).
-    """
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    k = len(edges) - 1
-    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, k - 1)
-    inside = (x >= edges[0]) & (x <= edges[-1])
-    out = {name: np.full(k, np.nan) for name in ("median", "lo", "hi")}
-    out["centre"] = 0.5 * (np.asarray(edges[:-1], float) + np.asarray(edges[1:], float))
-    out["count"] = np.zeros(k, int)
-    alpha = 0.5 * (1.0 - confidence)
-    for j in range(k):
-        vals = y[inside & (which == j)]
-        out["count"][j] = vals.size
-        if vals.size < min_count:
-            continue
-        out["median"][j] = np.median(vals)
-        boots = np.median(rng.choice(vals, size=(n_bootstrap, vals.size), replace=True), axis=1)
-        out["lo"][j], out["hi"][j] = np.quantile(boots, [alpha, 1.0 - alpha])
-    return out
-
-
 # --------------------------------------------------------------------------- plots
 
 
@@ -476,7 +424,7 @@ def trend_panels(panels: Sequence[Mapping[str, Any]], *, path: str | Path) -> Pa
     ----------
     panels : sequence of mapping
         Each with ``xlabel``, ``ylabel`` and ``series``: a list of mappings with
-        ``label``, ``kind`` ("sim" or "ref") and the output of :func:`binned_medians`
+        ``label``, ``kind`` ("sim" or "ref") and the output of :func:`simcompare.stats.metrics.binned_medians`
         under ``bins``, plus the raw ``x`` and ``y`` (drawn as faint points).
     path : str or Path
         Output PNG.

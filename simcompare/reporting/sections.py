@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..stats.metrics import binned_medians
 from . import figures
 from ._common import (
     _HEADLINE,
@@ -275,12 +276,12 @@ def _trends(run: _Run, fig_dir: Path, *, seed: int, confidence: float) -> dict[s
             notes.append(f"too few distinct {what} values for bins")
             continue
         series = [{"label": "simulated", "kind": "sim", "x": xs, "y": y_sim,
-                   "bins": figures.binned_medians(xs, y_sim, edges=edges, rng=rng,
+                   "bins": binned_medians(xs, y_sim, edges=edges, rng=rng,
                                                   confidence=confidence)}]
         xr = get(ref, "morphology_reference") if y_ref is not None else None
         if xr is not None and np.isfinite(xr).sum() >= 3:
             series.append({"label": "observed (held out)", "kind": "ref", "x": xr, "y": y_ref,
-                           "bins": figures.binned_medians(xr, y_ref, edges=edges, rng=rng,
+                           "bins": binned_medians(xr, y_ref, edges=edges, rng=rng,
                                                           confidence=confidence)})
         else:
             notes.append(f"no {what} for the held-out observed galaxies")

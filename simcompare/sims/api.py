@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import write_json_atomic
-from .._optional import progress as _progress
+from .._progress import progress as _progress
 from ..config import Cosmology, SelectionConfig, SimDescriptor
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
 from .base import Galaxy, SimReader

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .._optional import progress as _progress
+from .._progress import progress as _progress
 from ..config import Cosmology, SelectionConfig
 from ..errors import ConfigError, DataFormatError, RangeError
 from .base import Galaxy, SimReader

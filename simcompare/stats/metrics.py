@@ -23,6 +23,10 @@ FINE_STRUCTURE_COLUMN = "llr_peak_nats"
 MIN_GALAXIES = 20
 
 
+#: Fewer galaxies than this per side in a bin (or a matched sample) and it is reported as skipped.
+MIN_PER_BIN = 10
+
+
 _BOOT_METRICS = ("auroc", "wasserstein", "median_shift", "typical_fraction")
 
 
@@ -299,3 +303,51 @@ def _null_entry(first: tuple[float, np.ndarray | None] | None, splits: list[floa
         "interval": [float(np.quantile(arr, alpha / 2)), float(np.quantile(arr, 1 - alpha / 2))],
     }
     return entry
+
+
+def binned_medians(
+    x: np.ndarray, y: np.ndarray, *, edges: np.ndarray, rng: np.random.Generator,
+    n_bootstrap: int = 200, confidence: float = 0.95, min_count: int = 3,
+) -> dict[str, np.ndarray]:
+    """Median of ``y`` in bins of ``x`` with percentile-bootstrap confidence intervals.
+
+    Parameters
+    ----------
+    x, y : ndarray, shape (N,)
+        Non-finite pairs are dropped.
+    edges : ndarray, shape (K + 1,)
+        Bin edges in the units of ``x``; the last bin includes its right edge.
+    rng : numpy.random.Generator
+        Drives the bootstrap.
+    n_bootstrap : int, optional
+        Bootstrap resamples per bin (default 200).
+    confidence : float, optional
+        Two-sided confidence level of the interval (default 0.95).
+    min_count : int, optional
+        Bins with fewer points get NaN (default 3).
+
+    Returns
+    -------
+    dict
+        ``centre``, ``median``, ``lo``, ``hi`` (shape (K,)) and ``count`` (int, (K,)).
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    k = len(edges) - 1
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, k - 1)
+    inside = (x >= edges[0]) & (x <= edges[-1])
+    out = {name: np.full(k, np.nan) for name in ("median", "lo", "hi")}
+    out["centre"] = 0.5 * (np.asarray(edges[:-1], float) + np.asarray(edges[1:], float))
+    out["count"] = np.zeros(k, int)
+    alpha = 0.5 * (1.0 - confidence)
+    for j in range(k):
+        vals = y[inside & (which == j)]
+        out["count"][j] = vals.size
+        if vals.size < min_count:
+            continue
+        out["median"][j] = np.median(vals)
+        boots = np.median(rng.choice(vals, size=(n_bootstrap, vals.size), replace=True), axis=1)
+        out["lo"][j], out["hi"][j] = np.quantile(boots, [alpha, 1.0 - alpha])
+    return out

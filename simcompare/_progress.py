@@ -1,4 +1,4 @@
-"""Optional helpers: progress bars that are a no-op when disabled."""
+"""Progress bars (tqdm) that are a no-op when disabled."""
 
 from __future__ import annotations
 
@@ -17,13 +17,23 @@ def progress(
     """Wrap ``iterable`` in a tqdm progress bar when ``enable`` is true.
 
     The library passes ``enable=False`` by default; the command line turns bars on.
+
+    Parameters
+    ----------
+    iterable : iterable
+        What to iterate over.
+    desc : str
+        Label of the bar.
+    total : int, optional
+        Number of items, when ``iterable`` has no length.
+    enable : bool
+        Show the bar; otherwise ``iterable`` is passed through unchanged.
+    unit : str
+        Unit shown after the count.
     """
     if not enable:
         yield from iterable
         return
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        yield from iterable
-        return
+    from tqdm.auto import tqdm
+
     yield from tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)

@@ -99,7 +99,7 @@ class NeighbourConfig:
         the galaxy they belong to (they would be replaced by noise, erasing the very
         fine structure the comparison looks for); real neighbours of comparable
         brightness are still split off, and detached neighbours are always removed.
-    centre_radius_pix : float
+    center_radius_pix : float
         A source within this distance (pixels) of the stamp centre is the target when no
         source covers the centre pixel itself (default 3).
     dilate_pix : int
@@ -126,7 +126,7 @@ class NeighbourConfig:
     npixels: int = 10
     smooth_fwhm_pix: float = 2.0
     contrast: float = 0.1
-    centre_radius_pix: float = 3.0
+    center_radius_pix: float = 3.0
     dilate_pix: int = 2
     own_radius: float = 1.5
     own_flux_ratio: float = 1.0
@@ -273,7 +273,7 @@ def detection_image(image: np.ndarray, variance: np.ndarray, bad: np.ndarray) ->
 
 def find_neighbours(
     det: np.ndarray, *, config: NeighbourConfig | None = None,
-    centre: tuple[float, float] | None = None,
+    center: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Segment a unit-noise detection image and split target from neighbours.
 
@@ -282,7 +282,7 @@ def find_neighbours(
     det : ndarray, shape (H, W)
         S/N image with unit noise (see :func:`detection_image`).
     config : NeighbourConfig, optional
-    centre : (x, y), optional
+    center : (x, y), optional
         Target position in pixels; default the array centre.
 
     Returns
@@ -299,7 +299,7 @@ def find_neighbours(
 
     cfg = config or NeighbourConfig()
     h, w = det.shape
-    cx, cy = ((w - 1) / 2.0, (h - 1) / 2.0) if centre is None else centre
+    cx, cy = ((w - 1) / 2.0, (h - 1) / 2.0) if center is None else center
     empty = np.zeros((h, w), bool)
     if cfg.smooth_fwhm_pix > 0:
         kern = _gaussian_kernel(cfg.smooth_fwhm_pix)
@@ -313,7 +313,7 @@ def find_neighbours(
     if segm is None:
         return empty, empty.copy(), 0
     labels = segm.data
-    central = central_label(labels, (cx, cy), max_radius=cfg.centre_radius_pix)
+    central = central_label(labels, (cx, cy), max_radius=cfg.center_radius_pix)
     if central and np.count_nonzero(labels == central) >= 2 * cfg.npixels:
         try:
             deb = deblend_sources(sm, segm, cfg.npixels, labels=[central],
@@ -338,16 +338,16 @@ def find_neighbours(
 
 
 def _keep_own_structure(sm: np.ndarray, labels: np.ndarray, parent: np.ndarray, central: int,
-                        centre: tuple[float, float], own_radius: float,
+                        center: tuple[float, float], own_radius: float,
                         own_flux_ratio: float) -> np.ndarray:
     """Give the deblended pieces of the target's blend that are its own structure back to it.
 
     A piece stays with the target when it holds less than ``own_flux_ratio`` of the flux
     of the target's central piece and
     its flux-weighted centroid lies within ``own_radius`` times the blend's half-light
-    radius (circular, around ``centre``, from the positive smoothed S/N in the blend).
+    radius (circular, around ``center``, from the positive smoothed S/N in the blend).
     """
-    cx, cy = centre
+    cx, cy = center
     yy, xx = np.nonzero(parent)
     f = np.clip(sm[yy, xx], 0.0, None)
     if not f.sum() > 0:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._optional import progress as _progress
+from ._progress import progress as _progress
 from .errors import ConfigError, SimcompareError
 
 if TYPE_CHECKING:  # pragma: no cover
