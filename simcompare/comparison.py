@@ -90,7 +90,7 @@ def compare_files(
     out : str or os.PathLike
         Path of the ``summary.json`` to write.
     column : str, optional
-        Score column compared (default ``"llr_nats"``).
+        Score column compared (default :data:`FINE_STRUCTURE_COLUMN`, ``"llr_peak_nats"``).
     **kwargs
         Passed to :func:`compare_tables`.
     """
