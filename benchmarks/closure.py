@@ -236,7 +236,8 @@ def aggregate(results: list[dict]) -> dict:
     out: dict = {}
     for r in results:
         key = f"{r['variant']}-{r['particles']}"
-        for axis in ("fine_structure", "global_structure", "global_unmatched", "raw_log_prob"):
+        for axis in ("fine_structure", "global_structure", "global_unmatched", "raw_log_prob",
+                     "any_difference"):
             e = r.get(axis)
             if e and "value" in e:
                 out.setdefault(key, {}).setdefault(axis, []).append(e["value"])
