@@ -175,7 +175,7 @@ def evaluate(
     model: str | os.PathLike, images: str | os.PathLike, *, out: str | os.PathLike | None,
     split: str | None = None, device: str = "auto", batch_size: int | str = "auto",
     progress: bool = False, precision: str = "auto", use_torch_compile: bool = False,
-    cluster: Any = None, _reference: bool = False,
+    cluster: Any = None,
 ) -> Any:
     """Score every image of ``images`` with the trained model folder ``model``.
 
@@ -214,22 +214,58 @@ def evaluate(
     Each member is scored through a frozen inference copy
     (:func:`simcompare.inference.compile_for_inference`): the same log-densities as
     ``DensityModel.log_prob`` to float32 rounding, computed with pre-folded weights.
+    The percentiles are of the model's own reference scores (reference_scores.parquet).
 
     Returns
     -------
     pandas.DataFrame
         Columns described in the module docstring.
     """
-    import pandas as pd
+    return _evaluate(Path(model), images, out=out, split=split, device=device,
+                     batch_size=batch_size, progress=progress, precision=precision,
+                     use_torch_compile=use_torch_compile, cluster=cluster,
+                     self_reference=False)
 
-    from ..inference import CALIBRATION_IMAGES, resolve_device
-    from .data import prepared_images
-    from .scores import footprint_mask
 
-    model = Path(model)
+def _reference_scores(model: str | os.PathLike, images: str | os.PathLike, *,
+                      out: str | os.PathLike, device: str) -> Any:
+    """Score the model's held-out observed test split against itself (the train stage).
+
+    The same table as :func:`evaluate` with ``split="test"``, except that the
+    percentiles are of these scores themselves: this is what ``train`` writes to
+    reference_scores.parquet, the reference of every later :func:`evaluate`.
+    """
+    return _evaluate(Path(model), images, out=out, split="test", device=device,
+                     self_reference=True)
+
+
+def _evaluate(
+    model: Path, images: str | os.PathLike, *, out: str | os.PathLike | None,
+    split: str | None, device: str, batch_size: int | str = "auto", progress: bool = False,
+    precision: str = "auto", use_torch_compile: bool = False, cluster: Any = None,
+    self_reference: bool,
+) -> Any:
+    """:func:`evaluate`, with the percentile reference read from the model or the scores."""
     if out is not None:
         check_output_file(out)
     info = _load_training(model)
+    s = _select_images(model, images, info, split)
+    x, footprint = _prepare(s, info)
+    scores = _score(model, info, x, footprint, device=device, batch_size=batch_size,
+                    progress=progress, precision=precision,
+                    use_torch_compile=use_torch_compile, cluster=cluster)
+    means, spreads, column = _ensemble_columns(scores, n_dim=x.shape[1] * x.shape[2] * x.shape[3])
+    score = means[column]
+    reference = score if self_reference else _stored_reference(model, column)
+    df = _table(s, means, percentile_of(score, reference), spreads)
+    if out is not None:
+        write_parquet_atomic(df, Path(out))
+    return df
+
+
+def _select_images(model: Path, images: str | os.PathLike, info: dict[str, Any],
+                   split: str | None) -> Any:
+    """The ImageSet to score (only ``split`` of the model's own split when given), checked."""
     s = _imageset.read(images)
     if split is not None:
         if split not in ("train", "validation", "test"):
@@ -246,103 +282,127 @@ def evaluate(
                f"model's {info['bands']} / {info['stamp_size']}; render with the same survey "
                "bands and stamp size")
         raise ConfigError(msg)
+    return s
+
+
+def _prepare(s: Any, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's view of the images (masked pixels filled) and, with a background, footprints."""
+    from .data import prepared_images
+    from .scores import footprint_mask
+
     sigma = np.asarray(info["noise_sigma"])
     x = prepared_images(s, sigma=sigma, seed=int(info["seed"]))
-    d = x.shape[1] * x.shape[2] * x.shape[3]
     footprint = footprint_mask(x, sigma=sigma) if any(
         "background" in m for m in info["members"]) else None
-    calib = np.ascontiguousarray(x[:CALIBRATION_IMAGES])
-    if cluster is not None and cluster.distributed and len(x):
-        from ..cluster import batched
+    return x, footprint
 
-        _check_device_name(device)
-        size = max(_CHUNK_MIN, -(-len(x) // (4 * cluster.n_workers)))
-        chunks = [(x[c[0]:c[-1] + 1], None if footprint is None else footprint[c[0]:c[-1] + 1])
-                  for c in batched(range(len(x)), size)]
-        stamp = (model / "training.json").stat().st_mtime_ns
-        log.info("scoring %d images in %d chunks on %d workers (%d with a GPU)", len(x),
-                 len(chunks), cluster.n_workers, cluster.gpu_workers())
-        parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
-                                 batch_size, precision, calib, use_torch_compile,
-                                 name="evaluate"))
-        scores = {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
-    else:
+
+def _score(model: Path, info: dict[str, Any], x: np.ndarray, footprint: np.ndarray | None, *,
+           device: str, batch_size: int | str, progress: bool, precision: str,
+           use_torch_compile: bool, cluster: Any) -> dict[str, np.ndarray]:
+    """Per-member scores of ``x``, on the cluster's workers when it is distributed."""
+    from ..inference import CALIBRATION_IMAGES, resolve_device
+
+    calib = np.ascontiguousarray(x[:CALIBRATION_IMAGES])
+    if not (cluster is not None and cluster.distributed and len(x)):
         dev = resolve_device(device)
         scorers = _load_scorers(model, info, dev, precision, calib, use_torch_compile)
-        scores = _score_members(scorers, x, footprint, batch_size, progress)
+        return _score_members(scorers, x, footprint, batch_size, progress)
+    from ..cluster import batched
+
+    _check_device_name(device)
+    size = max(_CHUNK_MIN, -(-len(x) // (4 * cluster.n_workers)))
+    chunks = [(x[c[0]:c[-1] + 1], None if footprint is None else footprint[c[0]:c[-1] + 1])
+              for c in batched(range(len(x)), size)]
+    stamp = (model / "training.json").stat().st_mtime_ns
+    log.info("scoring %d images in %d chunks on %d workers (%d with a GPU)", len(x),
+             len(chunks), cluster.n_workers, cluster.gpu_workers())
+    parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
+                             batch_size, precision, calib, use_torch_compile,
+                             name="evaluate"))
+    return {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
+
+
+def _spread(a: np.ndarray) -> np.ndarray:
+    """Sample standard deviation across members (axis 0); NaN for a single member."""
+    return a.std(axis=0, ddof=1) if a.shape[0] > 1 else np.full(a.shape[1], np.nan)
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def _ensemble_columns(scores: dict[str, np.ndarray], *, n_dim: int,
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """Ensemble means and spreads of the members' scores; the name of the percentile score.
+
+    Returns ``(means, spreads, column)``: the score columns before ``percentile`` and
+    those after it, in table order, and the column the percentile is of.
+    """
     main_a = scores["main"]
-    back = "back" in scores
-    levels = scores.get("levels")
-    k = main_a.shape[0]
-
-    def spread(a: np.ndarray) -> np.ndarray:
-        return a.std(axis=0, ddof=1) if a.shape[0] > 1 else np.full(a.shape[1], np.nan)
-
-    def finite(a: np.ndarray) -> np.ndarray:
-        return np.where(np.isfinite(a), a, np.nan)
-
-    lp = finite(main_a.mean(axis=0))
+    lp = _finite(main_a.mean(axis=0))
+    nan = np.full(len(lp), np.nan)
+    lpb = llr = llr_fp = llr_pk = nan
+    lpb_std = llr_std = llr_fp_std = llr_pk_std = nan
     level_cols: dict[str, np.ndarray] = {}
+    back = "back" in scores
     if back:
         back_a = scores["back"]
         llr_a = main_a - back_a
         foot_a, peak_a = scores["foot"], scores["peak"]
-        lpb, llr, llr_fp, llr_pk = (finite(a.mean(axis=0))
+        lpb, llr, llr_fp, llr_pk = (_finite(a.mean(axis=0))
                                     for a in (back_a, llr_a, foot_a, peak_a))
-        lpb_std, llr_std, llr_fp_std = spread(back_a), spread(llr_a), spread(foot_a)
-        llr_pk_std = spread(peak_a)
+        lpb_std, llr_std, llr_fp_std = _spread(back_a), _spread(llr_a), _spread(foot_a)
+        llr_pk_std = _spread(peak_a)
+        levels = scores["levels"]
         for j in range(levels.shape[1]):
-            level_cols[f"llr_level{j}_nats"] = finite(levels[:, j].mean(axis=0))
-    else:
-        lpb = llr = llr_fp = llr_pk = np.full(len(lp), np.nan)
-        lpb_std = llr_std = llr_fp_std = llr_pk_std = lpb
-    column = FINE_STRUCTURE_COLUMN if back else "log_prob_nats"
-    score = ({"llr_nats": llr, "llr_footprint_nats": llr_fp, "llr_peak_nats": llr_pk}[column]
-             if back else lp)
+            level_cols[f"llr_level{j}_nats"] = _finite(levels[:, j].mean(axis=0))
     flag = np.zeros(len(lp), np.int64)
     if back:
         flag[~np.isfinite(lpb)] = 2
     flag[~np.isfinite(lp)] = 1
-    if _reference:
-        reference = score
-    else:
-        ref_path = model / "reference_scores.parquet"
-        if not ref_path.exists():
-            msg = f"{ref_path} is missing; retrain the model (train writes it)"
-            raise DataNotFoundError(msg)
-        ref = pd.read_parquet(ref_path)
-        if column not in ref.columns:
-            msg = (f"{ref_path} has no {column} column (written by an older simcompare); "
-                   "retrain the model")
-            raise DataFormatError(msg)
-        reference = ref[column].to_numpy()
-    df = pd.DataFrame({
-        "object_id": s.object_id.astype(np.int64),
-        "log_prob_nats": lp,
-        "bits_per_dim": -lp / (d * np.log(2.0)),
-        "log_prob_background_nats": lpb,
-        "llr_nats": llr,
-        "llr_footprint_nats": llr_fp,
-        "llr_peak_nats": llr_pk,
-        **level_cols,
-        "percentile": percentile_of(score, reference),
-        "log_prob_nats_std": spread(main_a),
-        "bits_per_dim_std": spread(main_a) / (d * np.log(2.0)),
-        "log_prob_background_nats_std": lpb_std,
-        "llr_nats_std": llr_std,
-        "llr_footprint_nats_std": llr_fp_std,
-        "llr_peak_nats_std": llr_pk_std,
-        "n_members": np.full(len(lp), k, np.int64),
-        "score_flag": flag.astype(np.int64),
-    })
+    means = {"log_prob_nats": lp, "bits_per_dim": -lp / (n_dim * np.log(2.0)),
+             "log_prob_background_nats": lpb, "llr_nats": llr, "llr_footprint_nats": llr_fp,
+             "llr_peak_nats": llr_pk, **level_cols}
+    spreads = {"log_prob_nats_std": _spread(main_a),
+               "bits_per_dim_std": _spread(main_a) / (n_dim * np.log(2.0)),
+               "log_prob_background_nats_std": lpb_std, "llr_nats_std": llr_std,
+               "llr_footprint_nats_std": llr_fp_std, "llr_peak_nats_std": llr_pk_std,
+               "n_members": np.full(len(lp), main_a.shape[0], np.int64),
+               "score_flag": flag.astype(np.int64)}
+    return means, spreads, FINE_STRUCTURE_COLUMN if back else "log_prob_nats"
+
+
+def _stored_reference(model: Path, column: str) -> np.ndarray:
+    """The model's reference scores (its held-out test split) of ``column``."""
+    import pandas as pd
+
+    ref_path = model / "reference_scores.parquet"
+    if not ref_path.exists():
+        msg = f"{ref_path} is missing; retrain the model (train writes it)"
+        raise DataNotFoundError(msg)
+    ref = pd.read_parquet(ref_path)
+    if column not in ref.columns:
+        msg = (f"{ref_path} has no {column} column (written by an older simcompare); "
+               "retrain the model")
+        raise DataFormatError(msg)
+    return ref[column].to_numpy()
+
+
+def _table(s: Any, means: dict[str, np.ndarray], percentile: np.ndarray,
+           spreads: dict[str, np.ndarray]) -> Any:
+    """The score table: ids, scores, percentile, spreads, then the catalogue columns."""
+    import pandas as pd
+
+    df = pd.DataFrame({"object_id": s.object_id.astype(np.int64), **means,
+                       "percentile": percentile, **spreads})
     for key, col in s.catalog.items():
         if key == "object_id":
             continue
         name = key if key not in df.columns else f"catalog_{key}"
         df[name] = np.asarray(col)
+    flag = spreads["score_flag"]
     n_bad = int((flag != 0).sum())
     if n_bad:
         log.warning("%d of %d images have non-finite scores (score_flag != 0)", n_bad, len(df))
-    if out is not None:
-        write_parquet_atomic(df, Path(out))
     return df
