@@ -49,6 +49,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,31 @@ def _mock_setup(mocks: Path, *, survey: Any, workspace: Path) -> dict[str, Any]:
             "softening_kpc": float(cfg.get("softening_kpc", 0.5)),
             "knn_k": int(cfg.get("knn_k", 16)),
             "max_flux_outside": float(cfg.get("max_flux_outside", 0.5)),
-            "blank_sky": blank_sky}
+            "blank_sky": blank_sky, "neighbours": _neighbour_config(cfg.get("neighbours"))}
+
+
+def _neighbour_config(d: dict[str, Any] | None) -> Any:
+    """The mocks' neighbour search (None when they were rendered without one)."""
+    if not d:
+        return None
+    from .stamps import NeighbourConfig
+
+    return NeighbourConfig(**d)
+
+
+def _mask_like_ingest(s: imageset.ImageSet, neighbours: Any, *, seed: int) -> imageset.ImageSet:
+    """``s`` with other sources and deblended pieces replaced as ``ingest`` replaces them."""
+    from .stamps import preprocess_stamp
+
+    images, variances, masks = [], [], []
+    for i, oid in enumerate(np.asarray(s.object_id)):
+        prep = preprocess_stamp(s.images[i], variance=s.variance[i], stamp_size=s.images.shape[-1],
+                                rng=np.random.default_rng([seed, int(oid) & 0xFFFFFFFFFFFF, 3]),
+                                neighbours=neighbours)
+        images.append(prep.image)
+        variances.append(prep.variance)
+        masks.append(prep.mask)
+    return replace(s, images=np.stack(images), variance=np.stack(variances), mask=np.stack(masks))
 
 
 def analytic_rerenderings(
@@ -293,7 +318,7 @@ def self_simulation(
                           psf=setup["psf"], noise=setup["noise"], projection="z",
                           softening_kpc=setup["softening_kpc"], knn_k=setup["knn_k"],
                           seed=int(seed), max_flux_outside=setup["max_flux_outside"],
-                          blank_sky=setup["blank_sky"])
+                          blank_sky=setup["blank_sky"], neighbours=setup.get("neighbours"))
         try:
             st = render_galaxy(particles, spec, object_id=oid, rng=rng)
         except GalaxyExcluded as exc:
@@ -404,6 +429,8 @@ def measure_floor(
     analytic, fits = analytic_rerenderings(test, noise_sigma=np.asarray(info["noise_sigma"]),
                                            fill_seed=int(info["seed"]), seed=seed)
     fits.to_parquet(out / "fits.parquet")
+    if setup["neighbours"] is not None:  # the observed path's neighbour search, as the mocks had
+        analytic = _mask_like_ingest(analytic, setup["neighbours"], seed=seed)
     order = np.random.default_rng([seed, _FLOOR_STREAM, 2]).permutation(len(test))
     half_sim = np.sort(order[: (len(order) + 1) // 2])
     half_ref = np.sort(order[(len(order) + 1) // 2:])

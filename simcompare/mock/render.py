@@ -39,6 +39,7 @@ from ..errors import ConfigError, DataFormatError, SimcompareError
 from ..imageset import part_provenance
 from ..sims.base import Galaxy, StarParticles
 from ..sps import BandFluxTable
+from ..stamps import NeighbourConfig
 from .blanksky import BLANK_SKY_STREAM, BlankSky, resolve_blank_sky_path
 from .exclusions import explain_exclusions
 from .observe import PSF, Camera, NoiseModel, choose_redshift, convolve
@@ -106,6 +107,13 @@ class RenderSpec:
         bands) falls outside the stamp.
     preprocess : bool
         Apply :func:`simcompare.stamps.preprocess_stamp` (when available).
+    neighbours : NeighbourConfig, optional
+        Find other sources and deblended pieces on the noisy stamp and replace them by
+        noise exactly as ``ingest`` does for observed cutouts (same rule, same
+        parameters); None (the default here) skips the search. :func:`render` sets it by
+        default: an isolated galaxy has no neighbour, but the deblender cuts bright clumps
+        and outskirts off observed and mock galaxies alike, and only the same treatment of
+        both keeps that from reading as a difference between the populations.
     blank_sky : BlankSky, optional
         Real blank-sky fields; with ``noise.mode == "blank-sky"`` each noise-free stamp is
         added to a region of one (see :mod:`simcompare.mock.blanksky`).
@@ -125,6 +133,7 @@ class RenderSpec:
     max_flux_outside: float = 0.5
     preprocess: bool = True
     blank_sky: BlankSky | None = None
+    neighbours: NeighbourConfig | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +141,8 @@ class RenderedStamp:
     """One rendered galaxy: image, variance, noise-free model, catalogue extras and mask.
 
     ``mask`` (uint8 :class:`~simcompare.stamps.StampMask` bits, (B, P, P)) is set for
-    blank-sky renders (the field's bad pixels), None otherwise.
+    blank-sky renders (the field's bad pixels) and when neighbours are searched (pixels
+    replaced as neighbours), None otherwise.
     """
 
     object_id: int
@@ -226,13 +236,14 @@ def render_galaxy(
                    "blank_sky_y": y0}
     if spec.preprocess:
         image, variance, info, mask = _preprocess(image, variance, stamp_size=p_size, rng=rng,
-                                                  mask=raw_mask, mask_planes=planes)
+                                                  mask=raw_mask, mask_planes=planes,
+                                                  neighbours=spec.neighbours)
     elif raw_mask is not None:
         from ..stamps import StampMask, bad_pixels
 
         bad = bad_pixels(raw_mask, planes=planes) | ~np.isfinite(image) | ~(variance > 0)
         mask = np.where(bad, np.uint8(StampMask.BAD), np.uint8(0))
-    if spec.noise.mode != "blank-sky":
+    if spec.noise.mode != "blank-sky" and spec.neighbours is None:
         mask = None
     r_half_kpc = _half_light_radius(xyz[:, :2], flux.sum(axis=1))
     row = {
@@ -271,14 +282,16 @@ def _half_light_radius(xy: np.ndarray, f: np.ndarray) -> float:
 def _preprocess(
     image: np.ndarray, variance: np.ndarray, *, stamp_size: int, rng: np.random.Generator,
     mask: np.ndarray | None = None, mask_planes: dict[str, int] | None = None,
+    neighbours: NeighbourConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
     """Shared stamp preprocessing (:mod:`simcompare.stamps`).
 
-    Mocks are isolated galaxies, so neighbour masking is off. ``mask`` (a blank-sky
+    ``neighbours`` (the ingest path's rule) replaces other sources and deblended pieces
+    by noise, as for observed cutouts; None skips the search. ``mask`` (a blank-sky
     field's bit mask, with its ``mask_planes``) marks bad pixels, which are filled as in
     observed stamps. Returns image, variance, info and the uint8 stamp mask.
     """
-    if mask is None and image.shape[-2:] == (stamp_size, stamp_size) \
+    if mask is None and neighbours is None and image.shape[-2:] == (stamp_size, stamp_size) \
             and np.isfinite(image).all() and np.isfinite(variance).all() and (variance > 0).all():
         # An isolated mock of the stamp size with no bad pixel: preprocessing would
         # neither shift, pad, mask nor fill anything, so skip it (same output and info).
@@ -289,8 +302,8 @@ def _preprocess(
     except ImportError:  # pragma: no cover - the module is part of the package
         return image, variance, {}, None
     prepared = preprocess_stamp(image, variance=variance, mask=mask, stamp_size=stamp_size,
-                                rng=rng, mask_neighbours=False, band_axis=0,
-                                mask_planes=mask_planes)
+                                rng=rng, mask_neighbours=neighbours is not None, band_axis=0,
+                                mask_planes=mask_planes, neighbours=neighbours)
     return (np.asarray(prepared.image), np.asarray(prepared.variance),
             dict(getattr(prepared, "info", {}) or {}), np.asarray(prepared.mask))
 
@@ -402,6 +415,7 @@ def render(
     seed: int = 0, workers: int = 1, scheduler: str | None = None, progress: bool = False,
     batch_size: int | None = None, dust_av: float = 0.0, knn_k: int = 16,
     max_flux_outside: float = 0.5, cluster: Cluster | None = None,
+    mask_neighbours: bool = True, neighbours: NeighbourConfig | None = None,
 ) -> Path:
     """Render mock images of a simulation's galaxies as a survey sees them.
 
@@ -457,6 +471,15 @@ def render(
     cluster : Cluster, optional
         The workers to render on (see :mod:`simcompare.cluster`), shared with the other
         stages of a run; overrides ``workers`` and ``scheduler``.
+    mask_neighbours : bool
+        Run the neighbour search of ``ingest`` on every noisy stamp and replace what it
+        finds by noise (default True, as ``ingest``). A mock has no neighbour, but the
+        deblender also cuts bright clumps and outskirts off a galaxy; applying the same
+        rule to both paths makes that a property of the pipeline, not a difference between
+        the populations. The ImageSet then carries the mask (``NEIGHBOUR`` bits).
+    neighbours : NeighbourConfig, optional
+        Detection and deblending parameters; use the ones the observed sample was
+        ingested with (default: both use :class:`~simcompare.stamps.NeighbourConfig()`).
 
     Returns
     -------
@@ -521,7 +544,8 @@ def render(
     spec = RenderSpec(bands=bands, camera=camera, table=table, psf=psf.render_kernel(),
                       noise=noise_model,
                       projection=projection, softening_kpc=sim.softening_kpc, knn_k=knn_k,
-                      seed=int(seed), max_flux_outside=max_flux_outside, blank_sky=blank_sky)
+                      seed=int(seed), max_flux_outside=max_flux_outside, blank_sky=blank_sky,
+                      neighbours=(neighbours or NeighbourConfig()) if mask_neighbours else None)
 
     selection = reader.select(n_galaxies=n_galaxies)
     ids = [int(i) for i in np.asarray(selection["object_id"])]
@@ -531,6 +555,7 @@ def render(
         "filters": list(filters), "noise": noise, "projection": projection,
         "observation_redshift": z, "redshift_source": z_source, "seed": int(seed),
         "dust_av": dust_av, "knn_k": knn_k, "max_flux_outside": max_flux_outside,
+        "neighbours": None if spec.neighbours is None else asdict(spec.neighbours),
         "softening_kpc": sim.softening_kpc, "pixel_scale_arcsec": survey.pixel_scale_arcsec,
         "zero_point": survey.zero_point, "psf": psf.description,
         "sky_sigma": list(noise_model.sky_sigma), "gain": list(noise_model.gain),
@@ -560,7 +585,10 @@ def render(
                                           else blank_sky.description},
         "pixel_response": "counted once: pixel-integrated deposit convolved with the effective PSF",
         "reader_exclusions": dict(getattr(reader, "exclusions", {}) or {}),
-        "preprocess": "simcompare.stamps.preprocess_stamp(mask_neighbours=False) when available",
+        "preprocess": ("simcompare.stamps.preprocess_stamp(mask_neighbours=True): the neighbour "
+                       "search and replacement of ingest, same parameters"
+                       if spec.neighbours is not None else
+                       "simcompare.stamps.preprocess_stamp(mask_neighbours=False)"),
         "not_modelled": ["IGM absorption", "nebular emission", "neighbours / intra-halo light "
                          "of other subhalos (isolated renders)"]
                         + ([] if blank_sky is not None else ["real blank-sky insertion"]),
@@ -580,7 +608,7 @@ def render(
                             pixel_scale_arcsec=survey.pixel_scale_arcsec,
                             zero_point=survey.zero_point, stamp_size=stamp,
                             flux_unit=survey.flux_unit, with_variance=True,
-                            with_mask=blank_sky is not None,
+                            with_mask=blank_sky is not None or spec.neighbours is not None,
                             psf=psf.image.astype(np.float32), provenance=provenance, resume=resume)
     cluster, own_cluster = as_cluster(cluster, workers=workers, scheduler=scheduler)
     try:
