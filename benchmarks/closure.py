@@ -103,6 +103,9 @@ def _diagnostics(run: dict) -> dict:
     nb = np.asarray(obs.catalog.get("n_neighbour_pixels", np.zeros(len(obs))), float)
     out["observed_neighbour_masked_share"] = round(float(np.mean(nb > 0)), 4)
     out["observed_neighbour_pixels_p90"] = float(np.quantile(nb, 0.9))
+    mocks = imageset.read_catalog(p["mocks"])
+    nbm = np.asarray(mocks.get("prep_n_neighbour_pixels", np.zeros(len(mocks["object_id"]))), float)
+    out["mock_neighbour_masked_share"] = round(float(np.mean(nbm > 0)), 4)
     for side, key in (("sim", "morphology_sim"), ("ref", "morphology_reference")):
         m = pd.read_parquet(p[key])
         good = m
@@ -171,19 +174,19 @@ def run_global(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, see
     out = ws / "global" / f"{sim}_{survey}"
     out.mkdir(parents=True, exist_ok=True)
     bands = tuple(args.bands.split(","))
-    mocks = out / "mocks.h5"
-    if not mocks.is_file():
-        render(sd, sv, out=mocks, workspace=ws, stamp_size=args.stamp_size, bands=bands, seed=seed,
-               workers=args.workers)
-    # the observed side does not depend on the sim; one per survey descriptor
     from simcompare.stamps import NeighbourConfig
 
     nbc = NeighbourConfig() if args.own_radius is None else NeighbourConfig(own_radius=args.own_radius)
+    mocks = out / f"mocks_mask{int(not args.no_mask)}_own{nbc.own_radius:g}.h5"
+    if not mocks.is_file():
+        render(sd, sv, out=mocks, workspace=ws, stamp_size=args.stamp_size, bands=bands, seed=seed,
+               workers=args.workers, mask_neighbours=not args.no_mask, neighbours=nbc)
+    # the observed side does not depend on the sim; one per survey descriptor
     obs = ws / "global" / f"observed_{survey}_mask{int(not args.no_mask)}_own{nbc.own_radius:g}.h5"
     if not obs.is_file():
         ingest(sv, out=obs, workspace=ws, stamp_size=args.stamp_size, bands=bands, seed=seed,
                mask_neighbours=not args.no_mask, neighbours=nbc)
-    ms, mr = out / "morph_sim.parquet", obs.with_suffix(".morph.parquet")
+    ms, mr = mocks.with_suffix(".morph.parquet"), obs.with_suffix(".morph.parquet")
     if not ms.is_file():
         measure(mocks, out=ms, max_images=args.morphology_max, workers=args.workers, seed=seed)
     if not mr.is_file():
@@ -217,6 +220,8 @@ def run_global(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, see
     oc = imageset.read(obs).catalog
     nb = np.asarray(oc["n_neighbour_pixels"], float)
     diag = {"observed_neighbour_masked_share": round(float(np.mean(nb > 0)), 4)}
+    nbm = np.asarray(imageset.read_catalog(mocks).get("prep_n_neighbour_pixels", np.zeros(1)), float)
+    diag["mock_neighbour_masked_share"] = round(float(np.mean(nbm > 0)), 4)
     for side, path in (("sim", ms), ("ref", mr)):
         m = pd.read_parquet(path)
         good = m[np.asarray(m["flag"], float) <= 1]

@@ -313,6 +313,7 @@ class ScoreConfig:
     floor_max: int | None = None
     floor_particles: int | None = None
     floor_curve: tuple[int, ...] = ()
+    lookalike_mass_window: float | None = None
     precision: str = "auto"
     compile: bool = False
 

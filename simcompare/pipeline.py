@@ -333,6 +333,8 @@ def _appearance_stage(r: _Run) -> Stage:
     cfg = r.cfg
     config = {"stage": "appearance", "version": __version__, "evaluate": r.key("evaluate"),
               "observed": r.key("observed"), "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap}
+    if cfg.lookalike_mass_window is not None:  # in the key only when set (older keys stay valid)
+        config["lookalike_mass_window"] = cfg.lookalike_mass_window
 
     def run(work: Path, resume: bool) -> None:
         from .appearance import run as run_appearance
@@ -340,7 +342,8 @@ def _appearance_stage(r: _Run) -> Stage:
         run_appearance(mocks=r.out("render", "mocks.h5"), observed=r.out("observed", "observed.h5"),
                        model=r.out("train"), sim_scores=r.out("evaluate", "sim_scores.parquet"),
                        reference_scores=r.out("train", "reference_scores.parquet"), out=work,
-                       seed=cfg.seed, n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device)
+                       seed=cfg.seed, n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device,
+                       mass_window_dex=cfg.lookalike_mass_window)
 
     return Stage("appearance", config, run, upstream=("evaluate", "observed"))
 

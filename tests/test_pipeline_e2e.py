@@ -240,3 +240,29 @@ def test_evaluate_stage_on_two_workers_gives_the_same_scores(cli_run, tmp_path):
     assert len(tables) == 2
     for table in tables:
         pd.testing.assert_frame_equal(pd.read_parquet(table), before)
+
+
+def test_lookalike_mass_window_option(cli_run, tmp_path):
+    """`score --lookalike-mass-window DEX`: every look-alike lies within DEX of its galaxy's mass."""
+    import shutil
+
+    ws = tmp_path / "ws_window"
+    shutil.copytree(cli_run[0], ws)
+    base = ["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY]
+    assert main([*base, "--lookalike-mass-window", "0.1"]) == 0
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    assert not run["cached"]["appearance"] and run["cached"]["evaluate"] and run["cached"]["train"]
+    info = json.loads(Path(run["paths"]["appearance"]).read_text())
+    assert info["lookalikes"]["mass_window_dex"] == 0.1
+    arrays = np.load(run["paths"]["appearance_arrays"])
+    mocks = imageset.read_catalog(run["paths"]["mocks"])
+    observed = imageset.read_catalog(run["paths"]["observed"])
+    m_sim = dict(zip(mocks["object_id"].tolist(), np.log10(mocks["stellar_mass_msun"]).tolist(), strict=True))
+    m_obs = dict(zip(observed["object_id"].tolist(), np.log10(observed["stellar_mass_msun"]).tolist(),
+                     strict=True))
+    look = arrays["lookalike_object_id"]
+    found = look[:, 0] >= 0
+    assert found.sum() >= len(look) // 2  # most galaxies have a look-alike within 0.1 dex
+    for sid, row in zip(arrays["sim_object_id"][found].tolist(), look[found], strict=True):
+        for oid in row[row >= 0].tolist():
+            assert abs(m_sim[sid] - m_obs[oid]) <= 0.1 + 1e-9
