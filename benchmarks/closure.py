@@ -126,7 +126,11 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
     from simcompare.config import ScoreConfig
     from simcompare.pipeline import score
 
-    cfg = ScoreConfig(sim=sim, survey=survey, workspace=str(ws), stamp_size=args.stamp_size,
+    # psfwide / noisy: the mocks through the perturbed descriptor, the observed side and the
+    # model those of the closure survey (trained once per seed)
+    mock_survey = survey if survey != "closure" else None
+    cfg = ScoreConfig(sim=sim, survey="closure", mock_survey=mock_survey, workspace=str(ws),
+                      stamp_size=args.stamp_size,
                       bands=tuple(args.bands.split(",")), levels=2, blocks=4, hidden=32,
                       epochs=args.epochs, batch_size=32, n_bootstrap=args.n_bootstrap, n_null=10,
                       seed=seed, morphology_max=args.morphology_max, workers=args.workers)
@@ -134,7 +138,7 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
     report = score(cfg)
     wall = time.perf_counter() - t0
     summary = json.loads((report / "summary.json").read_text())
-    run = json.loads((ws / ".simcompare" / "runs" / f"{sim}_{survey}" / "run.json").read_text())
+    run = json.loads((report.parent.parent / ".simcompare" / "runs" / report.name / "run.json").read_text())
     axes = summary.get("axes", {})
     res = {
         "fine_structure": _axis(axes.get("fine_structure")),

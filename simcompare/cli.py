@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=(), metavar="N,N,...",
                    help="also measure the floor at these particle counts (default when given "
                         "without a value: 1000,4000,20000,100000) and show the curve")
+    p.add_argument("--mock-survey", default=None, metavar="NAME",
+                   help="render the mocks with this survey descriptor instead of --survey (same "
+                        "pixels and bands; e.g. a copy with a 20%% wider PSF, to see how far a "
+                        "wrong PSF or noise model moves each axis); the observed side and the "
+                        "model stay those of --survey")
     p.add_argument("--lookalike-mass-window", type=_positive_float, default=None, metavar="DEX",
                    help="choose each simulated galaxy's observed look-alikes by appearance among "
                         "observed galaxies within DEX of its stellar mass (default: any mass)")
@@ -361,7 +366,7 @@ def _run(args: argparse.Namespace) -> int:
             morphology_max=args.morphology_max, progress=progress, floor=not args.no_floor,
             floor_max=args.floor_max, floor_particles=args.floor_particles,
             floor_curve=tuple(args.floor_curve), precision=args.precision,
-            lookalike_mass_window=args.lookalike_mass_window,
+            lookalike_mass_window=args.lookalike_mass_window, mock_survey=args.mock_survey,
             compile=args.compile,
         )
         out = score(cfg)

@@ -314,6 +314,7 @@ class ScoreConfig:
     floor_particles: int | None = None
     floor_curve: tuple[int, ...] = ()
     lookalike_mass_window: float | None = None
+    mock_survey: str | None = None
     precision: str = "auto"
     compile: bool = False
 

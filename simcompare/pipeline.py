@@ -146,13 +146,17 @@ def score(config: ScoreConfig) -> Path:
     survey = find_survey(config.survey, workspace=workspace)
     cfg = config.resolved(sim.score_defaults)
     _check_options(cfg, survey)
+    mock_survey = None
+    if cfg.mock_survey is not None:
+        mock_survey = find_survey(cfg.mock_survey, workspace=workspace)
+        _check_mock_survey(mock_survey, survey, cfg)
     root = cache_root(workspace)
     with workspace_lock(workspace, what="score"):
         stages = _Stages(root, workspace)
         # one pool of workers for every stage; started only when a stage needs it
         cluster = Cluster(workers=cfg.workers, scheduler=cfg.scheduler)
         try:
-            return _score(cfg, sim, survey, workspace, stages, cluster)
+            return _score(cfg, sim, survey, workspace, stages, cluster, mock_survey)
         finally:
             cluster.close()
             stages.close()
@@ -214,6 +218,12 @@ class _Run:
     workspace: Path
     stages: _Stages
     cluster: Cluster
+    mock_survey: SurveyDescriptor | None = None
+
+    @property
+    def render_survey(self) -> SurveyDescriptor:
+        """The descriptor the mocks are rendered with (``--mock-survey``, else the survey)."""
+        return self.mock_survey or self.survey
 
     @property
     def stamp(self) -> int:
@@ -247,7 +257,7 @@ def _render_stage(r: _Run) -> Stage:
     cfg = r.cfg
     config = {
         "stage": "render", "version": __version__, "sim": _descriptor_text(r.sim),
-        "survey": _descriptor_text(r.survey), "snapshot": cfg.snapshot, "n_galaxies": cfg.n_galaxies,
+        "survey": _descriptor_text(r.render_survey), "snapshot": cfg.snapshot, "n_galaxies": cfg.n_galaxies,
         "base_path": cfg.base_path, "stamp": r.stamp, "bands": r.bands, "noise": cfg.noise,
         "seed": cfg.seed,
     }
@@ -260,12 +270,14 @@ def _render_stage(r: _Run) -> Stage:
         from .mock import render
 
         render(
-            r.sim, r.survey, out=work / "mocks.h5", snapshot=cfg.snapshot, n_galaxies=cfg.n_galaxies,
+            r.sim, r.render_survey, out=work / "mocks.h5", snapshot=cfg.snapshot,
+            n_galaxies=cfg.n_galaxies,
             base_path=cfg.base_path, workspace=r.workspace, stamp_size=r.stamp, bands=r.bands,
             noise=cfg.noise, seed=cfg.seed, cluster=r.cluster, progress=cfg.progress,
         )
 
-    return Stage("render", config, run, files=_render_inputs(cfg, r.sim, r.survey, r.workspace))
+    return Stage("render", config, run,
+                 files=_render_inputs(cfg, r.sim, r.render_survey, r.workspace))
 
 
 def _observed_stage(r: _Run) -> Stage:
@@ -393,7 +405,7 @@ def _floor_stage(r: _Run) -> Stage | None:
 
         measure_floor(
             observed_test=r.out("morphology", "observed_test.h5"), mocks=r.out("render", "mocks.h5"),
-            model=r.out("train"), out=work, survey=r.survey, workspace=r.workspace,
+            model=r.out("train"), out=work, survey=r.render_survey, workspace=r.workspace,
             column=r.column, n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
             max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
             n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
@@ -434,14 +446,28 @@ _STAGE_BUILDERS = (_render_stage, _observed_stage, _train_stage, _evaluate_stage
                    _appearance_stage, _morphology_stage, _floor_stage, _compare_stage)
 
 
+def _check_mock_survey(mock: SurveyDescriptor, survey: SurveyDescriptor, cfg: ScoreConfig) -> None:
+    """``--mock-survey`` must draw the same pixels and bands as the survey it stands in for."""
+    bands = tuple(cfg.bands) or survey.bands
+    lacking = [b for b in bands if b not in mock.bands]
+    if lacking:
+        msg = (f"--mock-survey {mock.name!r} lacks band(s) {lacking} of survey {survey.name!r}; "
+               "give it every band the comparison uses")
+        raise ConfigError(msg)
+    if abs(mock.pixel_scale_arcsec - survey.pixel_scale_arcsec) > 1e-9 * survey.pixel_scale_arcsec:
+        msg = (f"--mock-survey {mock.name!r} has pixels of {mock.pixel_scale_arcsec}\" but survey "
+               f"{survey.name!r} of {survey.pixel_scale_arcsec}\"; they must be the same")
+        raise ConfigError(msg)
+
+
 def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, workspace: Path,
-           stages: _Stages, cluster: Cluster) -> Path:
+           stages: _Stages, cluster: Cluster, mock_survey: SurveyDescriptor | None = None) -> Path:
     root = cache_root(workspace)
     timings: dict[str, float] = {}
     reused: dict[str, bool] = {}
     t_start = time.perf_counter()
     versions = package_versions()
-    r = _Run(cfg, sim, survey, workspace, stages, cluster)
+    r = _Run(cfg, sim, survey, workspace, stages, cluster, mock_survey)
     for build in _STAGE_BUILDERS:
         stage = build(r)
         if stage is not None:
@@ -451,8 +477,10 @@ def _score(cfg: ScoreConfig, sim: SimDescriptor, survey: SurveyDescriptor, works
     floor_json = r.out("floor", "floor.json") if cfg.floor else None
 
     # 8. the run folder and the report ----------------------------------------------
-    run_dir = root / "runs" / f"{sim.name}_{survey.name}"
-    report_dir = workspace / "reports" / f"{sim.name}_{survey.name}"
+    # a run with --mock-survey is a variant of the plain run: its own folders
+    name = f"{sim.name}_{survey.name}" + (f"_mocks-{mock_survey.name}" if mock_survey else "")
+    run_dir = root / "runs" / name
+    report_dir = workspace / "reports" / name
     hashes = {
         "sim_descriptor": hashlib.sha256(_descriptor_text(sim).encode()).hexdigest(),
         "survey_descriptor": hashlib.sha256(_descriptor_text(survey).encode()).hexdigest(),

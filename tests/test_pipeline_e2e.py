@@ -266,3 +266,36 @@ def test_lookalike_mass_window_option(cli_run, tmp_path):
     for sid, row in zip(arrays["sim_object_id"][found].tolist(), look[found], strict=True):
         for oid in row[row >= 0].tolist():
             assert abs(m_sim[sid] - m_obs[oid]) <= 0.1 + 1e-9
+
+
+def test_mock_survey_renders_through_another_descriptor(cli_run, tmp_path):
+    """`score --mock-survey NAME`: mocks rendered with NAME, observed side and model reused."""
+    import shutil
+
+    ws = tmp_path / "ws_mock_survey"
+    shutil.copytree(cli_run[0], ws)
+    text = (ws / "observed" / "hsc.toml").read_text()
+    wide = text.replace('name = "hsc"', 'name = "hscwide"').replace(
+        "fwhm_arcsec = { g = 0.77, r = 0.76, i = 0.58, z = 0.68, y = 0.68 }",
+        "fwhm_arcsec = { g = 0.924, r = 0.912, i = 0.696, z = 0.816, y = 0.816 }")
+    assert wide.count("hscwide") == 1 and "0.696" in wide
+    (ws / "observed" / "hscwide.toml").write_text(wide)
+    base = ["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY]
+    assert main([*base, "--mock-survey", "hscwide"]) == 0
+    run_dir = ws / ".simcompare" / "runs" / "demo_hsc_mocks-hscwide"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["config"]["mock_survey"] == "hscwide"
+    assert not run["cached"]["render"]
+    assert all(run["cached"][s] for s in ("observed", "train")), run["cached"]
+    assert (ws / "reports" / "demo_hsc_mocks-hscwide" / "index.html").exists()
+    plain = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    wide_psf = imageset.read(run["paths"]["mocks"]).psf
+    plain_psf = imageset.read(plain["paths"]["mocks"]).psf
+    # the wider PSF puts less of its light in the central pixel, band by band
+    c = wide_psf.shape[-1] // 2
+    assert (wide_psf[:, c, c] < 0.8 * plain_psf[:, c, c]).all()
+    # a descriptor with other pixels cannot stand in for the survey
+    (ws / "observed" / "hscpix.toml").write_text(
+        text.replace('name = "hsc"', 'name = "hscpix"').replace("pixel_scale_arcsec = 0.168",
+                                                                "pixel_scale_arcsec = 0.2"))
+    assert main([*base, "--mock-survey", "hscpix"]) == 2
