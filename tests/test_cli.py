@@ -180,12 +180,12 @@ def fake_fetch(monkeypatch):
     """Replace the fetch function by a recorder that logs one INFO line."""
     import logging
 
-    import simcompare.sims.api as api
+    import simcompare.sims.tng_api as api
 
     calls = []
 
     def fetch(sim, **kw):
-        logging.getLogger("simcompare.sims.api").info("fetch note for the log")
+        logging.getLogger("simcompare.sims.tng_api").info("fetch note for the log")
         calls.append(kw)
         return kw["workspace"] / "out"
 

@@ -260,15 +260,14 @@ def test_exclusions_have_reasons(hsc, table):
 
 
 def test_clean_stamp_shortcut_matches_the_shared_preprocessing():
-    from simcompare.mock.render import _preprocess
-    from simcompare.stamps import preprocess_stamp
+    from simcompare.stamps import preprocess_isolated, preprocess_stamp
 
     rng = np.random.default_rng(4)
     img = rng.normal(0.0, 0.05, (3, 24, 24))
     img[:, 10:14, 10:14] += 5.0
     var = np.full(img.shape, 0.0025) + np.clip(img, 0, None) / 1000.0
-    fast_img, fast_var, fast_info, fast_mask = _preprocess(img, var, stamp_size=24,
-                                                           rng=np.random.default_rng(0))
+    fast_img, fast_var, fast_info, fast_mask = preprocess_isolated(img, var, stamp_size=24,
+                                                                   rng=np.random.default_rng(0))
     ref = preprocess_stamp(img, variance=var, mask=None, stamp_size=24,
                            rng=np.random.default_rng(0), mask_neighbours=False, band_axis=0)
     np.testing.assert_array_equal(fast_img, ref.image)
@@ -277,7 +276,7 @@ def test_clean_stamp_shortcut_matches_the_shared_preprocessing():
     assert fast_info == ref.info
     # a non-finite pixel takes the full path (it must be filled)
     img[1, 3, 3] = np.nan
-    out_img, _, info, mask = _preprocess(img, var, stamp_size=24, rng=np.random.default_rng(0))
+    out_img, _, info, mask = preprocess_isolated(img, var, stamp_size=24, rng=np.random.default_rng(0))
     assert np.isfinite(out_img).all() and mask[1, 3, 3] != 0 and info["bad_fraction"] > 0
 
 

@@ -49,7 +49,8 @@ from ..sims.images import (
     image_files,
     read_image_file,
 )
-from .blanksky import BLANK_SKY_STREAM, BlankSky, resolve_blank_sky_path
+from ..stamps import preprocess_isolated
+from .blanksky import BLANK_SKY_STREAM, BlankSky
 from .observe import PSF, NoiseModel, convolve
 
 __all__ = ["render_images", "resample_flux"]
@@ -167,7 +168,7 @@ def render_images(
     from .. import imageset
 
     workspace = Path(workspace)
-    bands = tuple(bands) if bands else tuple(survey.bands)
+    bands = survey.select_bands(bands)
     stamp = int(stamp_size or survey.stamp_size)
     if sim.flux_unit:
         flux_unit_name(sim.flux_unit, where=sim.source or sim.name)  # a ConfigError names the key
@@ -209,16 +210,8 @@ def render_images(
     psf = None if realistic else PSF.from_survey(survey, bands=bands, workspace=workspace,
                                                  kernel_size=2 * stamp + 1)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
-    blank_sky = None
-    if not realistic and noise == "blank-sky":
-        if not survey.noise.blank_sky:
-            msg = (f"noise='blank-sky' needs blank-sky fields: set [noise] blank_sky in the survey "
-                   f"descriptor {survey.name!r}")
-            raise ConfigError(msg)
-        blank_sky = BlankSky.load(
-            resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
-                                   descriptor_source=survey.source),
-            bands=bands, pixel_scale_arcsec=survey.pixel_scale_arcsec, stamp_size=stamp)
+    blank_sky = (BlankSky.for_survey(survey, bands=bands, stamp_size=stamp, workspace=workspace)
+                 if not realistic and noise == "blank-sky" else None)
 
     images, variances, masks, psfs, rows = [], [], [], [], []
     for oid, im in zip(ids, read, strict=True):
@@ -298,7 +291,6 @@ def _idealised(
     noise_model: NoiseModel, blank_sky: BlankSky | None, seed: int, oid: int,
     max_flux_outside: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, None, dict[str, Any]]:
-    from .render import _preprocess
 
     deposited = resample_flux(im.image, scale_in_arcsec=im.pixel_scale_arcsec,
                               scale_out_arcsec=survey.pixel_scale_arcsec, size=stamp)
@@ -324,7 +316,7 @@ def _idealised(
         planes = blank_sky.mask_planes[k]
         image, variance = image + sky_img, variance + sky_var
         extra.update(blank_sky_field=blank_sky.field_ids[k], blank_sky_x=x0, blank_sky_y=y0)
-    image, variance, info, mask = _preprocess(image, variance, stamp_size=stamp, rng=rng,
+    image, variance, info, mask = preprocess_isolated(image, variance, stamp_size=stamp, rng=rng,
                                               mask=raw_mask, mask_planes=planes)
     for b, band in enumerate(bands):
         f = float(model[b].sum())

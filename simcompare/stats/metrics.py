@@ -305,6 +305,29 @@ def _null_entry(first: tuple[float, np.ndarray | None] | None, splits: list[floa
     return entry
 
 
+def quantile_bin_edges(x: np.ndarray, n_bins: int) -> np.ndarray | None:
+    """Edges of up to ``n_bins`` bins holding equal shares of the finite values of ``x``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Values; non-finite ones are ignored.
+    n_bins : int
+        Bins wanted; tied quantiles merge, so there may be fewer.
+
+    Returns
+    -------
+    ndarray or None
+        The distinct quantile edges (first = minimum, last = maximum), or None with fewer
+        than 3 finite values or fewer than 2 distinct edges.
+    """
+    x = x[np.isfinite(x)]
+    if x.size < 3:
+        return None
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)))
+    return edges if edges.size >= 2 else None
+
+
 def binned_medians(
     x: np.ndarray, y: np.ndarray, *, edges: np.ndarray, rng: np.random.Generator,
     n_bootstrap: int = 200, confidence: float = 0.95, min_count: int = 3,
