@@ -40,6 +40,7 @@ from .._progress import progress as _progress
 from .._version import __version__
 from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
+from ..psf import PSF
 from ..sims.image_units import flux_unit_name
 from ..sims.images import (
     ImageFileExcluded,
@@ -51,7 +52,7 @@ from ..sims.images import (
 )
 from ..stamps import preprocess_isolated
 from .blanksky import BLANK_SKY_STREAM, BlankSky
-from .observe import PSF, NoiseModel, convolve
+from .observe import NoiseModel, convolve
 
 __all__ = ["render_images", "resample_flux"]
 

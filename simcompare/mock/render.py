@@ -37,12 +37,13 @@ from ..cluster import Cluster, as_cluster
 from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
 from ..imageset import part_provenance
+from ..psf import PSF
 from ..sims.base import Galaxy, StarParticles
 from ..sps import BandFluxTable
 from ..stamps import preprocess_isolated
 from .blanksky import BLANK_SKY_STREAM, BlankSky
 from .exclusions import explain_exclusions
-from .observe import PSF, Camera, NoiseModel, choose_redshift, convolve
+from .observe import Camera, NoiseModel, choose_redshift, convolve
 from .project import PROJECTIONS, deposit, projection_matrix, smoothing_sigma_kpc
 
 __all__ = [
