@@ -1,7 +1,8 @@
-"""Shared test fixtures: the real-data folder, seeded torch, slow-test switch, HSC SPS table."""
+"""Shared test fixtures: real-data folder, seeded torch, package logger reset, slow tests, HSC SPS table."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -34,6 +35,22 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real test data folder not found at {path}; set SIMCOMPARE_TEST_DATA")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_restored():
+    """Put the ``simcompare`` logger back as it was after every test.
+
+    ``simcompare.cli.main`` gives it a stderr handler and stops its propagation (so the
+    command line prints each line once). Left in place, that hides every later test's
+    records from ``caplog``, which listens on the root logger.
+    """
+    logger = logging.getLogger("simcompare")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture(autouse=True)
