@@ -38,19 +38,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _package_logger_restored():
-    """Put the ``simcompare`` logger back as it was after every test.
+def _package_logger_reset():
+    """Start every test with the ``simcompare`` logger as the package leaves it.
 
     ``simcompare.cli.main`` gives it a stderr handler and stops its propagation (so the
-    command line prints each line once). Left in place, that hides every later test's
-    records from ``caplog``, which listens on the root logger.
+    command line prints each line once). Left in place, by a test or by a module or
+    session fixture that runs the command line, that hides every later test's records
+    from ``caplog``, which listens on the root logger.
     """
     logger = logging.getLogger("simcompare")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
     yield
-    logger.handlers[:] = saved[0]
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 @pytest.fixture(autouse=True)
