@@ -52,7 +52,7 @@ _VERBS = {
     "list": ("simcompare.pipeline", "list_all"),
     "measure": ("simcompare.morphology", "measure"),
     "crosscheck": ("simcompare.cross_check", "crosscheck"),
-    "fetch": ("simcompare.sims.api", "fetch"),
+    "fetch": ("simcompare.sims.tng_api", "fetch"),
     "validate": ("simcompare.imageset_validate", "validate"),
 }
 

@@ -124,6 +124,32 @@ def write_parquet_atomic(df: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def read_csv_or_parquet(path: Path, *, what: str):
+    """A :class:`pandas.DataFrame` from a user's table file: Parquet by suffix, else CSV.
+
+    Parameters
+    ----------
+    path : Path
+        An existing file; ``.parquet`` / ``.pq`` are read as Parquet, anything else as CSV.
+    what : str
+        What the file is ("catalogue", "manifest"), for the error message.
+
+    Raises
+    ------
+    DataFormatError
+        The file cannot be read as that format.
+    """
+    import pandas as pd
+
+    from .errors import DataFormatError
+
+    try:
+        return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    except Exception as exc:  # pandas and pyarrow raise many unrelated types
+        msg = f"{path}: cannot read the {what} ({type(exc).__name__}: {exc}); it must be CSV or Parquet"
+        raise DataFormatError(msg) from None
+
+
 def load_table(table: Any, *, what: str = "table"):
     """Return a :class:`pandas.DataFrame` from a DataFrame or a Parquet/CSV path.
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import imageset
 from ._io import write_json_atomic, write_parquet_atomic
+from .stats.metrics import by_typicality
 
 __all__ = ["LOOKALIKE_K", "MAP_GRID", "MAX_IMAGES", "N_MAPS", "add_to_summary", "least_typical", "run"]
 
@@ -66,16 +67,11 @@ def least_typical(score: np.ndarray, reference: np.ndarray | None, n: int) -> np
     ndarray of int
         Row positions, least typical first.
     """
-    score = np.asarray(score, float)
-    good = np.flatnonzero(np.isfinite(score))
+    good = np.flatnonzero(np.isfinite(np.asarray(score, float)))
     if good.size == 0:
         return good
-    ref = None if reference is None else np.asarray(reference, float)
-    centre = (np.nanmedian(ref) if ref is not None and np.isfinite(ref).any()
-              else float(np.median(score[good])))
-    distance = np.abs(score[good] - centre)
-    order = np.lexsort((np.arange(good.size), distance))[::-1]
-    return good[order[:n]]
+    order, _ = by_typicality(score, reference, candidates=good)
+    return order[::-1][:n]
 
 
 def _table_with(df: Any, ids: np.ndarray, columns: dict[str, np.ndarray]) -> Any:

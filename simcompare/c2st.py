@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .stats.classifier import auroc_with_ci
+from .stats.classifier import auroc_with_ci, stratified_folds
 
 __all__ = ["C2STOptions", "auroc_with_ci", "classifier_two_sample_test", "dihedral",
            "out_of_fold_probabilities", "preprocess"]
@@ -172,16 +172,6 @@ def _predict(net: Any, x: np.ndarray, *, batch: int = 256) -> np.ndarray:
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def _folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
-    """Stratified fold index per sample."""
-    fold = np.empty(len(y), np.int64)
-    for cls in (0, 1):
-        idx = np.flatnonzero(y == cls)
-        idx = idx[rng.permutation(len(idx))]
-        fold[idx] = np.arange(len(idx)) % n_folds
-    return fold
-
-
 def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, *, opts: C2STOptions | None = None,
                               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probability of class 1 for every sample, and its fold.
@@ -203,7 +193,7 @@ def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, *, opts: C2STOptions
                f"(got {int((y == 1).sum())} simulated, {int((y == 0).sum())} observed)")
         raise ConfigError(msg)
     rng = np.random.default_rng([seed, 17])
-    fold = _folds(y, opts.n_folds, rng)
+    fold = stratified_folds(y, opts.n_folds, rng)
     p = np.full(len(y), np.nan)
     for f in range(opts.n_folds):
         tr, te = fold != f, fold == f

@@ -474,7 +474,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(list_all(workspace=ws), indent=2))
         return 0
     if args.verb == "fetch":
-        from .sims.api import fetch
+        from .sims.tng_api import fetch
 
         out = fetch(args.sim, snapshot=args.snapshot, min_stellar_mass=args.min_stellar_mass,
                     limit=args.limit, out=args.out, workspace=ws, progress=progress)

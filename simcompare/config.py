@@ -14,7 +14,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,14 @@ class SurveyDescriptor:
     sample: SampleConfig = field(default_factory=SampleConfig)
     notes: str = ""
     source: str = ""
+
+    def select_bands(self, bands: Sequence[str] = ()) -> tuple[str, ...]:
+        """The bands asked for (all the survey's when none are); an unknown band is a ConfigError."""
+        unknown = [b for b in bands if b not in self.bands]
+        if unknown:
+            msg = f"band(s) {unknown} are not bands of survey {self.name!r} ({list(self.bands)})"
+            raise ConfigError(msg)
+        return tuple(bands) if bands else tuple(self.bands)
 
     def filters_for(self, bands: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         """The SPS filter curve of each band; a ConfigError when the survey names none.

@@ -58,6 +58,7 @@ import numpy as np
 from . import imageset
 from ._io import write_json_atomic
 from .errors import DataFormatError
+from .stats.verdict import vanishing_particles  # the floor curve's rule, also importable from here
 
 __all__ = [
     "CURVE_PARTICLES",
@@ -66,6 +67,7 @@ __all__ = [
     "sample_sersic_particles",
     "self_simulation",
     "typical_particle_count",
+    "vanishing_particles",
 ]
 
 log = logging.getLogger(__name__)
@@ -245,19 +247,13 @@ def analytic_rerenderings(
         drawn from) and the fits table.
     """
     from .density.background import SURVEY_CONDITIONS, sersic_background_images
-    from .density.data import prepared_images, sky_sigma
+    from .density.data import pixel_variance, prepared_images
 
     filled = prepared_images(test, sigma=noise_sigma, seed=fill_seed)
     images, fits = sersic_background_images(
         test, filled, rng=np.random.default_rng([seed, _FLOOR_STREAM]),
         conditions=SURVEY_CONDITIONS)
-    sigma = sky_sigma(filled, variance=test.variance, mask=test.mask)
-    if test.variance is not None:
-        var = np.where(np.isfinite(test.variance) & (test.variance > 0), test.variance,
-                       (sigma**2)[None, :, None, None]).astype(np.float32)
-    else:
-        var = np.broadcast_to((sigma**2).astype(np.float32)[None, :, None, None],
-                              images.shape).copy()
+    var = pixel_variance(filled, variance=test.variance, mask=test.mask)
     out = imageset.ImageSet(
         images=images.astype(np.float32), catalog=dict(test.catalog), kind="observed",
         survey=test.survey, bands=test.bands, pixel_scale_arcsec=test.pixel_scale_arcsec,
@@ -497,28 +493,3 @@ def _curve_point(entry: dict[str, Any]) -> dict[str, Any]:
         a = axes.get(axis) or {}
         point[axis] = {"value": a.get("value"), "ci": a.get("ci")}
     return point
-
-
-def vanishing_particles(curve: list[dict[str, Any]]) -> int | None:
-    """The smallest particle count from which on every axis' floor CI holds 0.5.
-
-    The global axis counts as vanished when its CI's lower end is not above 0.5 (the
-    classifier is one-sided). None when the floor does not vanish within the curve.
-    """
-    def vanished(point: dict[str, Any]) -> bool:
-        if "skipped" in point:
-            return False
-        fine = point.get("fine_structure") or {}
-        glob = point.get("global_structure") or {}
-        ok = fine.get("ci") is not None and fine["ci"][0] <= 0.5 <= fine["ci"][1]
-        if glob.get("ci") is not None:
-            ok = ok and glob["ci"][0] <= 0.5
-        return bool(ok)
-
-    pts = sorted(curve, key=lambda p: p["particles"])
-    found = None
-    for p in reversed(pts):
-        if not vanished(p):
-            break
-        found = p["particles"]
-    return found

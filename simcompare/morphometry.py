@@ -229,6 +229,24 @@ def _scan_root(func: Any, grid: np.ndarray, values: np.ndarray) -> tuple[int, fl
     return 2, float(grid[-1])
 
 
+def _petrosian_root(petro: Any, outer: float, st: _State) -> float:
+    """Where ``petro`` (Petrosian ratio - eta at an array of radii) first crosses 0 below ``outer``.
+
+    The grid is scanned in chunks of 8 radii, stopping at the first sign change; no
+    crossing sets ``st.flag = 2``.
+    """
+    grid = np.linspace(_ANNULUS_WIDTH, outer, _NPOINTS)
+    values = np.empty(0)
+    for s in range(0, _NPOINTS, 8):
+        values = np.concatenate([values, petro(grid[s:s + 8])])
+        if (values <= 0).any():
+            break
+    flag, r = _scan_root(lambda r: float(petro(np.array([r]))[0]), grid[:len(values)], values)
+    if flag:
+        st.flag = 2
+    return r
+
+
 def _rpetro_circ(img: np.ndarray, good: np.ndarray, center: tuple[float, float],
                  r_outer: float, st: _State) -> float:
     """Circular Petrosian radius (eta = 0.2) about ``center``."""
@@ -241,16 +259,7 @@ def _rpetro_circ(img: np.ndarray, good: np.ndarray, center: tuple[float, float],
         k = len(rs)
         return _petrosian_ratio(flux, area, k, st) - _ETA
 
-    grid = np.linspace(_ANNULUS_WIDTH, r_outer, _NPOINTS)
-    values = np.empty(0)
-    for s in range(0, _NPOINTS, 8):  # scan in chunks, stop at the first sign change
-        values = np.concatenate([values, petro(grid[s:s + 8])])
-        if (values <= 0).any():
-            break
-    flag, r = _scan_root(lambda r: float(petro(np.array([r]))[0]), grid[:len(values)], values)
-    if flag:
-        st.flag = 2
-    return r
+    return _petrosian_root(petro, r_outer, st)
 
 
 def _rpetro_ellip(img: np.ndarray, good: np.ndarray, center: tuple[float, float],
@@ -269,16 +278,7 @@ def _rpetro_ellip(img: np.ndarray, good: np.ndarray, center: tuple[float, float]
         area = np.einsum("kij,ij->k", w, gd)
         return _petrosian_ratio(flux, area, k, st) - _ETA
 
-    grid = np.linspace(_ANNULUS_WIDTH, a_outer, _NPOINTS)
-    values = np.empty(0)
-    for s in range(0, _NPOINTS, 8):
-        values = np.concatenate([values, petro(grid[s:s + 8])])
-        if (values <= 0).any():
-            break
-    flag, r = _scan_root(lambda a: float(petro(np.array([a]))[0]), grid[:len(values)], values)
-    if flag:
-        st.flag = 2
-    return r
+    return _petrosian_root(petro, a_outer, st)
 
 
 def _radius_fractions(img: np.ndarray, center: tuple[float, float], r_total: float,

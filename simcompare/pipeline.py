@@ -103,10 +103,7 @@ def _check_options(cfg: ScoreConfig, survey: SurveyDescriptor) -> None:
     if cfg.noise not in ("survey", "none", "blank-sky"):
         msg = f"--noise must be 'survey', 'none' or 'blank-sky' (got {cfg.noise!r})"
         raise ConfigError(msg)
-    unknown = [b for b in cfg.bands if b not in survey.bands]
-    if unknown:
-        msg = f"band(s) {unknown} are not bands of survey {survey.name!r} ({', '.join(survey.bands)})"
-        raise ConfigError(msg)
+    survey.select_bands(cfg.bands)  # a ConfigError names an unknown band
     for name in ("epochs", "batch_size", "levels", "blocks", "hidden", "workers", "n_bootstrap",
                  "ensemble", "floor_max", "floor_particles"):
         value = getattr(cfg, name)

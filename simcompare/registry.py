@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import SimDescriptor, SurveyDescriptor, load_sim_descriptor, load_survey_descriptor
 from .errors import ConfigError
 
-__all__ = ["builtin_dir", "find_sim", "find_survey", "list_sims", "list_surveys"]
+__all__ = ["as_sim", "as_survey", "builtin_dir", "find_sim", "find_survey", "list_sims", "list_surveys"]
 
 
 def builtin_dir(kind: str) -> Path:
@@ -60,6 +60,17 @@ def find_sim(name: str, *, workspace: str | Path | None = ".") -> SimDescriptor:
 def find_survey(name: str, *, workspace: str | Path | None = ".") -> SurveyDescriptor:
     """Load the survey descriptor called ``name``."""
     return load_survey_descriptor(_find("observed", "survey", name, workspace))
+
+
+def as_sim(sim: SimDescriptor | str, *, workspace: str | Path | None = ".") -> SimDescriptor:
+    """``sim`` itself when it is a descriptor, else the descriptor of that name (:func:`find_sim`)."""
+    return sim if isinstance(sim, SimDescriptor) else find_sim(str(sim), workspace=workspace)
+
+
+def as_survey(survey: SurveyDescriptor | str, *, workspace: str | Path | None = ".") -> SurveyDescriptor:
+    """``survey`` itself when it is a descriptor, else the descriptor of that name (:func:`find_survey`)."""
+    return (survey if isinstance(survey, SurveyDescriptor)
+            else find_survey(str(survey), workspace=workspace))
 
 
 def list_sims(*, workspace: str | Path | None = ".") -> dict[str, Path]:

@@ -40,6 +40,7 @@ __all__ = [
     "detection_image",
     "find_neighbours",
     "prepare_psf",
+    "preprocess_mock",
     "preprocess_stamp",
 ]
 
@@ -553,6 +554,58 @@ def preprocess_stamp(
 # ---------------------------------------------------------------------------
 # PSFs
 # ---------------------------------------------------------------------------
+def preprocess_mock(
+    image: np.ndarray, variance: np.ndarray, *, stamp_size: int, rng: np.random.Generator,
+    mask: np.ndarray | None = None, mask_planes: dict[str, int] | None = None,
+    neighbours: NeighbourConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+    """:func:`preprocess_stamp` for a rendered galaxy (a mock).
+
+    With ``neighbours`` (the rule ``ingest`` applied to the observed cutouts) the same
+    search replaces other sources and deblended pieces by noise; None skips it. ``mask``
+    (a blank-sky field's bit mask, with its ``mask_planes``) marks bad pixels, which are
+    filled as in observed stamps. Without a search, a stamp of the stamp size with no bad
+    pixel skips the work (preprocessing would neither shift, pad, mask nor fill anything)
+    and gets the same output and info.
+
+    Parameters
+    ----------
+    image, variance : ndarray, shape (B, H, W)
+        The rendered stamp and its variance.
+    stamp_size : int
+        Output side [pixels].
+    rng : numpy.random.Generator
+        Draws the fill of bad pixels.
+    mask : ndarray, optional
+        Bit mask, same shape.
+    mask_planes : dict, optional
+        Bit planes of ``mask``.
+    neighbours : NeighbourConfig, optional
+        The neighbour search of the observed sample's ingest; None: no search.
+
+    Returns
+    -------
+    image, variance, info, mask
+        float32 image and variance, the info dict and the uint8 stamp mask.
+    """
+    if mask is None and neighbours is None and image.shape[-2:] == (stamp_size, stamp_size) \
+            and np.isfinite(image).all() and np.isfinite(variance).all() and (variance > 0).all():
+        return (image.astype(np.float32), variance.astype(np.float32), _clean_prep_info(),
+                np.zeros(image.shape, np.uint8))
+    prepared = preprocess_stamp(image, variance=variance, mask=mask, stamp_size=stamp_size,
+                                rng=rng, mask_neighbours=neighbours is not None, band_axis=0,
+                                mask_planes=mask_planes, neighbours=neighbours)
+    return (np.asarray(prepared.image), np.asarray(prepared.variance),
+            dict(getattr(prepared, "info", {}) or {}), np.asarray(prepared.mask))
+
+
+def _clean_prep_info() -> dict[str, Any]:
+    """What :func:`preprocess_stamp` reports for a clean centred stamp."""
+    return {"n_neighbours": 0, "n_neighbour_pixels": 0, "masked_fraction": 0.0,
+            "bad_fraction": 0.0, "padded_fraction": 0.0, "target_pixels": 0,
+            "all_bad_bands": [], "shift_pix": (0, 0), "centre_offset_pix": (0.0, 0.0)}
+
+
 def prepare_psf(
     psf: np.ndarray, *, size: int, psf_pixel_scale_arcsec: float | None = None,
     pixel_scale_arcsec: float | None = None,

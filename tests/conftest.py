@@ -1,7 +1,8 @@
-"""Shared test fixtures: the real-data folder, seeded torch, slow-test switch, HSC SPS table."""
+"""Shared test fixtures: real-data folder, seeded torch, package logger reset, slow tests, HSC SPS table."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -34,6 +35,22 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real test data folder not found at {path}; set SIMCOMPARE_TEST_DATA")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_reset():
+    """Start every test with the ``simcompare`` logger as the package leaves it.
+
+    ``simcompare.cli.main`` gives it a stderr handler and stops its propagation (so the
+    command line prints each line once). Left in place, by a test or by a module or
+    session fixture that runs the command line, that hides every later test's records
+    from ``caplog``, which listens on the root logger.
+    """
+    logger = logging.getLogger("simcompare")
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+    yield
 
 
 @pytest.fixture(autouse=True)

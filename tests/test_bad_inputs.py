@@ -632,7 +632,7 @@ def fetch_no_key(env: Env) -> list[str]:
 
 
 def fetch_offline(env: Env) -> list[str]:
-    from simcompare.sims import api
+    from simcompare.sims import tng_api as api
 
     env.monkeypatch.setitem(api.fetch.__kwdefaults__, "sleep", lambda s: None)  # no back-off waits
     env.monkeypatch.setenv("TNG_API_KEY", FAKE_KEY)

@@ -260,15 +260,14 @@ def test_exclusions_have_reasons(hsc, table):
 
 
 def test_clean_stamp_shortcut_matches_the_shared_preprocessing():
-    from simcompare.mock.render import _preprocess
-    from simcompare.stamps import preprocess_stamp
+    from simcompare.stamps import preprocess_mock, preprocess_stamp
 
     rng = np.random.default_rng(4)
     img = rng.normal(0.0, 0.05, (3, 24, 24))
     img[:, 10:14, 10:14] += 5.0
     var = np.full(img.shape, 0.0025) + np.clip(img, 0, None) / 1000.0
-    fast_img, fast_var, fast_info, fast_mask = _preprocess(img, var, stamp_size=24,
-                                                           rng=np.random.default_rng(0))
+    fast_img, fast_var, fast_info, fast_mask = preprocess_mock(img, var, stamp_size=24,
+                                                                   rng=np.random.default_rng(0))
     ref = preprocess_stamp(img, variance=var, mask=None, stamp_size=24,
                            rng=np.random.default_rng(0), mask_neighbours=False, band_axis=0)
     np.testing.assert_array_equal(fast_img, ref.image)
@@ -277,8 +276,33 @@ def test_clean_stamp_shortcut_matches_the_shared_preprocessing():
     assert fast_info == ref.info
     # a non-finite pixel takes the full path (it must be filled)
     img[1, 3, 3] = np.nan
-    out_img, _, info, mask = _preprocess(img, var, stamp_size=24, rng=np.random.default_rng(0))
+    out_img, _, info, mask = preprocess_mock(img, var, stamp_size=24, rng=np.random.default_rng(0))
     assert np.isfinite(out_img).all() and mask[1, 3, 3] != 0 and info["bad_fraction"] > 0
+
+
+def test_mock_preprocessing_runs_the_ingest_neighbour_search():
+    """With a NeighbourConfig the mock path replaces exactly what ingest's search replaces."""
+    from simcompare.stamps import NeighbourConfig, StampMask, preprocess_mock, preprocess_stamp
+
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[:40, :40]
+    galaxy = 40.0 * np.exp(-np.hypot(xx - 19.5, yy - 19.5) / 3.0)
+    companion = 30.0 * np.exp(-np.hypot(xx - 33.0, yy - 8.0) / 1.5)
+    img = np.stack([galaxy + companion] * 2) + rng.normal(0.0, 0.3, (2, 40, 40))
+    var = np.full(img.shape, 0.09)
+    cfg = NeighbourConfig()
+    out_img, out_var, info, mask = preprocess_mock(img, var, stamp_size=40, rng=np.random.default_rng(1),
+                                                   neighbours=cfg)
+    ref = preprocess_stamp(img, variance=var, stamp_size=40, rng=np.random.default_rng(1),
+                           mask_neighbours=True, neighbours=cfg)
+    np.testing.assert_array_equal(out_img, ref.image)
+    np.testing.assert_array_equal(out_var, ref.variance)
+    np.testing.assert_array_equal(mask, ref.mask)
+    assert info["n_neighbours"] >= 1
+    assert (mask[:, 8, 33] & StampMask.NEIGHBOUR).all() and not mask[:, 20, 20].any()
+    # without a search the companion stays
+    _, _, info0, mask0 = preprocess_mock(img, var, stamp_size=40, rng=np.random.default_rng(1))
+    assert info0["n_neighbours"] == 0 and not mask0.any()
 
 
 def test_psf_convolution_matches_direct_fft_convolution():

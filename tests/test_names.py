@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import importlib
+import sys
+
+import pytest
 
 import simcompare
 
@@ -24,3 +28,18 @@ def test_list_verb_stays_an_attribute():
 
     assert simcompare.list is list_all and simcompare.list_runs is list_all
     assert "list" not in simcompare.__all__
+
+
+def test_the_old_name_of_the_tng_web_api_module_still_imports():
+    from simcompare.sims import tng_api
+
+    sys.modules.pop("simcompare.sims.api", None)
+    with pytest.warns(DeprecationWarning, match="simcompare.sims.tng_api"):
+        old = importlib.import_module("simcompare.sims.api")
+    assert old is tng_api and old.fetch is tng_api.fetch
+
+
+def test_the_fetch_verb_is_the_tng_web_api_fetch():
+    from simcompare.sims.tng_api import fetch
+
+    assert simcompare.fetch is fetch

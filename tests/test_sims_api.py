@@ -20,8 +20,8 @@ from test_sims_tng import _camels_basepath
 
 from simcompare.config import Cosmology, SelectionConfig
 from simcompare.errors import ConfigError, DataFormatError, DataNotFoundError
-from simcompare.sims.api import TNGAPIReader, api_key_from_config, fetch, verify_cutout
 from simcompare.sims.tng import TNGReader
+from simcompare.sims.tng_api import TNGAPIReader, api_key_from_config, fetch, verify_cutout
 
 KEY = "test-key-0123456789abcdef"
 BOX = 25000.0

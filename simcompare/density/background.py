@@ -480,19 +480,13 @@ def sersic_background_images(
     import pandas as pd
     import torch
 
-    from .data import sky_sigma
+    from .data import pixel_variance
 
     if s.psf is None:
         msg = "the background model needs the image set's PSF; re-ingest with PSFs or use background='none'"
         raise DataFormatError(msg)
     n, nb, h, _ = filled.shape
-    sigma = sky_sigma(filled, variance=s.variance, mask=s.mask)
-    if s.variance is not None:
-        var = np.where(np.isfinite(s.variance) & (s.variance > 0), s.variance,
-                       (sigma**2)[None, :, None, None]).astype(np.float32)
-    else:
-        var = np.broadcast_to((sigma**2).astype(np.float32)[None, :, None, None],
-                              filled.shape).copy()
+    var = pixel_variance(filled, variance=s.variance, mask=s.mask)
     good = np.ones(filled.shape, np.float32) if s.mask is None else (s.mask == 0).astype(
         np.float32)
     psf = np.asarray(s.psf, np.float32)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ConfigError, DataFormatError
 from ..imageset import ImageSet
 
-__all__ = ["fill_masked", "make_split", "prepared_images", "sky_sigma"]
+__all__ = ["fill_masked", "make_split", "pixel_variance", "prepared_images", "sky_sigma"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,28 @@ def sky_sigma(images: np.ndarray, *, variance: np.ndarray | None = None,
         msg = f"sky sigma must be positive in every band, got {out.tolist()}; the images look blank"
         raise DataFormatError(msg)
     return out
+
+
+def pixel_variance(images: np.ndarray, *, variance: np.ndarray | None = None,
+                   mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-pixel variance, float32, shape of ``images``: ``variance`` where finite and positive.
+
+    Elsewhere, and everywhere without a ``variance``, the band's :func:`sky_sigma` squared.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, B, H, W)
+        Images in flux units (for :func:`sky_sigma`).
+    variance : ndarray, optional
+        Per-pixel variance, same shape.
+    mask : ndarray, optional
+        Per-pixel mask, same shape (non-zero is bad).
+    """
+    sigma = sky_sigma(images, variance=variance, mask=mask)
+    if variance is not None:
+        return np.where(np.isfinite(variance) & (variance > 0), variance,
+                        (sigma**2)[None, :, None, None]).astype(np.float32)
+    return np.broadcast_to((sigma**2).astype(np.float32)[None, :, None, None], images.shape).copy()
 
 
 def fill_masked(images: np.ndarray, *, mask: np.ndarray | None, variance: np.ndarray | None,

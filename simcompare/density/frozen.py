@@ -430,23 +430,37 @@ class FrozenDensity(nn.Module):
         x : Tensor, shape (batch, B, H, W)
             Images in flux units (converted to float32 on the frozen copy's device).
         """
+        x = self._checked(x)
+        results = self._sharded(self._log_prob_single_thread, x)
+        if results is None:
+            return self._log_prob(x)
+        with torch.inference_mode():
+            return torch.cat(results)
+
+    def _checked(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as float32 on the copy's device, after checking its shape."""
         if x.ndim != 4 or tuple(x.shape[1:]) != (self.bands, self.size, self.size):
             msg = (f"expected images of shape (batch, {self.bands}, {self.size}, {self.size}), "
                    f"got {tuple(x.shape)}")
             raise ConfigError(msg)
-        x = x.to(device=self.device, dtype=torch.float32)
+        return x.to(device=self.device, dtype=torch.float32)
+
+    def _sharded(self, single_thread: Any, x: torch.Tensor) -> list[Any] | None:
+        """``single_thread`` on concurrent parts of ``x`` (None when one part is best).
+
+        Each part runs in a pool thread with torch limited to one thread (process-wide);
+        the thread count is restored afterwards.
+        """
         n_shards = self._n_shards(x.shape[0])
         if n_shards <= 1:
-            return self._log_prob(x)
+            return None
         parts = torch.tensor_split(x, n_shards)
         with _SHARD_LOCK:
             threads = torch.get_num_threads()
             try:
-                results = list(_shard_pool(n_shards).map(self._log_prob_single_thread, parts))
+                return list(_shard_pool(n_shards).map(single_thread, parts))
             finally:
                 torch.set_num_threads(threads)
-        with torch.inference_mode():
-            return torch.cat(results)
 
     def _n_shards(self, batch: int) -> int:
         if self.device.type != "cpu" or self._compiled is not None:
@@ -490,22 +504,10 @@ class FrozenDensity(nn.Module):
             The preprocessing log|det J| per image. ``preprocess`` plus the sum of all
             maps equals :meth:`log_prob` to float32 rounding.
         """
-        if x.ndim != 4 or tuple(x.shape[1:]) != (self.bands, self.size, self.size):
-            msg = (f"expected images of shape (batch, {self.bands}, {self.size}, {self.size}), "
-                   f"got {tuple(x.shape)}")
-            raise ConfigError(msg)
-        x = x.to(device=self.device, dtype=torch.float32)
-        n_shards = self._n_shards(x.shape[0])
-        if n_shards <= 1:
+        x = self._checked(x)
+        results = self._sharded(self._level_maps_single_thread, x)
+        if results is None:
             return self._level_maps(x)
-        parts = torch.tensor_split(x, n_shards)
-        with _SHARD_LOCK:
-            threads = torch.get_num_threads()
-            try:
-                results = list(_shard_pool(n_shards).map(self._level_maps_single_thread,
-                                                          parts))
-            finally:
-                torch.set_num_threads(threads)
         with torch.inference_mode():
             maps = [torch.cat([r[0][k] for r in results]) for k in range(len(results[0][0]))]
             return maps, torch.cat([r[1] for r in results])

@@ -8,8 +8,9 @@ batching, process pool / dask, resume) hold the pieces.
 
 from __future__ import annotations
 
+from ..psf import PSF, effective_psf
 from .blanksky import BlankSky
-from .observe import PSF, Camera, NoiseModel, choose_redshift, effective_psf
+from .observe import Camera, NoiseModel, choose_redshift
 from .project import PROJECTIONS, deposit, deposit_numpy, projection_matrix
 from .render import EXCLUSION_REASONS, GalaxyExcluded, RenderSpec, render, render_galaxy
 

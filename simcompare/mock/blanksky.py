@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataFormatError, DataNotFoundError
+from ..errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = ["BLANK_SKY_STREAM", "BlankSky", "header_pixel_scale_arcsec", "resolve_blank_sky_path"]
 
@@ -130,6 +130,41 @@ class BlankSky:
     source: str
 
     # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def for_survey(cls, survey: Any, *, bands: Sequence[str], stamp_size: int,
+                   workspace: str | os.PathLike = ".") -> BlankSky:
+        """The fields the survey descriptor's ``noise.blank_sky`` names (``--noise blank-sky``).
+
+        Parameters
+        ----------
+        survey : SurveyDescriptor
+            Names the fields (resolved by :func:`resolve_blank_sky_path`) and the pixel scale.
+        bands : sequence of str
+            Rendered bands, in order.
+        stamp_size : int
+            Stamp side [pixels].
+        workspace : str or os.PathLike, optional
+            Workspace folder for a relative path (default ``"."``).
+
+        Returns
+        -------
+        BlankSky
+            The loaded fields (:meth:`load`).
+
+        Raises
+        ------
+        ConfigError
+            The descriptor names no blank-sky fields.
+        """
+        if not survey.noise.blank_sky:
+            msg = (f"noise='blank-sky' needs blank-sky fields: set [noise] blank_sky = "
+                   f"\"<folder or FITS cube>\" in the survey descriptor {survey.name!r}")
+            raise ConfigError(msg)
+        return cls.load(resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
+                                               descriptor_source=survey.source),
+                        bands=bands, pixel_scale_arcsec=survey.pixel_scale_arcsec,
+                        stamp_size=stamp_size)
+
     @classmethod
     def load(
         cls, path: str | os.PathLike, *, bands: Sequence[str], pixel_scale_arcsec: float,

@@ -40,6 +40,7 @@ from .._progress import progress as _progress
 from .._version import __version__
 from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
+from ..psf import PSF
 from ..sims.image_units import flux_unit_name
 from ..sims.images import (
     ImageFileExcluded,
@@ -49,8 +50,9 @@ from ..sims.images import (
     image_files,
     read_image_file,
 )
-from .blanksky import BLANK_SKY_STREAM, BlankSky, resolve_blank_sky_path
-from .observe import PSF, NoiseModel, convolve
+from ..stamps import NeighbourConfig, preprocess_mock
+from .blanksky import BLANK_SKY_STREAM, BlankSky
+from .observe import NoiseModel, convolve
 
 __all__ = ["render_images", "resample_flux"]
 
@@ -157,7 +159,10 @@ def render_images(
         Idealised images with more than this fraction of their light outside the stamp
         are excluded (``larger_than_stamp``).
     mask_neighbours : bool
-        Survey-realistic images: replace other sources by noise, as for observed cutouts.
+        Run the neighbour search of ``ingest`` and replace what it finds by noise, as for
+        observed cutouts (default True): the other sources of survey-realistic images, and
+        on idealised images the pieces the deblender cuts off (clumps, outskirts), which it
+        cuts off observed galaxies alike.
 
     Returns
     -------
@@ -167,7 +172,7 @@ def render_images(
     from .. import imageset
 
     workspace = Path(workspace)
-    bands = tuple(bands) if bands else tuple(survey.bands)
+    bands = survey.select_bands(bands)
     stamp = int(stamp_size or survey.stamp_size)
     if sim.flux_unit:
         flux_unit_name(sim.flux_unit, where=sim.source or sim.name)  # a ConfigError names the key
@@ -209,16 +214,8 @@ def render_images(
     psf = None if realistic else PSF.from_survey(survey, bands=bands, workspace=workspace,
                                                  kernel_size=2 * stamp + 1)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
-    blank_sky = None
-    if not realistic and noise == "blank-sky":
-        if not survey.noise.blank_sky:
-            msg = (f"noise='blank-sky' needs blank-sky fields: set [noise] blank_sky in the survey "
-                   f"descriptor {survey.name!r}")
-            raise ConfigError(msg)
-        blank_sky = BlankSky.load(
-            resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
-                                   descriptor_source=survey.source),
-            bands=bands, pixel_scale_arcsec=survey.pixel_scale_arcsec, stamp_size=stamp)
+    blank_sky = (BlankSky.for_survey(survey, bands=bands, stamp_size=stamp, workspace=workspace)
+                 if not realistic and noise == "blank-sky" else None)
 
     images, variances, masks, psfs, rows = [], [], [], [], []
     for oid, im in zip(ids, read, strict=True):
@@ -230,7 +227,8 @@ def render_images(
             else:
                 got = _idealised(im, bands=bands, stamp=stamp, rng=rng, survey=survey, psf=psf,
                                  noise_model=noise_model, blank_sky=blank_sky, seed=seed, oid=oid,
-                                 max_flux_outside=max_flux_outside)
+                                 max_flux_outside=max_flux_outside,
+                                 neighbours=NeighbourConfig() if mask_neighbours else None)
         except ImageFileExcluded as exc:
             exclude(im.path.name, exc.reason, str(exc))
             continue
@@ -264,7 +262,8 @@ def render_images(
         "path": ("survey-realistic: read with the file's mask, variance and PSF; shared "
                  "preprocessing (neighbours replaced by noise) only") if realistic else
                 ("idealised: flux-conserving pixel-overlap resampling to the survey pixel scale, "
-                 "survey effective PSF, survey noise, shared preprocessing (mask_neighbours=False)"),
+                 "survey effective PSF, survey noise, shared preprocessing (the neighbour search of "
+                 f"ingest {'on' if mask_neighbours else 'off'})"),
         "psf": None if psf is None else psf.description,
         "noise": None if realistic else {"mode": noise, "sky_sigma": list(noise_model.sky_sigma),
                                          "gain": list(noise_model.gain),
@@ -296,9 +295,8 @@ def _idealised(
     im: SimImage, *, bands: Sequence[str], stamp: int, rng: np.random.Generator,
     survey: SurveyDescriptor, psf: PSF,
     noise_model: NoiseModel, blank_sky: BlankSky | None, seed: int, oid: int,
-    max_flux_outside: float,
+    max_flux_outside: float, neighbours: NeighbourConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, None, dict[str, Any]]:
-    from .render import _preprocess
 
     deposited = resample_flux(im.image, scale_in_arcsec=im.pixel_scale_arcsec,
                               scale_out_arcsec=survey.pixel_scale_arcsec, size=stamp)
@@ -324,8 +322,9 @@ def _idealised(
         planes = blank_sky.mask_planes[k]
         image, variance = image + sky_img, variance + sky_var
         extra.update(blank_sky_field=blank_sky.field_ids[k], blank_sky_x=x0, blank_sky_y=y0)
-    image, variance, info, mask = _preprocess(image, variance, stamp_size=stamp, rng=rng,
-                                              mask=raw_mask, mask_planes=planes)
+    image, variance, info, mask = preprocess_mock(image, variance, stamp_size=stamp, rng=rng,
+                                                  mask=raw_mask, mask_planes=planes,
+                                                  neighbours=neighbours)
     for b, band in enumerate(bands):
         f = float(model[b].sum())
         extra[f"flux_{band}"] = f

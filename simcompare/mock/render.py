@@ -37,12 +37,13 @@ from ..cluster import Cluster, as_cluster
 from ..config import SimDescriptor, SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, SimcompareError
 from ..imageset import part_provenance
+from ..psf import PSF
 from ..sims.base import Galaxy, StarParticles
 from ..sps import BandFluxTable
-from ..stamps import NeighbourConfig
-from .blanksky import BLANK_SKY_STREAM, BlankSky, resolve_blank_sky_path
+from ..stamps import NeighbourConfig, preprocess_mock
+from .blanksky import BLANK_SKY_STREAM, BlankSky
 from .exclusions import explain_exclusions
-from .observe import PSF, Camera, NoiseModel, choose_redshift, convolve
+from .observe import Camera, NoiseModel, choose_redshift, convolve
 from .project import PROJECTIONS, deposit, projection_matrix, smoothing_sigma_kpc
 
 __all__ = [
@@ -235,9 +236,9 @@ def render_galaxy(
         sky_row = {"blank_sky_field": spec.blank_sky.field_ids[k], "blank_sky_x": x0,
                    "blank_sky_y": y0}
     if spec.preprocess:
-        image, variance, info, mask = _preprocess(image, variance, stamp_size=p_size, rng=rng,
-                                                  mask=raw_mask, mask_planes=planes,
-                                                  neighbours=spec.neighbours)
+        image, variance, info, mask = preprocess_mock(image, variance, stamp_size=p_size, rng=rng,
+                                                      mask=raw_mask, mask_planes=planes,
+                                                      neighbours=spec.neighbours)
     elif raw_mask is not None:
         from ..stamps import StampMask, bad_pixels
 
@@ -277,42 +278,6 @@ def _half_light_radius(xy: np.ndarray, f: np.ndarray) -> float:
     if c[-1] <= 0:
         return float("nan")
     return float(r[order][np.searchsorted(c, 0.5 * c[-1])])
-
-
-def _preprocess(
-    image: np.ndarray, variance: np.ndarray, *, stamp_size: int, rng: np.random.Generator,
-    mask: np.ndarray | None = None, mask_planes: dict[str, int] | None = None,
-    neighbours: NeighbourConfig | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
-    """Shared stamp preprocessing (:mod:`simcompare.stamps`).
-
-    ``neighbours`` (the ingest path's rule) replaces other sources and deblended pieces
-    by noise, as for observed cutouts; None skips the search. ``mask`` (a blank-sky
-    field's bit mask, with its ``mask_planes``) marks bad pixels, which are filled as in
-    observed stamps. Returns image, variance, info and the uint8 stamp mask.
-    """
-    if mask is None and neighbours is None and image.shape[-2:] == (stamp_size, stamp_size) \
-            and np.isfinite(image).all() and np.isfinite(variance).all() and (variance > 0).all():
-        # An isolated mock of the stamp size with no bad pixel: preprocessing would
-        # neither shift, pad, mask nor fill anything, so skip it (same output and info).
-        return (image.astype(np.float32), variance.astype(np.float32), _clean_prep_info(),
-                np.zeros(image.shape, np.uint8))
-    try:
-        from ..stamps import preprocess_stamp
-    except ImportError:  # pragma: no cover - the module is part of the package
-        return image, variance, {}, None
-    prepared = preprocess_stamp(image, variance=variance, mask=mask, stamp_size=stamp_size,
-                                rng=rng, mask_neighbours=neighbours is not None, band_axis=0,
-                                mask_planes=mask_planes, neighbours=neighbours)
-    return (np.asarray(prepared.image), np.asarray(prepared.variance),
-            dict(getattr(prepared, "info", {}) or {}), np.asarray(prepared.mask))
-
-
-def _clean_prep_info() -> dict[str, Any]:
-    """What :func:`simcompare.stamps.preprocess_stamp` reports for a clean centred stamp."""
-    return {"n_neighbours": 0, "n_neighbour_pixels": 0, "masked_fraction": 0.0,
-            "bad_fraction": 0.0, "padded_fraction": 0.0, "target_pixels": 0,
-            "all_bad_bands": [], "shift_pix": (0, 0), "centre_offset_pix": (0.0, 0.0)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -486,24 +451,18 @@ def render(
     Path
         ``out``.
     """
-    from ..registry import find_sim, find_survey
+    from ..registry import as_sim, as_survey
 
     workspace = Path(workspace)
-    if isinstance(sim, str):
-        sim = find_sim(sim, workspace=workspace)
-    if isinstance(survey, str):
-        survey = find_survey(survey, workspace=workspace)
+    sim = as_sim(sim, workspace=workspace)
+    survey = as_survey(survey, workspace=workspace)
     if projection not in PROJECTIONS:
         msg = f"unknown projection {projection!r}; use one of {', '.join(PROJECTIONS)}"
         raise ConfigError(msg)
     if workers < 1:
         msg = f"workers must be at least 1, got {workers}"
         raise ConfigError(msg)
-    bands = tuple(bands) if bands else tuple(survey.bands)
-    unknown = [b for b in bands if b not in survey.bands]
-    if unknown:
-        msg = f"band(s) {unknown} are not bands of survey {survey.name!r} ({list(survey.bands)})"
-        raise ConfigError(msg)
+    bands = survey.select_bands(bands)
     stamp = int(stamp_size or survey.stamp_size)
     from .._io import check_output_file
 
@@ -513,7 +472,7 @@ def render(
 
         return render_images(sim, survey, out=out, workspace=workspace, stamp_size=stamp,
                              bands=bands, noise=noise, seed=seed, n_galaxies=n_galaxies,
-                             progress=progress)
+                             progress=progress, mask_neighbours=mask_neighbours)
     filters = survey.filters_for(bands)
 
     from ..sims import open_reader
@@ -531,16 +490,8 @@ def render(
                                 cache_dir=workspace / ".simcompare" / "cache" / "sps")
     psf = PSF.from_survey(survey, bands=bands, workspace=workspace, kernel_size=2 * stamp + 1)
     noise_model = NoiseModel.from_survey(survey, bands=bands, mode=noise)
-    blank_sky = None
-    if noise == "blank-sky":
-        if not survey.noise.blank_sky:
-            msg = (f"noise='blank-sky' needs blank-sky fields: set [noise] blank_sky = "
-                   f"\"<folder or FITS cube>\" in the survey descriptor {survey.name!r}")
-            raise ConfigError(msg)
-        blank_sky = BlankSky.load(
-            resolve_blank_sky_path(survey.noise.blank_sky, workspace=workspace,
-                                   descriptor_source=survey.source),
-            bands=bands, pixel_scale_arcsec=survey.pixel_scale_arcsec, stamp_size=stamp)
+    blank_sky = (BlankSky.for_survey(survey, bands=bands, stamp_size=stamp, workspace=workspace)
+                 if noise == "blank-sky" else None)
     spec = RenderSpec(bands=bands, camera=camera, table=table, psf=psf.render_kernel(),
                       noise=noise_model,
                       projection=projection, softening_kpc=sim.softening_kpc, knn_k=knn_k,

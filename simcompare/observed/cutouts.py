@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import read_csv_or_parquet
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
 from ..stamps import HSC_MASK_PLANES
 from ._fits import Truncated, Unsupported, read_simple, write_simple
@@ -186,20 +187,11 @@ def read_catalog_table(path: str | os.PathLike):
     ------
     DataNotFoundError, DataFormatError
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         msg = f"{path}: catalogue not found; pass --catalog with an existing CSV or Parquet file"
         raise DataNotFoundError(msg)
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path)
-    except Exception as exc:
-        msg = f"{path}: cannot read the catalogue ({type(exc).__name__}: {exc}); it must be CSV or Parquet"
-        raise DataFormatError(msg) from None
+    df = read_csv_or_parquet(path, what="catalogue")
     if "object_id" not in df.columns:
         msg = (f"{path}: catalogue has no 'object_id' column (columns: {list(df.columns)[:12]}); "
                "add one (or rename the id column to object_id)")
@@ -466,17 +458,11 @@ def read_manifest(path: str | os.PathLike):
     (rows, catalog) : DataFrames
         The band rows and one catalogue row per object.
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         msg = f"{path}: manifest not found; pass --manifest with an existing CSV or Parquet file"
         raise DataNotFoundError(msg)
-    try:
-        df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-    except Exception as exc:
-        msg = f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})"
-        raise DataFormatError(msg) from None
+    df = read_csv_or_parquet(path, what="manifest")
     need = {"object_id", "band", "image"}
     if not need <= set(df.columns):
         msg = (f"{path}: manifest needs columns {sorted(need)}; it has {list(df.columns)}; add "

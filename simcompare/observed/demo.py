@@ -38,7 +38,8 @@ from .._progress import progress as _progress
 from .._version import __version__
 from ..config import Cosmology, SurveyDescriptor
 from ..errors import DataFormatError, DataNotFoundError, RangeError
-from ..mock.observe import survey_psf_images, survey_psf_profiles
+from ..psf import survey_psf_images, survey_psf_profiles
+from ..registry import as_survey
 from ..stamps import HSC_MASK_PLANES
 from .cutouts import write_hsc_band, write_psf
 
@@ -68,14 +69,6 @@ _CLUMP_AGES = np.linspace(0.05, 0.3, 8)
 _Q0_DISC = 0.15   # intrinsic axis ratio of discs
 _Q0_BULGE = 0.7   # intrinsic axis ratio of (oblate) bulges
 _B_N = {1.0: 1.6783469900166612, 4.0: 7.669249442500805}
-
-
-def _survey(survey: SurveyDescriptor | str, workspace: str | Path = ".") -> SurveyDescriptor:
-    if isinstance(survey, SurveyDescriptor):
-        return survey
-    from ..registry import find_survey
-
-    return find_survey(str(survey), workspace=workspace)
 
 
 # ---------------------------------------------------------------------------
@@ -321,7 +314,7 @@ def make_demo_sample(
     """
     import galsim
 
-    sv = _survey(survey)
+    sv = as_survey(survey)
     _check_args(n_galaxies, stamp_size, redshift)
     n, s = int(n_galaxies), int(stamp_size)
     root = Path(root)
@@ -483,7 +476,7 @@ def make_cosmos_sample(
     import galsim
     from scipy.special import gamma as gamma_fn
 
-    sv = _survey(survey)
+    sv = as_survey(survey)
     s = int(stamp_size)
     _check_args(1, s, 0.1)
     cols = _read_cosmos_fits(Path(fits_catalog))

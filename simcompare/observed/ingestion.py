@@ -27,6 +27,7 @@ from ..cluster import Cluster, as_cluster
 from ..config import SurveyDescriptor
 from ..errors import ConfigError, DataFormatError, DataNotFoundError, SimcompareError
 from ..imageset import part_provenance
+from ..registry import as_survey
 from ..stamps import HSC_BAD_PLANES, NeighbourConfig, prepare_psf, preprocess_stamp
 from .cutouts import (
     Cutout,
@@ -51,14 +52,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _survey(survey: SurveyDescriptor | str, workspace: str | Path) -> SurveyDescriptor:
-    if isinstance(survey, SurveyDescriptor):
-        return survey
-    from ..registry import find_survey
-
-    return find_survey(str(survey), workspace=workspace)
 
 
 def _resolve(path: str | os.PathLike | None, base: Path | None) -> Path | None:
@@ -162,13 +155,9 @@ def ingest(
     from .._io import check_output_file
 
     workspace = Path(workspace)
-    sv = _survey(survey, workspace)
+    sv = as_survey(survey, workspace=workspace)
     out = check_output_file(out)
-    bands = tuple(bands) if bands else tuple(sv.bands)
-    unknown = [b for b in bands if b not in sv.bands]
-    if unknown:
-        msg = f"band(s) {unknown} are not bands of survey {sv.name!r} ({list(sv.bands)})"
-        raise ConfigError(msg)
+    bands = sv.select_bands(bands)
     size = int(stamp_size or sv.stamp_size)
     psize = int(psf_size or sv.psf.size)
     if psize % 2 == 0:
@@ -427,7 +416,7 @@ def _ingest_stream(
                 psf_missing[:1] = psf_missing[:1] or list(obj.psf_missing[:1])
                 if any(p is None for p in obj.psf):
                     if model_psf is None:
-                        from ..mock.observe import survey_psf_images
+                        from ..psf import survey_psf_images
 
                         model_psf = survey_psf_images(sv, bands=bands, size=spec.psize)
                     obj.psf = [model_psf[b] if p is None else p for b, p in enumerate(obj.psf)]

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SurveyDescriptor
+from ..registry import as_survey
 from .cutouts import read_manifest
 from .demo import demo_sample_root, make_demo_sample
-from .ingestion import _resolve, _survey, ingest
+from .ingestion import _resolve, ingest
 
 __all__ = ["DEMO_REDSHIFT", "load_sample", "psf_image_files", "sample_input_files"]
 
@@ -69,7 +70,7 @@ def sample_input_files(
     list of (Path, bool)
         Each file and whether it is hashed in full whatever its size.
     """
-    sv = _survey(survey, workspace)
+    sv = as_survey(survey, workspace=workspace)
     size = int(stamp_size or sv.stamp_size)
     files: list[tuple[Path, bool]] = [(p, False) for p in psf_image_files(sv, workspace=workspace)]
     s = sv.sample
@@ -136,7 +137,7 @@ def load_sample(
     -------
     Path
     """
-    sv = _survey(survey, workspace)
+    sv = as_survey(survey, workspace=workspace)
     size = int(stamp_size or sv.stamp_size)
     if sv.sample.demo:
         root = demo_sample_root(sv, workspace=workspace, n_galaxies=sv.sample.demo_n_galaxies,

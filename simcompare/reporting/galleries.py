@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..stats.metrics import by_typicality
 from . import figures
 from ._common import (
     GALLERY_SIZE,
@@ -86,18 +87,15 @@ def _ranked(run: _Run) -> dict[str, Any]:
             ref_scores = ref[column].to_numpy(float) if column in ref.columns else None
         except SectionUnavailable:
             ref = ref_scores = None
-        centre = (np.nanmedian(ref_scores) if ref_scores is not None and np.isfinite(ref_scores).any()
-                  else float(np.median(score[good])))
         # typicality: distance from the observed median on either side (both tails are
         # atypical); the most typical are the closest, the least typical the furthest
-        distance = np.abs(score[good] - centre)
-        order = np.lexsort((np.arange(good.size), distance))
+        order, centre = by_typicality(score, ref_scores, candidates=good)
         k = min(GALLERY_SIZE, good.size)
-        most = good[order[:k]]
+        most = order[:k]
         far = order[::-1]
         if good.size >= 2 * k:
-            far = far[~np.isin(far, order[:k])]
-        least = good[far[:k]]
+            far = far[~np.isin(far, most)]
+        least = far[:k]
         return {"sim": sim, "score": score, "rows": rows, "least": least, "most": most,
                 "centre": centre, "column": column, "ref": ref,
                 "n_unranked": int(len(score) - good.size)}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..stats.metrics import binned_medians
+from ..stats.metrics import binned_medians, quantile_bin_edges
 from . import figures
 from ._common import (
     _HEADLINE,
@@ -209,14 +209,6 @@ def _scores(run: _Run, fig_dir: Path) -> dict[str, Any]:
     return {"figure": "figures/scores.png", "rows": rows, "notes": missing}
 
 
-def _log_edges(x: np.ndarray, n_bins: int) -> np.ndarray | None:
-    x = x[np.isfinite(x)]
-    if x.size < 3:
-        return None
-    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)))
-    return edges if edges.size >= 2 else None
-
-
 def _trends(run: _Run, fig_dir: Path, *, seed: int, confidence: float) -> dict[str, Any]:
     sim = run.table("sim_scores")
     column = _score_column(run)
@@ -271,7 +263,7 @@ def _trends(run: _Run, fig_dir: Path, *, seed: int, confidence: float) -> dict[s
         if xs is None or np.isfinite(xs).sum() < 3:
             notes.append(f"no {what} for the simulated galaxies: trend not drawn")
             continue
-        edges = _log_edges(xs, 5)
+        edges = quantile_bin_edges(xs, 5)
         if edges is None:
             notes.append(f"too few distinct {what} values for bins")
             continue

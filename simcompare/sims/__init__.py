@@ -6,8 +6,8 @@
     IllustrisTNG / Illustris basePath through ``illustris_python``
     (:class:`~simcompare.sims.tng.TNGReader`).
 ``reader = "tng-api"``
-    A folder of web-API subhalo cutouts written by :func:`simcompare.sims.api.fetch`
-    (:class:`~simcompare.sims.api.TNGAPIReader`).
+    A folder of web-API subhalo cutouts written by :func:`simcompare.sims.tng_api.fetch`
+    (:class:`~simcompare.sims.tng_api.TNGAPIReader`).
 ``reader = "eagle"``
     EAGLE particledata + subfind files (:class:`~simcompare.sims.eagle.EagleReader`).
 ``reader = "demo"``
@@ -140,10 +140,9 @@ def open_reader(
     progress : bool
         Show progress bars.
     """
-    if isinstance(sim, str):
-        from ..registry import find_sim
+    from ..registry import as_sim
 
-        sim = find_sim(sim, workspace=workspace)
+    sim = as_sim(sim, workspace=workspace)
     if sim.reader == "demo":
         from .tng import TNGReader
 
@@ -167,7 +166,7 @@ def open_reader(
         return TNGReader(bp, snapshot=int(snap), selection=sim.selection, name=sim.name,
                          cosmology=sim.cosmology, progress=progress)
     if sim.reader == "tng-api":
-        from .api import TNGAPIReader
+        from .tng_api import TNGAPIReader
 
         return TNGAPIReader(bp, snapshot=int(snap), selection=sim.selection, name=sim.name,
                             cosmology=sim.cosmology, box_size_ckpc_h=sim.box_size_ckpc_h,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,7 @@ import pandas as pd
 from .._progress import progress as _progress
 from ..config import Cosmology, SelectionConfig
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
-from .base import Galaxy, SimReader, StarParticles
-from .tng import apply_selection, select_rows
+from .base import Galaxy, SimReader, StarParticles, apply_selection, select_rows
 from .units import cosmic_time_gyr, unwrap_periodic
 
 __all__ = ["EAGLE_STAR_FIELDS", "EagleReader", "eagle_to_physical", "find_eagle_tag"]
@@ -122,6 +122,17 @@ def eagle_to_physical(
     if kind == "sfr":
         return x * float(constants["SEC_PER_YEAR"]) / float(constants["SOLAR_MASS"])
     return x
+
+
+@contextmanager
+def _eagle_file(p: Path) -> Iterator[h5py.File]:
+    """An EAGLE HDF5 file open for reading; a read error is a DataFormatError naming the file."""
+    try:
+        with h5py.File(p, "r") as f:
+            yield f
+    except OSError as exc:
+        msg = f"{p} is corrupt or truncated ({str(exc).splitlines()[0]}); download it again"
+        raise DataFormatError(msg) from None
 
 
 def _chunks(folder: Path, stem: str, tag: str) -> list[Path]:
@@ -222,30 +233,26 @@ class EagleReader(SimReader):
             return self._table, self._centres
         cols: dict[str, list[np.ndarray]] = {k: [] for k in (*_CATALOGUE, _APERTURE)}
         for p in self.catalogue_files:
-            try:
-                with h5py.File(p, "r") as f:
-                    if "Subhalo" not in f or "GroupNumber" not in f["Subhalo"]:
-                        continue  # a chunk without subhalos
-                    sub = f["Subhalo"]
-                    for k in cols:
-                        if k == _APERTURE and k not in sub:
-                            continue
-                        if k not in sub:
-                            msg = f"{p}: Subhalo/{k} is missing; download the file again"
-                            raise DataFormatError(msg)
-                        ds = sub[k]
-                        arr = ds[()]
-                        if k in ("GroupNumber", "SubGroupNumber"):
-                            cols[k].append(np.asarray(arr, np.int64))
-                        elif k == "CentreOfPotential":
-                            cols[k].append(np.asarray(arr, np.float64))  # code units, unwrap later
-                        else:
-                            cols[k].append(eagle_to_physical(k, arr, ds.attrs, h=self.h,
-                                                             a=self.scale_factor,
-                                                             constants=self.constants))
-            except OSError as exc:
-                msg = f"{p} is corrupt or truncated ({str(exc).splitlines()[0]}); download it again"
-                raise DataFormatError(msg) from None
+            with _eagle_file(p) as f:
+                if "Subhalo" not in f or "GroupNumber" not in f["Subhalo"]:
+                    continue  # a chunk without subhalos
+                sub = f["Subhalo"]
+                for k in cols:
+                    if k == _APERTURE and k not in sub:
+                        continue
+                    if k not in sub:
+                        msg = f"{p}: Subhalo/{k} is missing; download the file again"
+                        raise DataFormatError(msg)
+                    ds = sub[k]
+                    arr = ds[()]
+                    if k in ("GroupNumber", "SubGroupNumber"):
+                        cols[k].append(np.asarray(arr, np.int64))
+                    elif k == "CentreOfPotential":
+                        cols[k].append(np.asarray(arr, np.float64))  # code units, unwrap later
+                    else:
+                        cols[k].append(eagle_to_physical(k, arr, ds.attrs, h=self.h,
+                                                         a=self.scale_factor,
+                                                         constants=self.constants))
         if not cols["GroupNumber"]:
             msg = f"the EAGLE catalogue in {self.base_path / f'groups_{self.tag}'} holds no subhalos"
             raise DataFormatError(msg)
@@ -340,28 +347,24 @@ class EagleReader(SimReader):
         parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
         for fi, ix in self._index[oid]:
             p = self.particle_files[fi]
-            try:
-                with h5py.File(p, "r") as f:
-                    grp = f["PartType4"]
-                    lacking = [k for k in names if k not in grp]
-                    if lacking:
-                        msg = f"{p}: PartType4 lacks {lacking}; download the file again"
-                        raise DataFormatError(msg)
-                    for k in names:
-                        ds = grp[k]
-                        sel = (slice(int(ix[0]), int(ix[-1]) + 1)
-                               if ix[-1] - ix[0] + 1 == len(ix) else ix)
-                        raw = ds[sel]
-                        if k == "Coordinates":
-                            parts[k].append(np.asarray(raw, np.float64))
-                            parts.setdefault("_coord_attrs", [dict(ds.attrs)])
-                        else:
-                            parts[k].append(eagle_to_physical(k, raw, ds.attrs, h=self.h,
-                                                              a=self.scale_factor,
-                                                              constants=self.constants))
-            except OSError as exc:
-                msg = f"{p} is corrupt or truncated ({str(exc).splitlines()[0]}); download it again"
-                raise DataFormatError(msg) from None
+            with _eagle_file(p) as f:
+                grp = f["PartType4"]
+                lacking = [k for k in names if k not in grp]
+                if lacking:
+                    msg = f"{p}: PartType4 lacks {lacking}; download the file again"
+                    raise DataFormatError(msg)
+                for k in names:
+                    ds = grp[k]
+                    sel = (slice(int(ix[0]), int(ix[-1]) + 1)
+                           if ix[-1] - ix[0] + 1 == len(ix) else ix)
+                    raw = ds[sel]
+                    if k == "Coordinates":
+                        parts[k].append(np.asarray(raw, np.float64))
+                        parts.setdefault("_coord_attrs", [dict(ds.attrs)])
+                    else:
+                        parts[k].append(eagle_to_physical(k, raw, ds.attrs, h=self.h,
+                                                          a=self.scale_factor,
+                                                          constants=self.constants))
         attrs = parts.pop("_coord_attrs", [{}])[0]
         out = {k: (np.concatenate(v) if v else np.zeros((0, 3) if k == "Coordinates" else 0))
                for k, v in parts.items()}

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import read_csv_or_parquet
 from ..config import Cosmology, SimDescriptor
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
 from .image_units import flux_unit_name, to_survey_flux
@@ -187,7 +188,6 @@ def image_catalog(sim: SimDescriptor, *, workspace: str | os.PathLike = "."):
     """The table beside the images (descriptor ``catalog``) as a DataFrame, or None."""
     if not sim.catalog:
         return None
-    import pandas as pd
 
     p = Path(sim.catalog).expanduser()
     if not p.is_absolute():
@@ -197,11 +197,7 @@ def image_catalog(sim: SimDescriptor, *, workspace: str | os.PathLike = "."):
     if not p.is_file():
         msg = f"simulation {sim.name!r}: catalogue {sim.catalog!r} not found (looked for {p})"
         raise DataNotFoundError(msg)
-    try:
-        df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
-    except Exception as exc:
-        msg = f"{p}: cannot read the catalogue ({type(exc).__name__}: {exc}); it must be CSV or Parquet"
-        raise DataFormatError(msg) from None
+    df = read_csv_or_parquet(p, what="catalogue")
     if "file" not in df.columns and "object_id" not in df.columns:
         msg = f"{p}: the catalogue needs a 'file' or an 'object_id' column (columns: {list(df.columns)[:12]})"
         raise DataFormatError(msg)

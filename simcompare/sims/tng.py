@@ -25,7 +25,7 @@ import pandas as pd
 from .._progress import progress as _progress
 from ..config import Cosmology, SelectionConfig
 from ..errors import ConfigError, DataFormatError, RangeError
-from .base import Galaxy, SimReader
+from .base import Galaxy, SimReader, apply_selection, select_rows
 from .tng_layout import (
     _OPTIONAL_CATALOGUE_FIELDS,
     CATALOGUE_FIELDS,
@@ -177,110 +177,6 @@ def subhalo_table(
         "group_id": np.asarray(data["SubhaloGrNr"], np.int64),
         "subhalo_flag": flag,
     })
-
-
-def select_rows(
-    table: pd.DataFrame, selection: SelectionConfig, *, n_galaxies: int | None, seed: int = 0,
-) -> pd.DataFrame:
-    """Deterministic subset of ``table`` (a seeded random draw of ``n_galaxies`` rows).
-
-    A random draw rather than the first N ids, because low subhalo ids are the most
-    massive haloes. Returns rows sorted by ``object_id``.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        Rows that passed the cuts.
-    selection : SelectionConfig
-        The descriptor's selection (not used by the draw; kept for the readers' common call).
-    n_galaxies : int or None
-        How many rows to draw; None keeps all.
-    seed : int, optional
-        Seed of the draw (default 0).
-    """
-    del selection
-    table = table.sort_values("object_id", kind="stable").reset_index(drop=True)
-    if n_galaxies is None or n_galaxies >= len(table):
-        if n_galaxies is not None and n_galaxies > len(table):
-            log.warning("asked for %d galaxies, only %d pass the selection", n_galaxies,
-                        len(table))
-        return table
-    if n_galaxies < 1:
-        msg = f"n_galaxies must be at least 1, got {n_galaxies}"
-        raise RangeError(msg, value=n_galaxies, min=1)
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(table), size=n_galaxies, replace=False))
-    return table.iloc[pick].reset_index(drop=True)
-
-
-def apply_selection(
-    table: pd.DataFrame,
-    selection: SelectionConfig,
-    *,
-    ids_given: bool,
-    exclude: Any,
-    n_total: int,
-    name: str,
-) -> tuple[np.ndarray, list[str]]:
-    """Apply the catalogue cuts shared by all readers to a physical-unit table.
-
-    Mass range and ``centrals`` apply unless explicit ids were given; ``SubhaloFlag``
-    (``subhalo_flag`` column) and ``min_star_particles`` failures are passed to
-    ``exclude(reason, object_id)``. Raises ConfigError, with the count after every cut,
-    when nothing is left.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        Physical-unit catalogue of every candidate.
-    selection : SelectionConfig
-        The cuts.
-    ids_given : bool
-        Explicit ids were asked for: the mass and centrals cuts are skipped.
-    exclude : callable
-        ``exclude(reason, object_id)`` records a rejected object.
-    n_total : int
-        Number of objects before any cut (for the funnel).
-    name : str
-        Simulation name, for the error message.
-
-    Returns
-    -------
-    keep : ndarray of bool
-    funnel : list of str
-        Human-readable counts after each cut.
-    """
-    sel = selection
-    oid = table["object_id"].to_numpy()
-    keep = np.ones(len(table), bool)
-    funnel = [f"{n_total} objects"]
-    if ids_given:
-        funnel.append(f"{len(table)} of the requested ids")
-    else:
-        m = table["stellar_mass_msun"].to_numpy()
-        keep &= (m >= sel.min_stellar_mass_msun) & (m <= sel.max_stellar_mass_msun)
-        funnel.append(f"{int(keep.sum())} with {sel.mass_definition} stellar mass in "
-                      f"[{sel.min_stellar_mass_msun:.3g}, {sel.max_stellar_mass_msun:.3g}] Msun")
-        if sel.centrals != "all":
-            keep &= table["is_central"].to_numpy() == (sel.centrals == "centrals")
-            funnel.append(f"{int(keep.sum())} {sel.centrals}")
-    if sel.require_subhalo_flag and "subhalo_flag" in table:
-        flagged = keep & ~table["subhalo_flag"].to_numpy().astype(bool)
-        for i in oid[flagged]:
-            exclude("subhalo_flag", i)
-        keep &= ~flagged
-        funnel.append(f"{int(keep.sum())} with SubhaloFlag = 1")
-    few = keep & (table["n_star_particles"].to_numpy() < sel.min_star_particles)
-    for i in oid[few]:
-        exclude("too_few_star_particles", i)
-    keep &= ~few
-    funnel.append(f"{int(keep.sum())} with >= {sel.min_star_particles} star particles")
-    if not keep.any():
-        msg = (f"the selection of {name} matched no galaxy: {', '.join(funnel)}; loosen "
-               "[selection] (min_stellar_mass_msun, min_star_particles, centrals, ids) in the "
-               "simulation descriptor")
-        raise ConfigError(msg)
-    return keep, funnel
 
 
 def _py(value: Any) -> Any:

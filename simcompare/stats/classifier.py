@@ -164,13 +164,34 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float) -> np.ndarray:
     return w
 
 
+def stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold index (0 .. n_folds - 1) per sample: each class dealt round-robin in random order.
+
+    Parameters
+    ----------
+    y : ndarray of int
+        Class labels, 0 or 1.
+    n_folds : int
+        Number of folds.
+    rng : numpy.random.Generator
+        Random stream of the order (one permutation per class, class 0 first).
+
+    Returns
+    -------
+    ndarray of int64
+        The fold of every sample.
+    """
+    fold = np.empty(len(y), np.int64)
+    for cls in (0, 1):
+        idx = np.flatnonzero(y == cls)
+        fold[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % n_folds
+    return fold
+
+
 def _oof_scores(x: np.ndarray, y: np.ndarray, *, n_folds: int, l2: float,
                 rng: np.random.Generator) -> np.ndarray:
     """Out-of-fold log-odds of 'reference' from a stratified k-fold logistic regression."""
-    folds = np.empty(len(y), int)
-    for cls in (0, 1):
-        idx = np.flatnonzero(y == cls)
-        folds[rng.permutation(idx)] = np.arange(idx.size) % n_folds
+    folds = stratified_folds(y, n_folds, rng)
     out = np.empty(len(y))
     for f in range(n_folds):
         test = folds == f

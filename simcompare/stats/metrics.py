@@ -305,6 +305,62 @@ def _null_entry(first: tuple[float, np.ndarray | None] | None, splits: list[floa
     return entry
 
 
+def by_typicality(score: np.ndarray, reference: np.ndarray | None = None, *,
+                  candidates: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Positions of ``score`` from the most to the least typical, and the centre used.
+
+    Typical means close to the median of the ``reference`` scores (the held-out observed
+    galaxies), on either side; without finite reference scores, close to the median of
+    the ranked scores themselves. Ties keep position order.
+
+    Parameters
+    ----------
+    score : ndarray
+        Scores of the galaxies to rank.
+    reference : ndarray, optional
+        Scores that define typical.
+    candidates : ndarray of int, optional
+        Positions to rank, with finite scores (default every finite score).
+
+    Returns
+    -------
+    order : ndarray of int
+        ``candidates``, most typical first.
+    centre : float
+        The median the distances are taken from.
+    """
+    score = np.asarray(score, float)
+    good = np.flatnonzero(np.isfinite(score)) if candidates is None else np.asarray(candidates)
+    ref = None if reference is None else np.asarray(reference, float)
+    centre = (float(np.nanmedian(ref)) if ref is not None and np.isfinite(ref).any()
+              else float(np.median(score[good])))
+    distance = np.abs(score[good] - centre)
+    return good[np.lexsort((np.arange(good.size), distance))], centre
+
+
+def quantile_bin_edges(x: np.ndarray, n_bins: int) -> np.ndarray | None:
+    """Edges of up to ``n_bins`` bins holding equal shares of the finite values of ``x``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Values; non-finite ones are ignored.
+    n_bins : int
+        Bins wanted; tied quantiles merge, so there may be fewer.
+
+    Returns
+    -------
+    ndarray or None
+        The distinct quantile edges (first = minimum, last = maximum), or None with fewer
+        than 3 finite values or fewer than 2 distinct edges.
+    """
+    x = x[np.isfinite(x)]
+    if x.size < 3:
+        return None
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)))
+    return edges if edges.size >= 2 else None
+
+
 def binned_medians(
     x: np.ndarray, y: np.ndarray, *, edges: np.ndarray, rng: np.random.Generator,
     n_bootstrap: int = 200, confidence: float = 0.95, min_count: int = 3,

@@ -181,8 +181,6 @@ def attach_floor(summary: dict[str, Any], floor: Mapping[str, Any], *,
     dict
         ``summary``, with ``pipeline_floor`` on every axis and the verdict redone.
     """
-    from ..floor import vanishing_particles
-
     block: dict[str, Any] = {k: floor.get(k) for k in (
         "particles", "particles_source", "typical_particles", "n_galaxies", "exclusions")}
     fs = floor.get("summary")
@@ -270,3 +268,28 @@ def _largest_shift(morph: Mapping[str, Any]) -> str:
         return f"simulated half-light radii are {ratio:.2f}x the observed ones"
     return (f"largest difference in {best_name}: median {med['sim']:.3g} simulated vs "
             f"{med['reference']:.3g} observed")
+
+
+def vanishing_particles(curve: list[dict[str, Any]]) -> int | None:
+    """The smallest particle count from which on every axis' floor CI holds 0.5.
+
+    The global axis counts as vanished when its CI's lower end is not above 0.5 (the
+    classifier is one-sided). None when the floor does not vanish within the curve.
+    """
+    def vanished(point: dict[str, Any]) -> bool:
+        if "skipped" in point:
+            return False
+        fine = point.get("fine_structure") or {}
+        glob = point.get("global_structure") or {}
+        ok = fine.get("ci") is not None and fine["ci"][0] <= 0.5 <= fine["ci"][1]
+        if glob.get("ci") is not None:
+            ok = ok and glob["ci"][0] <= 0.5
+        return bool(ok)
+
+    pts = sorted(curve, key=lambda p: p["particles"])
+    found = None
+    for p in reversed(pts):
+        if not vanished(p):
+            break
+        found = p["particles"]
+    return found
