@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from simcompare.density import DensityModel
-from simcompare.density.scores import footprint_mask, local_scores, pool_mask
+from simcompare.density.scores import (
+    footprint_mask,
+    local_scores,
+    peak_of_map,
+    pool_mask,
+    ratio_map,
+)
 from simcompare.errors import ConfigError
 
 
@@ -73,6 +79,28 @@ def test_local_scores_split_the_ratio() -> None:
     np.testing.assert_allclose(s1["llr_footprint"] + rest["llr_footprint"], s["llr"], atol=2e-2)
     with pytest.raises(ConfigError, match="levels or stamp sizes"):
         local_scores(main, _model(levels=3).freeze(), x, footprint=None)
+    # the finest-grid map holds every level and sums to the levels' ratio
+    assert s["llr_map"].shape == (6, 8, 8)
+    np.testing.assert_allclose(s["llr_map"].sum((1, 2)), s["llr_level0"] + s["llr_level1"], rtol=1e-9,
+                               atol=1e-9)
+    np.testing.assert_allclose(s["llr_peak"], peak_of_map(s["llr_map"]))
+
+
+def test_peak_of_the_finest_grid_finds_a_small_excess() -> None:
+    rng = np.random.default_rng(3)
+    fine = rng.normal(0.0, 0.1, (4, 8, 8))
+    coarse = rng.normal(0.0, 0.1, (4, 4, 4))
+    fine[0, 5, 2] += 10.0                     # one finest cell of image 0
+    coarse[1, 1, 3] += 10.0                   # one coarse cell (four finest) of image 1
+    m = ratio_map([fine, coarse])
+    assert m.shape == (4, 8, 8)
+    np.testing.assert_allclose(m.sum((1, 2)), fine.sum((1, 2)) + coarse.sum((1, 2)))
+    np.testing.assert_allclose(m[1, 2:4, 6:8], coarse[1, 1, 3] / 4 + fine[1, 2:4, 6:8])
+    peak = peak_of_map(m, fraction=1 / 64)    # the single largest cell
+    assert peak[0] == pytest.approx(m[0].max()) and peak[0] > 9.0
+    assert 2.0 < peak[1] < 3.0                # a coarse excess counts a quarter per finest cell
+    assert (peak[2:] < 1.0).all()
+    assert peak_of_map(m, fraction=1.0) == pytest.approx(m.sum((1, 2)))
 
 
 def test_footprint_mask_finds_the_central_galaxy() -> None:

@@ -9,9 +9,13 @@ Columns of the result (one row per image):
 ``llr_nats``                 ``log_prob_nats - log_prob_background_nats`` (NaN without background)
 ``llr_footprint_nats``       the ratio summed over the galaxy's footprint only
                              (:mod:`simcompare.density.scores`)
-``llr_peak_nats``            the largest eighth of the ratio map's cells on the coarsest flow
-                             grid, summed (:func:`simcompare.density.scores.peak_ratio`): the
-                             default fine-structure score
+``llr_peak_nats``            the ratio map of every level spread onto the finest flow grid
+                             (``size / 2`` cells a side), averaged over the ensemble members,
+                             and its largest 1/32 of cells summed
+                             (:func:`simcompare.density.scores.ratio_map`,
+                             :func:`~simcompare.density.scores.peak_of_map`): the default
+                             fine-structure score; its ``_std`` is the spread of the members'
+                             own peak scores
 ``llr_level<k>_nats``        the ratio of flow level k alone (0 = finest scale); the levels
                              sum to ``llr_nats``
 ``percentile``               percent of the model's held-out observed test-split scores below
@@ -111,9 +115,10 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
                    progress: bool = False) -> dict[str, np.ndarray]:
     """Per-member scores of ``x``: arrays of shape (members, N) (levels: (members, L, N))."""
     from ..inference import log_prob_batched, resolve_batch_size
-    from .scores import local_scores
+    from .scores import local_scores, peak_of_map
 
     main, back, foot, peak, levels = [], [], [], [], []
+    map_sum = None
     for name, m, b in scorers:
         if b is None:
             main.append(log_prob_batched(m, x, batch_size=batch_size, progress=progress,
@@ -125,12 +130,15 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
         back.append(sc["log_p_background"])
         foot.append(sc["llr_footprint"])
         peak.append(sc["llr_peak"])
+        map_sum = sc["llr_map"] if map_sum is None else map_sum + sc["llr_map"]
         n_levels = sum(1 for k in sc if k.startswith("llr_level"))
         levels.append([sc[f"llr_level{k}"] for k in range(n_levels)])
     out = {"main": np.vstack(main)}
     if back:
         out.update(back=np.vstack(back), foot=np.vstack(foot), peak=np.vstack(peak),
-                   levels=np.asarray(levels, float))
+                   levels=np.asarray(levels, float),
+                   # the members' mean ratio map: its peak is steadier than the mean peak
+                   peak_mean_map=peak_of_map(map_sum / len(back)))
     return out
 
 
@@ -350,8 +358,8 @@ def _ensemble_columns(scores: dict[str, np.ndarray], *, n_dim: int,
         back_a = scores["back"]
         llr_a = main_a - back_a
         foot_a, peak_a = scores["foot"], scores["peak"]
-        lpb, llr, llr_fp, llr_pk = (_finite(a.mean(axis=0))
-                                    for a in (back_a, llr_a, foot_a, peak_a))
+        lpb, llr, llr_fp = (_finite(a.mean(axis=0)) for a in (back_a, llr_a, foot_a))
+        llr_pk = _finite(scores["peak_mean_map"])
         lpb_std, llr_std, llr_fp_std = _spread(back_a), _spread(llr_a), _spread(foot_a)
         llr_pk_std = _spread(peak_a)
         levels = scores["levels"]

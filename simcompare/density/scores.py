@@ -17,7 +17,12 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["footprint_mask", "local_scores", "peak_ratio", "pool_mask"]
+__all__ = ["PEAK_FRACTION", "footprint_mask", "local_scores", "peak_of_map", "peak_ratio", "pool_mask",
+           "ratio_map"]
+
+#: Share of the finest-grid cells whose ratio the peak score adds up (1/32: 18 cells of a
+#: 48-pixel stamp, 32 of a 64-pixel one; a few PSF areas).
+PEAK_FRACTION = 1.0 / 32.0
 
 
 def footprint_mask(x: np.ndarray, *, sigma: Any, smooth: float = 1.0, threshold: float = 2.0,
@@ -160,8 +165,32 @@ def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.nda
             fp_total += out[f"llr_footprint_level{k}"]
     if footprint is not None:
         out["llr_footprint"] = fp_total + (pre_main - pre_back)
-    out["llr_peak"] = peak_ratio([a - b for a, b in zip(m_main, m_back, strict=True)])
+    out["llr_map"] = ratio_map([a - b for a, b in zip(m_main, m_back, strict=True)])
+    out["llr_peak"] = peak_of_map(out["llr_map"])
     return out
+
+
+def ratio_map(diff_maps: list[np.ndarray]) -> np.ndarray:
+    """Every level's ratio map on the finest level's grid, (N, S, S) with S = size / 2.
+
+    A coarser level's cell is shared equally by the finest cells under it, so the map
+    sums to the stamp's ratio (less the preprocessing term) and a localised excess stays
+    as small as the finest scale allows.
+    """
+    side = diff_maps[0].shape[-1]
+    total = np.zeros((len(diff_maps[0]), side, side))
+    for d in diff_maps:
+        f = side // d.shape[-1]
+        total += np.repeat(np.repeat(d, f, axis=1), f, axis=2) / (f * f)
+    return total
+
+
+def peak_of_map(ratio: np.ndarray, *, fraction: float = PEAK_FRACTION) -> np.ndarray:
+    """Sum of the largest ``fraction`` of the cells of each (S, S) ratio map in ``ratio``."""
+    n = len(ratio)
+    k = max(1, round(fraction * ratio.shape[-1] * ratio.shape[-2]))
+    flat = np.sort(ratio.reshape(n, -1), axis=1)
+    return flat[:, -k:].sum(axis=1)
 
 
 def peak_ratio(diff_maps: list[np.ndarray], *, fraction: float = 0.125) -> np.ndarray:
@@ -169,7 +198,10 @@ def peak_ratio(diff_maps: list[np.ndarray], *, fraction: float = 0.125) -> np.nd
 
     Every level's ratio map is summed onto the coarsest level's grid (``size / 2**L``
     cells a side) and the cells are added from the largest down; a localised excess
-    (a clump) then counts fully without the rest of the stamp diluting it.
+    (a clump) then counts fully without the rest of the stamp diluting it. This was the
+    default score before the finest-grid peak (:func:`ratio_map`, :func:`peak_of_map`),
+    which localises a clump four times better and detects clump removal more often
+    (docs/statistics.md, "Power of the fine-structure scores").
     """
     side = diff_maps[-1].shape[-1]
     n = len(diff_maps[-1])
