@@ -84,6 +84,30 @@ def test_noise_free_stamp_flux_equals_particle_flux_in_view(hsc, table):
     assert st.info["n_star_particles"] == 4500
 
 
+def test_subpixel_offset_moves_the_light_by_the_recorded_offset(hsc, table):
+    rng = np.random.default_rng(9)
+    gal = particles(rng.normal(0, 1.5, (6000, 3)), hsml=0.3)
+    yy, xx = np.mgrid[:64, :64]
+
+    def centroid(st):
+        img = st.model[3]
+        return np.array([(img * xx).sum(), (img * yy).sum()]) / img.sum()
+
+    exact = render_galaxy(gal, make_spec(hsc, table), object_id=5)
+    assert exact.info["centre_offset_x_pix"] == 0.0 and exact.info["centre_offset_y_pix"] == 0.0
+    offsets = []
+    for oid in range(5, 11):
+        st = render_galaxy(gal, make_spec(hsc, table, subpixel_offset=True), object_id=oid)
+        off = np.array([st.info["centre_offset_x_pix"], st.info["centre_offset_y_pix"]])
+        assert np.all((off >= -0.5) & (off < 0.5))
+        np.testing.assert_allclose(centroid(st) - centroid(exact), off, atol=0.01)
+        offsets.append(off)
+    # the offset has its own stream: the same galaxy gets the same offset, others differ
+    again = render_galaxy(gal, make_spec(hsc, table, subpixel_offset=True), object_id=5)
+    assert again.info["centre_offset_x_pix"] == offsets[0][0]
+    assert len({round(o[0], 6) for o in offsets}) == len(offsets)
+
+
 def test_effective_psf_is_normalised_and_counts_the_pixel_once(hsc, table):
     import galsim
 

@@ -117,6 +117,19 @@ def test_noise_free_face_on_render_and_options(workspace):
     assert np.all((ratio > 0.95) & (ratio < 1.0 + 1e-4))
 
 
+def test_render_centres_and_masks_like_the_ingest_path(workspace, reference):
+    """Random sub-pixel centres (as whole-pixel recentring leaves cutouts) and the shared mask."""
+    cat = reference.catalog
+    dx, dy = np.asarray(cat["centre_offset_x_pix"]), np.asarray(cat["centre_offset_y_pix"])
+    assert np.all((dx >= -0.5) & (dx < 0.5) & (dy >= -0.5) & (dy < 0.5))
+    assert np.std(dx) > 0.1 and np.std(dy) > 0.1
+    assert reference.provenance["config"]["centring"].startswith("random sub-pixel offset")
+    # the mask comes with the ingest path's neighbour search; its counts are in the catalogue
+    assert reference.mask is not None and reference.mask.shape == reference.images.shape
+    assert "prep_n_neighbour_pixels" in cat
+    assert reference.provenance["config"]["neighbours"]["own_radius"] == 1.5
+
+
 def test_bad_options_raise(workspace):
     from simcompare.errors import ConfigError
 

@@ -47,6 +47,7 @@ from .observe import Camera, NoiseModel, choose_redshift, convolve
 from .project import PROJECTIONS, deposit, projection_matrix, smoothing_sigma_kpc
 
 __all__ = [
+    "CENTRING_STREAM",
     "EXCLUSION_REASONS",
     "GalaxyExcluded",
     "RenderSpec",
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Stream id of a galaxy's sub-pixel centring offset (see ``RenderSpec.subpixel_offset``).
+CENTRING_STREAM = 0xCE27
 
 #: Reasons a galaxy can be left out of a mock ImageSet (counted in provenance).
 EXCLUSION_REASONS = (
@@ -108,6 +112,11 @@ class RenderSpec:
         bands) falls outside the stamp.
     preprocess : bool
         Apply :func:`simcompare.stamps.preprocess_stamp` (when available).
+    subpixel_offset : bool
+        Place each galaxy's centre at a random offset, uniform in [-0.5, 0.5) pixels in x
+        and y, from the stamp centre (its own stream, ``default_rng([seed, object_id,
+        CENTRING_STREAM])``), as the whole-pixel recentring of observed cutouts leaves
+        them; False (the default here) centres it exactly. :func:`render` sets it.
     neighbours : NeighbourConfig, optional
         Find other sources and deblended pieces on the noisy stamp and replace them by
         noise exactly as ``ingest`` does for observed cutouts (same rule, same
@@ -135,6 +144,7 @@ class RenderSpec:
     preprocess: bool = True
     blank_sky: BlankSky | None = None
     neighbours: NeighbourConfig | None = None
+    subpixel_offset: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,6 +212,12 @@ def render_galaxy(
         particles.positions_kpc, hsml_kpc=particles.hsml_kpc, softening_kpc=spec.softening_kpc,
         k=spec.knn_k, thin=1 if n <= spec.knn_exact_max else spec.knn_thin)
     px, py = cam.to_pixels(xyz[:, :2])
+    offset = (0.0, 0.0)
+    if spec.subpixel_offset:
+        orng = np.random.default_rng([int(spec.seed), int(object_id) & 0xFFFFFFFFFFFF,
+                                      CENTRING_STREAM])
+        offset = tuple(float(v) for v in orng.uniform(-0.5, 0.5, 2))
+        px, py = px + offset[0], py + offset[1]
     sigma_pix = sigma_kpc / cam.kpc_per_pixel
     deposited = deposit(px, py, flux, sigma_pix, p_size)
     total = flux.sum(axis=0)
@@ -257,6 +273,7 @@ def render_galaxy(
         "half_light_radius_projected_kpc": r_half_kpc,
         "half_light_radius_projected_arcsec": r_half_kpc / cam.kpc_per_arcsec,
         "observation_redshift": cam.redshift,
+        "centre_offset_x_pix": offset[0], "centre_offset_y_pix": offset[1],
         **sky_row,
     }
     for b, band in enumerate(spec.bands):
@@ -496,7 +513,8 @@ def render(
                       noise=noise_model,
                       projection=projection, softening_kpc=sim.softening_kpc, knn_k=knn_k,
                       seed=int(seed), max_flux_outside=max_flux_outside, blank_sky=blank_sky,
-                      neighbours=(neighbours or NeighbourConfig()) if mask_neighbours else None)
+                      neighbours=(neighbours or NeighbourConfig()) if mask_neighbours else None,
+                      subpixel_offset=True)
 
     selection = reader.select(n_galaxies=n_galaxies)
     ids = [int(i) for i in np.asarray(selection["object_id"])]
@@ -507,6 +525,7 @@ def render(
         "observation_redshift": z, "redshift_source": z_source, "seed": int(seed),
         "dust_av": dust_av, "knn_k": knn_k, "max_flux_outside": max_flux_outside,
         "neighbours": None if spec.neighbours is None else asdict(spec.neighbours),
+        "centring": "random sub-pixel offset, uniform in [-0.5, 0.5) px",
         "softening_kpc": sim.softening_kpc, "pixel_scale_arcsec": survey.pixel_scale_arcsec,
         "zero_point": survey.zero_point, "psf": psf.description,
         "sky_sigma": list(noise_model.sky_sigma), "gain": list(noise_model.gain),
