@@ -88,7 +88,7 @@ def _morphology_block(
     # their own after matching, but let it use e.g. the size-mass or S/N-mass relation)
     covariates = mcols if match is not None and match["sim_index"].size >= MIN_PER_BIN else []
 
-    def matrix(df, rows: np.ndarray | None) -> np.ndarray:
+    def matrix(df, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if rows is not None:
             df = df.iloc[rows]
         cols = []
@@ -100,19 +100,23 @@ def _morphology_block(
             cols.append(v)
         cols += [_transform(c, np.asarray(df[c], float)) for c in covariates]
         m = np.column_stack(cols) if cols else np.zeros((len(df), 0))
-        return m[np.all(np.isfinite(m), axis=1)]
+        finite = np.all(np.isfinite(m), axis=1)
+        return m[finite], finite
 
+    strata = None
     if covariates:
-        xs, xr = matrix(ms_good, match["sim_index"]), matrix(mr_good, match["ref_index"])
+        (xs, fs), (xr, fr) = matrix(ms_good, match["sim_index"]), matrix(mr_good, match["ref_index"])
+        # folds balanced per matching bin (see stats.classifier.stratified_folds)
+        strata = (match["sim_bin"][fs], match["ref_bin"][fr])
     else:
-        xs, xr = matrix(ms_good, None), matrix(mr_good, None)
+        (xs, _), (xr, _) = matrix(ms_good, None), matrix(mr_good, None)
     glob: dict[str, Any] = {"metric": "classifier_auroc", "parameters": feats,
                             "conditioned_on": list(covariates), "matched": bool(covariates),
                             "n": {"sim": len(xs), "reference": len(xr)}}
     if feats and len(xs) >= 2 and len(xr) >= 4:
         glob |= cross_validated_auroc(xs, xr, n_bootstrap=n_bootstrap,
                                       n_null=max(1, min(n_null, 10)), rng=rng_glob,
-                                      confidence=confidence)
+                                      confidence=confidence, strata=strata)
     else:
         glob |= {"value": None, "ci": None, "null": None,
                  "skipped": "too few galaxies with usable morphology"}
