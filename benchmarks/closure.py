@@ -1,38 +1,44 @@
 """Closure benchmark: one clumpy population on the observed and the mock path, scored (JSON).
 
 Usage: python benchmarks/closure.py [--work DIR] [--seeds 0,1,2] [--particles 4000,20000]
-       [--variants same,noclumps,larger,psfwide,noisy] [--n-train 500] [--n-sim 250]
-       [--epochs 6] [--morphology-max 120] [--stamp-size 48] [--quick] [--keep]
+       [--variants same,noclumps,larger,psfwide,noisy] [--n-train 1300] [--n-sim 300]
+       [--epochs 30] [--morphology-max 300] [--stamp-size 48] [--quick] [--keep]
 
 For every seed, :mod:`closure_population` writes the analytic population twice (galsim
 cutouts in the HSC layout; TNG-layout star particles of an independent draw), and
 ``simcompare.pipeline.score`` runs every stage on them (render, ingest, train the flow and
-its Sersic background on the observed images, evaluate, statmorph, compare), one call per
-variant x particle count, all of one seed in one workspace so that the ingest and the
-training are shared. Printed: ONE JSON object with, per variant, particle count and
-seed, the AUROC and CI of every axis
+its Sersic background on the observed images, evaluate, the appearance stage with the
+image classifier, morphology, the pipeline floor, compare), one call per variant x
+particle count, all of one seed in one workspace so that the ingest and the training are
+shared: "psfwide" and "noisy" render through a perturbed copy of the survey descriptor
+with ``--mock-survey``, so they reuse the seed's model too. Printed: ONE JSON object with,
+per variant, particle count and seed, the AUROC and CI of every axis
 
 ``fine_structure``         the flow's likelihood ratio against the Sersic background
                            (``summary.json`` axes.fine_structure);
 ``global_structure``       the cross-validated classifier on statmorph parameters, matched
                            on stellar mass (what ``score`` reports);
 ``global_unmatched``       the same classifier on all galaxies, no covariate;
+``any_difference``         the image classifier (classifier two-sample test);
 ``raw_log_prob``           the flow's raw log p (mixes fine and global structure);
 
 the pipeline floor per axis when ``summary.json`` has one (``pipeline_floor``), and
-diagnostics: the share of observed stamps with neighbour pixels replaced, and per-side
-medians / standard deviations of the statmorph parameters. ``aggregate`` gives, per
-variant and particle count, the mean and spread over seeds. Same population ("same")
+diagnostics: the share of observed and of mock stamps with neighbour pixels replaced, and
+per-side medians / standard deviations of the statmorph parameters. ``aggregate`` gives,
+per variant and particle count, the mean and spread over seeds. Same population ("same")
 should read 0.5 on every axis; "noclumps" (the particles lack the clumps, same total
 light) should be detected on the fine-structure axis; "larger" (1.5x discs) on the global
 axis; "psfwide" / "noisy" (the render's PSF FWHM / sky sigma 20% too large) on both.
 
-``--quick``: one seed, 4,000 particles, ``same`` and ``noclumps``, 200 observed and 120
-simulated galaxies, 3 epochs. The default run (3 seeds x 5 variants x 2 particle counts,
-500 observed and 250 simulated galaxies, 6 epochs) is 30 ``score`` runs; on a shared
-2-core machine one run of the quick size took 7-25 minutes, so the default takes many
-hours there (``wall_s`` reports it). ``--global-only`` (no flow; 4-7 minutes per
-configuration at 400 / 200 galaxies there) is the practical size for the global axis.
+The default model size: 1,300 observed galaxies (910 train the flows), 300 simulated,
+three flows (and their backgrounds) of 2 levels x 4 blocks x 32 channels, 30 epochs
+each, statmorph on up to 300 stamps per side. On a quiet 2-core machine one seed's
+training takes about 10 minutes and each further ``score`` call 5-10 (the classifier
+test and the floor dominate); the default run (3 seeds x 5 variants x 2 particle counts)
+is therefore several hours; ``--variants same,noclumps,larger --particles 20000`` is the
+practical size for the headline figures. ``--quick``: one seed, 4,000 particles, ``same``
+and ``noclumps``, 200 observed and 120 simulated galaxies, 3 epochs. ``--global-only``
+(no flow: render, ingest, statmorph, classifier) is the cheap check of the global axis.
 """
 
 from __future__ import annotations
