@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simcompare import imageset
-from simcompare.density import evaluate, train
+from simcompare.density import evaluate, percentile_of, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _density_fixtures import galaxy_imageset
@@ -59,9 +59,13 @@ def test_doubled_noise_or_other_psf_get_lower_llr(tmp_path) -> None:
 
     Criteria: every doubled-noise image scores below the lowest held-out image (7 of 7
     seeds and set-ups measured); each PSF set is lower by a one-sided Mann-Whitney test at
-    p < 1e-3 (measured median percentiles 9-31 for sigma 2.0 and 2-19 for sigma 0.6 over
-    three seeds, i.e. p <= 1e-5 for these sample sizes); fresh images from the observed
-    distribution are not (two-sided p > 0.01; median percentiles 35-56).
+    p < 1e-3 and its median percentile (of the whole-image ratio, the ``percentile``
+    column) is below 40 (measured over training seeds 0, 1, 2: 9, 30, 22 for sigma 2.0 and
+    3, 11, 4 for sigma 0.6); fresh images from the observed distribution are not (two-sided
+    p > 0.01; median percentiles 38-56). The peak ratio, the fine-structure axis, reads a
+    too-sharp PSF the other way (median percentiles 74-83: a sharper nucleus is a higher
+    peak), which a one-sided percentile would call typical; the report's AUROC is
+    two-sided and sees it.
     """
     from scipy.stats import mannwhitneyu
 
@@ -84,6 +88,9 @@ def test_doubled_noise_or_other_psf_get_lower_llr(tmp_path) -> None:
         p = mannwhitneyu(other["llr_nats"], ref["llr_nats"], alternative="less").pvalue
         assert p < 1e-3, (sigma, p, other["percentile"].median())
         assert other["percentile"].median() < 40
+    # the peak ratio sees the too-sharp PSF from above (measured 74-83)
+    peak_pct = percentile_of(other["llr_peak_nats"].to_numpy(), ref["llr_peak_nats"].to_numpy())
+    assert np.median(peak_pct) > 60
     same = scores("same")
     assert mannwhitneyu(same["llr_nats"], ref["llr_nats"]).pvalue > 0.01
     assert 25 < same["percentile"].median() < 75

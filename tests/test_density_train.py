@@ -177,11 +177,11 @@ def test_ensemble_members_mean_and_spread(tmp_path) -> None:
     # the reference percentiles use the ensemble-mean ratio of the test split
     ref = pd.read_parquet(out / "reference_scores.parquet")
     assert (ref["n_members"] == 3).all()
-    from simcompare.comparison import FINE_STRUCTURE_COLUMN
     from simcompare.density import percentile_of
+    from simcompare.density.evaluate import PERCENTILE_COLUMN
 
-    np.testing.assert_allclose(df["percentile"], percentile_of(df[FINE_STRUCTURE_COLUMN],
-                                                               ref[FINE_STRUCTURE_COLUMN]))
+    assert PERCENTILE_COLUMN == "llr_nats"
+    np.testing.assert_allclose(df["percentile"], percentile_of(df["llr_nats"], ref["llr_nats"]))
 
 
 def test_progress_bar_shows_bits_per_dim(tmp_path, capsys, monkeypatch) -> None:

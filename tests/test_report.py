@@ -499,7 +499,7 @@ def test_galleries_two_sided_when_every_sim_scores_high(tmp_path: Path):
     ids = sim["object_id"].tolist()
     assert _gallery_ids(page, "least-typical") == ids[::-1][:12]
     assert _gallery_ids(page, "most-typical") == ids[:12]
-    assert "(above), pct" in page.read_text(encoding="utf-8")
+    assert "(above), ratio pct" in page.read_text(encoding="utf-8")
 
 
 def test_lookalike_is_nearest_in_mass_and_size(run_dir: Path, tmp_path: Path):
