@@ -21,8 +21,10 @@ the loaded model: ``first_call_s``); the rates and efficiencies are of the secon
 
 Per stage and way the JSON also has the CPU seconds of this process (the client: it
 collects and writes the results, and runs the local scheduler) and of the workers, and
-``other_cores``: the CPU that other processes of the machine used meanwhile, in cores
-(from /proc/stat); figures measured while that is not ~0 are not scaling figures.
+``waited_for_a_core_s``: how long their threads were ready to run but had no core (Linux
+schedstat), and ``other_cores``: the CPU that other processes of the machine used
+meanwhile, in cores (from /proc/stat). Figures measured while other processes use the
+cores are not scaling figures: two workers then share the cores with them.
 ``identical`` says whether the outputs of the three ways are the same.
 
 The projection (``projection``) scales the measured per-core rate of one worker process
@@ -105,15 +107,36 @@ def _workers_cpu(cluster) -> float:
     return float(sum(cluster.client.run(time.process_time).values()))
 
 
+def _waited(pids: list[int]) -> float:
+    """Seconds the threads of ``pids`` have spent runnable but waiting for a core.
+
+    Linux's /proc/<pid>/task/<tid>/schedstat (0 elsewhere): time on the run queue, which
+    is what a process loses to the others that share its cores.
+    """
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
 def _timed(cluster, fn) -> dict:
-    """Run ``fn()``; wall time, CPU of this process and of the workers, others' cores."""
+    """Run ``fn()``: wall time; CPU and run-queue waits of this process and of the workers;
+    the cores that other processes used meanwhile."""
+    pids = cluster.worker_pids()
     b0, c0, w0 = _cpu_busy(), time.process_time(), _workers_cpu(cluster)
+    q0, qw0 = _waited([os.getpid()]), _waited(pids)
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
+    q1, qw1 = _waited([os.getpid()]), _waited(pids)
     client, workers = time.process_time() - c0, _workers_cpu(cluster) - w0
     other = max(0.0, _cpu_busy() - b0 - client - workers)
     return {"wall": wall, "client_cpu": client, "workers_cpu": workers,
+            "client_waited": q1 - q0, "workers_waited": qw1 - qw0,
             "other_cores": other / wall, "load_1min": os.getloadavg()[0]}
 
 
@@ -256,6 +279,9 @@ def main() -> None:
                 ways["1"]["first"]["wall"] / (2 * ways["2"]["first"]["wall"]), 3),
             "cpu_s": {w: {"client": round(ways[w]["again"]["client_cpu"], 2),
                           "workers": round(ways[w]["again"]["workers_cpu"], 2)} for w in WAYS},
+            "waited_for_a_core_s": {w: {"client": round(ways[w]["again"]["client_waited"], 2),
+                                        "workers": round(ways[w]["again"]["workers_waited"], 2)}
+                                    for w in WAYS},
             "client_cpu_ms_per_item": round(1e3 * ways["2"]["again"]["client_cpu"] / items, 2),
             "other_cores": {w: round(ways[w]["again"]["other_cores"], 2) for w in WAYS},
             "identical": all(_same(ref, outputs[w][files[name]]) for w in WAYS[1:]),
