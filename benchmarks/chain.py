@@ -25,6 +25,8 @@ collects and writes the results, and runs the local scheduler) and of the worker
 schedstat), and ``other_cores``: the CPU that other processes of the machine used
 meanwhile, in cores (from /proc/stat). Figures measured while other processes use the
 cores are not scaling figures: two workers then share the cores with them.
+``workers_idle_s`` is the workers' wall time (workers x seconds) neither on a core nor
+waiting for one: waiting for a task (the client, the last tasks) or for the disk.
 ``identical`` says whether the outputs of the three ways are the same.
 
 The projection (``projection``) scales the measured per-core rate of one worker process
@@ -137,6 +139,7 @@ def _timed(cluster, fn) -> dict:
     other = max(0.0, _cpu_busy() - b0 - client - workers)
     return {"wall": wall, "client_cpu": client, "workers_cpu": workers,
             "client_waited": q1 - q0, "workers_waited": qw1 - qw0,
+            "workers_idle": max(0.0, len(pids) * wall - workers - (qw1 - qw0)),
             "other_cores": other / wall, "load_1min": os.getloadavg()[0]}
 
 
@@ -282,6 +285,7 @@ def main() -> None:
             "waited_for_a_core_s": {w: {"client": round(ways[w]["again"]["client_waited"], 2),
                                         "workers": round(ways[w]["again"]["workers_waited"], 2)}
                                     for w in WAYS},
+            "workers_idle_s": {w: round(ways[w]["again"]["workers_idle"], 2) for w in WAYS[1:]},
             "client_cpu_ms_per_item": round(1e3 * ways["2"]["again"]["client_cpu"] / items, 2),
             "other_cores": {w: round(ways[w]["again"]["other_cores"], 2) for w in WAYS},
             "identical": all(_same(ref, outputs[w][files[name]]) for w in WAYS[1:]),
