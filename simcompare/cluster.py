@@ -7,10 +7,19 @@ whole chain, so all stages share its workers:
 
 * ``Cluster()`` (the default, ``workers=1``): each batch runs in this process;
 * ``Cluster(workers=N)``: a ``distributed.LocalCluster`` of N single-threaded worker
-  processes, started on the first batch and closed with the cluster;
+  processes, started on the first batch and closed with the cluster
+  (``Cluster(workers=1, in_process=False)`` starts one such worker: the same machinery
+  as N, which is what a strong-scaling measurement compares);
 * ``Cluster(scheduler="tcp://host:8786")``: an existing scheduler (for example one
   started by dask-jobqueue on a SLURM allocation, see the README); ``workers`` is then
   ignored and the scheduler's workers are used.
+
+The local workers run one thread each and allocate memory as this process does: dask's
+default ``MALLOC_TRIM_THRESHOLD_=65536`` for the worker processes is not applied, because
+it fixes glibc's mmap threshold at 128 KiB, so that every stamp-sized array is mapped and
+unmapped afresh (page faults); the stages ran up to 3x slower in a worker than in this
+process with it. Workers of a running scheduler keep whatever environment they were
+started with (see the README).
 
 Results are collected by this process and written by the stage itself, so the stage's
 own resumable output (``<out>.part`` files) decides what is left to do after a killed
@@ -58,14 +67,23 @@ class Cluster:
         ``workers``.
     connect_timeout : str
         How long to keep trying to reach ``scheduler`` (a dask time string).
+    in_process : bool, optional
+        Whether the batches run in this process. Default: when ``workers`` is 1 and no
+        ``scheduler`` is given. ``False`` with one worker starts a local dask cluster of
+        one worker process (the same machinery as several workers); ``True`` needs
+        ``workers=1`` and no scheduler.
     """
 
     def __init__(self, workers: int = 1, scheduler: Any = None, *,
-                 connect_timeout: str = "30s") -> None:
+                 connect_timeout: str = "30s", in_process: bool | None = None) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             msg = f"workers must be a whole number of at least 1, got {workers!r}"
             raise ConfigError(msg)
+        if in_process and (workers > 1 or scheduler is not None):
+            msg = "in_process=True runs one worker in this process: use workers=1 and no scheduler"
+            raise ConfigError(msg)
         self.workers = workers
+        self.in_process = in_process
         self.scheduler = scheduler
         self.connect_timeout = connect_timeout
         self._client: Any = None
@@ -76,6 +94,8 @@ class Cluster:
     @property
     def distributed(self) -> bool:
         """True when batches run on dask workers rather than in this process."""
+        if self.in_process is not None:
+            return not self.in_process
         return self.scheduler is not None or self.workers > 1
 
     @property
@@ -104,8 +124,15 @@ class Cluster:
                 raise ConfigError(msg) from exc
             self._own_client = True
             return client
-        self._local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
+        import dask
+
+        # dask's pre-spawn environment pins every BLAS/OpenMP pool to one thread (kept: one
+        # core per worker) and sets MALLOC_TRIM_THRESHOLD_ (dropped: see the module notes);
+        # each nanny reads it once, here (a worker it restarts gets the same environment)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            self._local = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                       processes=True, dashboard_address=":0",
+                                       silence_logs=logging.ERROR)
         self._own_client = True
         log.info("started a local dask cluster of %d workers", self.workers)
         return Client(self._local)
@@ -149,6 +176,8 @@ class Cluster:
     def __repr__(self) -> str:
         where = (f"scheduler={self.scheduler!r}" if self.scheduler is not None
                  else f"workers={self.workers}")
+        if self.in_process is not None:
+            where += f", in_process={self.in_process}"
         return f"Cluster({where})"
 
     # ------------------------------------------------------------------ work

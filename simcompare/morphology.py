@@ -390,6 +390,18 @@ def _measure_chunk(args: tuple) -> list[dict[str, Any]]:
     return out
 
 
+#: Stamps per task: (fewest on several workers, most), by method (see measure_imageset).
+_CHUNK = {"fast": (16, 64), "statmorph": (1, 8)}
+
+
+def _chunk_size(n: int, method: str, cluster: Any) -> int:
+    """Stamps per task: the most in this process, about four tasks per worker on several."""
+    lo, hi = _CHUNK[method]
+    if n <= lo or not cluster.distributed:  # one task, or no workers to share it with
+        return hi
+    return int(min(hi, max(lo, -(-n // (4 * cluster.n_workers)))))
+
+
 def _default_band(bands: Sequence[str]) -> str:
     for b in ("i", "r", "HSC-I", "HSC-R"):
         if b in bands:
@@ -413,8 +425,10 @@ def measure_imageset(
     progress : bool
         Show a progress bar.
     chunk_size : int, optional
-        Stamps per task sent to a worker (and per batched Sersic fit); default 64 for
-        ``method="fast"``, 8 for ``"statmorph"``.
+        Stamps per task sent to a worker (and per batched Sersic fit). Default: 64 for
+        ``method="fast"``, 8 for ``"statmorph"``; on several workers, about four tasks
+        per worker (``ceil(n / (4 x workers))``), at least 16 (``"fast"``) or 1 and at most
+        those defaults. The results do not depend on it.
     method : {"fast", "statmorph"}
         See :func:`measure_stamp`.
     cluster : Cluster, optional
@@ -439,24 +453,24 @@ def measure_imageset(
         msg = f"workers={workers}: use 1 or more processes"
         raise ConfigError(msg)
     _check_method(method)
-    if chunk_size is None:
-        chunk_size = 64 if method == "fast" else 8
-    kw = {"bands": bands, "band": band, "pixel_scale_arcsec": float(imageset.pixel_scale_arcsec),
-          "method": method, **options}
-    n = len(imageset)
-    psf = imageset.psf
-    tasks = []
-    for s in range(0, n, chunk_size):
-        sl = slice(s, min(n, s + chunk_size))
-        tasks.append((
-            imageset.images[sl], None if imageset.variance is None else imageset.variance[sl],
-            None if imageset.mask is None else imageset.mask[sl],
-            None if psf is None else (psf if psf.ndim == 3 else psf[sl]), kw))
-    rows: list[dict[str, Any]] = []
     from .cluster import as_cluster
 
+    n = len(imageset)
+    kw = {"bands": bands, "band": band, "pixel_scale_arcsec": float(imageset.pixel_scale_arcsec),
+          "method": method, **options}
+    psf = imageset.psf
+    rows: list[dict[str, Any]] = []
     cluster, own_cluster = as_cluster(cluster, workers=workers)
     try:
+        if chunk_size is None:
+            chunk_size = _chunk_size(n, method, cluster)
+        tasks = []
+        for s in range(0, n, chunk_size):
+            sl = slice(s, min(n, s + chunk_size))
+            tasks.append((
+                imageset.images[sl], None if imageset.variance is None else imageset.variance[sl],
+                None if imageset.mask is None else imageset.mask[sl],
+                None if psf is None else (psf if psf.ndim == 3 else psf[sl]), kw))
         results = (map(_measure_chunk, tasks) if len(tasks) <= 1
                    else cluster.map(_measure_chunk, tasks, name="morphology"))
         for res in _progress(results, desc="morphology", total=len(tasks), enable=progress,

@@ -53,3 +53,29 @@ def test_local_cluster_survives_a_killed_worker():
         while time.time() < deadline and cluster.n_workers < 2:
             time.sleep(0.2)
         assert cluster.n_workers == 2 and first[0] not in cluster.worker_pids()
+
+
+def _worker_env():
+    import torch
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), torch.get_num_threads()
+
+
+def test_one_worker_process_on_request_single_threaded_without_malloc_trim(monkeypatch):
+    # the parent's own setting would be inherited (dask's precedence); test without it
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with Cluster(workers=1, in_process=False) as cluster:
+        assert cluster.distributed and cluster.n_workers == 1
+        assert cluster.worker_pids() != [os.getpid()]
+        assert list(cluster.map(_slow_square, batched(range(5), 2), 0.0, name="one")) == [
+            [0, 1], [4, 9], [16]]
+        # one thread per worker (one core each); glibc's own mmap threshold, as here
+        assert list(cluster.client.run(_worker_env).values()) == [(None, 1)]
+
+
+def test_in_process_needs_one_worker_and_no_scheduler():
+    assert not Cluster(in_process=True).distributed
+    with pytest.raises(ConfigError, match="in_process"):
+        Cluster(workers=2, in_process=True)
+    with pytest.raises(ConfigError, match="in_process"):
+        Cluster(scheduler="tcp://127.0.0.1:9", in_process=True)

@@ -261,3 +261,11 @@ def test_local_scores_halve_the_batch_on_out_of_memory(tmp_path, caplog) -> None
     assert np.abs(want["llr"]).min() > 0  # two different models
     for key, val in want.items():
         np.testing.assert_allclose(got[key], val, rtol=1e-5, atol=1e-3, err_msg=key)
+
+
+def test_evaluate_chunks_give_each_worker_several_tasks() -> None:
+    size = evaluate_module._chunk_size
+    assert size(384, 2) == 48 and -(-384 // size(384, 2)) == 8  # four per worker
+    assert size(384, 1) == 96
+    assert size(10, 2) == evaluate_module._CHUNK_MIN  # at least one CPU batch
+    assert size(10**6, 1) == evaluate_module._CHUNK_MAX  # bounded memory per task

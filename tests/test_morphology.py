@@ -155,3 +155,21 @@ def test_process_pool_gives_the_same_table() -> None:
     one = measure(iset, out=None, workers=1)
     two = measure(iset, out=None, workers=2, chunk_size=2)
     pd.testing.assert_frame_equal(one, two)
+
+
+class _Workers:
+    """A stand-in cluster: only what the task sizing reads."""
+
+    def __init__(self, n: int | None) -> None:
+        self.distributed, self.n_workers = n is not None, n or 1
+
+
+def test_tasks_are_sized_to_the_workers() -> None:
+    from simcompare.morphology import _chunk_size
+
+    assert _chunk_size(384, "fast", _Workers(2)) == 48  # four tasks per worker
+    assert _chunk_size(384, "fast", _Workers(1)) == 64  # at most 64 (one Sersic batch)
+    assert _chunk_size(40, "fast", _Workers(4)) == 16  # at least 16 stamps a task
+    assert _chunk_size(384, "fast", _Workers(None)) == 64  # in this process
+    assert _chunk_size(20, "statmorph", _Workers(2)) == 3
+    assert _chunk_size(10**5, "statmorph", _Workers(16)) == 8

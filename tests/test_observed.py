@@ -630,3 +630,18 @@ def test_ingest_verb_on_two_workers_writes_the_same_set(demo, demo_set, tmp_path
                  "--workers", "2"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     _same_sets(imageset.read(out), demo_set)
+
+
+def test_ingest_tasks_are_sized_to_the_workers(monkeypatch):
+    import simcompare.observed.ingestion as cut
+
+    class Workers:
+        def __init__(self, n):
+            self.distributed, self.n_workers = n is not None, n or 1
+
+    assert cut._batch_size(384, Workers(2)) == 48  # four tasks per worker
+    assert cut._batch_size(10**5, Workers(16)) == 64  # bounded: flat memory per task
+    assert cut._batch_size(40, Workers(4)) == 16
+    assert cut._batch_size(384, Workers(None)) == 64  # in this process: fewest writes
+    monkeypatch.setattr(cut, "_INGEST_BATCH", 4)
+    assert cut._batch_size(384, Workers(2)) == 4

@@ -86,8 +86,11 @@ def _load_training(model: Path) -> dict[str, Any]:
         raise DataFormatError(msg) from None
 
 
-#: Smallest chunk of images one cluster task scores (see :func:`evaluate`).
-_CHUNK_MIN = 256
+#: Smallest and largest chunk of images one cluster task scores (see :func:`_score`):
+#: one CPU batch (:data:`simcompare.inference.CPU_BATCH_LIMIT`) at least, so a task is
+#: tens of milliseconds of scoring or more, and at most 1024 images (80 MB at 5 x 64 x 64).
+_CHUNK_MIN = 32
+_CHUNK_MAX = 1024
 
 #: Scorers loaded by cluster tasks, kept per worker process: key -> members.
 _SCORER_CACHE: dict[tuple, list[tuple[str, Any, Any]]] = {}
@@ -152,11 +155,15 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
 
 def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp: int,
                  device: str, batch_size: int | str, precision: str, calib: np.ndarray,
-                 use_torch_compile: bool = False) -> dict[str, np.ndarray]:
+                 use_torch_compile: bool = False,
+                 footprint_sigma: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Cluster task: score one chunk of prepared images with the model folder ``model``.
 
     The members are loaded once per worker process (cached by folder, training.json
-    modification time, device and precision) on CUDA when this worker has it.
+    modification time, device and precision) on CUDA when this worker has it. With
+    ``footprint_sigma`` (and no footprints in ``chunk``) the chunk's footprints are found
+    here (:func:`~simcompare.density.scores.footprint_mask`, image by image, so the same
+    as for the whole set at once).
     """
     import hashlib
 
@@ -177,6 +184,10 @@ def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp:
             _SCORER_CACHE.pop(next(iter(_SCORER_CACHE)))
         _SCORER_CACHE[key] = scorers
     x, footprint = chunk
+    if footprint is None and footprint_sigma is not None:
+        from .scores import footprint_mask
+
+        footprint = footprint_mask(x, sigma=footprint_sigma)
     return _score_members(scorers, x, footprint, batch_size)
 
 
@@ -266,8 +277,8 @@ def _evaluate(
         check_output_file(out)
     info = _load_training(model)
     s = _select_images(model, images, info, split)
-    x, footprint = _prepare(s, info)
-    scores = _score(model, info, x, footprint, device=device, batch_size=batch_size,
+    x = _prepare(s, info)
+    scores = _score(model, info, x, device=device, batch_size=batch_size,
                     progress=progress, precision=precision,
                     use_torch_compile=use_torch_compile, cluster=cluster)
     means, spreads, column = _ensemble_columns(scores, n_dim=x.shape[1] * x.shape[2] * x.shape[3])
@@ -301,41 +312,49 @@ def _select_images(model: Path, images: str | os.PathLike, info: dict[str, Any],
     return s
 
 
-def _prepare(s: Any, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The model's view of the images (masked pixels filled) and, with a background, footprints."""
+def _prepare(s: Any, info: dict[str, Any]) -> np.ndarray:
+    """The model's view of the images (masked pixels filled)."""
     from .data import prepared_images
+
+    return prepared_images(s, sigma=np.asarray(info["noise_sigma"]), seed=int(info["seed"]))
+
+
+def _chunk_size(n: int, workers: int) -> int:
+    """Images per cluster task: four tasks per worker, within the chunk limits."""
+    return int(min(_CHUNK_MAX, max(_CHUNK_MIN, -(-n // (4 * max(1, workers))))))
+
+
+def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
+           device: str, batch_size: int | str, progress: bool, precision: str,
+           use_torch_compile: bool, cluster: Any) -> dict[str, np.ndarray]:
+    """Per-member scores of ``x``, on the cluster's workers when it is distributed.
+
+    A model with a background also needs each image's footprint
+    (:func:`~simcompare.density.scores.footprint_mask`): found here for the whole set,
+    or by each cluster task for its own chunk (it is image by image).
+    """
+    from ..inference import CALIBRATION_IMAGES, resolve_device
     from .scores import footprint_mask
 
     sigma = np.asarray(info["noise_sigma"])
-    x = prepared_images(s, sigma=sigma, seed=int(info["seed"]))
-    footprint = footprint_mask(x, sigma=sigma) if any(
-        "background" in m for m in info["members"]) else None
-    return x, footprint
-
-
-def _score(model: Path, info: dict[str, Any], x: np.ndarray, footprint: np.ndarray | None, *,
-           device: str, batch_size: int | str, progress: bool, precision: str,
-           use_torch_compile: bool, cluster: Any) -> dict[str, np.ndarray]:
-    """Per-member scores of ``x``, on the cluster's workers when it is distributed."""
-    from ..inference import CALIBRATION_IMAGES, resolve_device
-
+    with_footprint = any("background" in m for m in info["members"])
     calib = np.ascontiguousarray(x[:CALIBRATION_IMAGES])
     if not (cluster is not None and cluster.distributed and len(x)):
+        footprint = footprint_mask(x, sigma=sigma) if with_footprint else None
         dev = resolve_device(device)
         scorers = _load_scorers(model, info, dev, precision, calib, use_torch_compile)
         return _score_members(scorers, x, footprint, batch_size, progress)
     from ..cluster import batched
 
     _check_device_name(device)
-    size = max(_CHUNK_MIN, -(-len(x) // (4 * cluster.n_workers)))
-    chunks = [(x[c[0]:c[-1] + 1], None if footprint is None else footprint[c[0]:c[-1] + 1])
-              for c in batched(range(len(x)), size)]
+    size = _chunk_size(len(x), cluster.n_workers)
+    chunks = [(x[c[0]:c[-1] + 1], None) for c in batched(range(len(x)), size)]
     stamp = (model / "training.json").stat().st_mtime_ns
     log.info("scoring %d images in %d chunks on %d workers (%d with a GPU)", len(x),
              len(chunks), cluster.n_workers, cluster.gpu_workers())
     parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
                              batch_size, precision, calib, use_torch_compile,
-                             name="evaluate"))
+                             sigma if with_footprint else None, name="evaluate"))
     return {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
 
 

@@ -329,8 +329,23 @@ def _prepare_cutout(c: Cutout, spec: _IngestSpec) -> _Prepared:
 
 _EXTRA_COLUMNS = ("n_neighbour_pixels", "masked_fraction", "center_x_pix", "center_y_pix")
 
-#: Objects per task: a few tenths of a second of reading and preprocessing.
-_INGEST_BATCH = 16
+#: Objects per task (None: sized by :func:`_batch_size`).
+_INGEST_BATCH: int | None = None
+
+#: Objects per task on several workers, fewest and most: 16 objects are a few tenths of a
+#: second of reading and preprocessing; 64 at most, in this process too (each batch is one
+#: write of the output, whose cost per write does not grow with the objects in it).
+_BATCH_RANGE = (16, 64)
+
+
+def _batch_size(n: int, cluster: Cluster) -> int:
+    """Objects per task: about four tasks per worker on several, the most in this process."""
+    if _INGEST_BATCH is not None:
+        return int(_INGEST_BATCH)
+    lo, hi = _BATCH_RANGE
+    if n <= lo or not cluster.distributed:
+        return hi
+    return int(min(hi, max(lo, -(-n // (4 * cluster.n_workers)))))
 
 
 class _Batches(Sequence):
@@ -398,7 +413,7 @@ def _ingest_stream(
             log.info("resuming %s: %d objects already done", part, len(done))
         if done:
             cat = cat[~cat["object_id"].astype(np.int64).isin(done)]
-        tasks = _Batches(cat, rows, _INGEST_BATCH)
+        tasks = _Batches(cat, rows, _batch_size(len(cat), cluster))
         for batch in _progress(cluster.map(_ingest_batch, tasks, spec, name="ingest"),
                                desc="ingest", total=len(tasks), enable=progress, unit="batch"):
             keep = []
