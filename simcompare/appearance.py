@@ -93,7 +93,7 @@ def _table_with(df: Any, ids: np.ndarray, columns: dict[str, np.ndarray]) -> Any
 def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | os.PathLike,
         sim_scores: str | os.PathLike, reference_scores: str | os.PathLike,
         out: str | os.PathLike, seed: int = 0, n_bootstrap: int = 500, device: str = "cpu",
-        mass_window_dex: float | None = None) -> Path:
+        mass_window_dex: float | None = None, classifier_epochs: int = 25) -> Path:
     """Run the stage (see the module notes) and write its files into ``out``.
 
     Parameters
@@ -114,6 +114,9 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
     mass_window_dex : float, optional
         Look-alikes only within this many dex of stellar mass (when both catalogues have
         ``stellar_mass_msun``); default None: by appearance alone.
+    classifier_epochs : int
+        Training epochs per fold of the image classifier (default 25, as
+        :class:`simcompare.c2st.C2STOptions`).
     """
     import pandas as pd
 
@@ -150,7 +153,8 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
 
     # 1. classifier two-sample test
     c2 = classifier_two_sample_test(x_sim, x_obs, sim_ids=sim_ids, obs_ids=obs_ids,
-                                    opts=C2STOptions(), n_bootstrap=n_bootstrap, seed=seed)
+                                    opts=C2STOptions(epochs=classifier_epochs),
+                                    n_bootstrap=n_bootstrap, seed=seed)
     timings["classifier"] = c2["seconds"]
     per = c2.pop("per_galaxy")
 

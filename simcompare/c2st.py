@@ -275,6 +275,7 @@ def classifier_two_sample_test(
             "p_simulated": p, "fold": fold},
         "seconds": round(time.perf_counter() - t0, 3), "options": opts.describe(),
         "method": ("out-of-fold AUROC (mean over folds) of a CNN trained to tell simulated "
-                   f"from observed stamps ({opts.n_folds}-fold cross-fitting; Lopez-Paz & "
+                   f"from observed stamps ({opts.n_folds}-fold cross-fitting, "
+                   f"{opts.epochs} epochs per fold, {opts.width} channels; Lopez-Paz & "
                    "Oquab 2017)"),
     }

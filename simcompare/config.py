@@ -322,6 +322,7 @@ class ScoreConfig:
     floor_particles: int | None = None
     floor_curve: tuple[int, ...] = ()
     lookalike_mass_window: float | None = None
+    classifier_epochs: int = 25
     mock_survey: str | None = None
     precision: str = "auto"
     compile: bool = False

@@ -344,6 +344,8 @@ def _appearance_stage(r: _Run) -> Stage:
               "observed": r.key("observed"), "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap}
     if cfg.lookalike_mass_window is not None:  # in the key only when set (older keys stay valid)
         config["lookalike_mass_window"] = cfg.lookalike_mass_window
+    if cfg.classifier_epochs != 25:  # likewise, away from the default
+        config["classifier_epochs"] = cfg.classifier_epochs
 
     def run(work: Path, resume: bool) -> None:
         from .appearance import run as run_appearance
@@ -352,7 +354,8 @@ def _appearance_stage(r: _Run) -> Stage:
                        model=r.out("train"), sim_scores=r.out("evaluate", "sim_scores.parquet"),
                        reference_scores=r.out("train", "reference_scores.parquet"), out=work,
                        seed=cfg.seed, n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device,
-                       mass_window_dex=cfg.lookalike_mass_window)
+                       mass_window_dex=cfg.lookalike_mass_window,
+                       classifier_epochs=cfg.classifier_epochs)
 
     return Stage("appearance", config, run, upstream=("evaluate", "observed"))
 

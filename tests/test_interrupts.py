@@ -31,7 +31,8 @@ from simcompare._lock import lock_path
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--n-galaxies", "16", "--stamp-size", "32", "--levels", "2", "--blocks", "1",
         "--hidden", "8", "--epochs", "3", "--batch-size", "8", "--n-bootstrap", "20",
-        "--morphology-max", "6", "--seed", "3"]
+        "--morphology-max", "6", "--seed", "3",
+        "--classifier-epochs", "5"]
 CACHED = ("render", "observed", "train", "evaluate", "morphology", "floor", "compare")
 STAGES = (*CACHED, "report")
 

@@ -23,7 +23,8 @@ from simcompare.observed.demo import demo_sample_root, make_demo_sample
 
 TINY = ["--n-galaxies", "40", "--stamp-size", "32", "--levels", "2", "--blocks", "2",
         "--hidden", "16", "--epochs", "2", "--batch-size", "32", "--n-bootstrap", "50",
-        "--morphology-max", "10", "--seed", "3"]
+        "--morphology-max", "10", "--seed", "3",
+        "--classifier-epochs", "5"]
 STAGES = ("render", "observed", "train", "evaluate", "morphology", "floor", "compare")
 
 

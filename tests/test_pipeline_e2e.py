@@ -16,7 +16,8 @@ from simcompare.pipeline import score
 
 TINY = ["--n-galaxies", "60", "--stamp-size", "32", "--levels", "2", "--blocks", "2",
         "--hidden", "16", "--epochs", "2", "--batch-size", "32", "--n-bootstrap", "100",
-        "--morphology-max", "25", "--seed", "3"]
+        "--morphology-max", "25", "--seed", "3",
+        "--classifier-epochs", "5"]
 
 
 def _workspace(root: Path) -> Path:
@@ -48,6 +49,9 @@ def test_demo_runs_every_stage(cli_run):
     for stage in ("render", "observed", "train", "evaluate", "appearance", "morphology", "floor",
                   "compare", "report"):
         assert stage in run["timings_s"], stage
+    # --classifier-epochs reached the classifier test and the report says which size ran
+    assert run["config"]["classifier_epochs"] == 5
+    assert "5 epochs per fold" in html
 
     # the demo simulation went through the TNG reader: TNG-layout files exist
     sim_roots = list((ws / ".simcompare" / "sims").glob("demo-*/output"))
@@ -111,7 +115,7 @@ def test_cli_and_api_give_identical_scores(cli_run, tmp_path):
     ws = _workspace(tmp_path / "ws_api")
     cfg = ScoreConfig(sim="demo", survey="hsc", workspace=str(ws), n_galaxies=60, stamp_size=32,
                       levels=2, blocks=2, hidden=16, epochs=2, batch_size=32, n_bootstrap=100,
-                      morphology_max=25, seed=3)
+                      morphology_max=25, seed=3, classifier_epochs=5)
     report = score(cfg)
     a = pd.read_parquet(ws_cli / "reports" / "demo_hsc" / "scores.parquet")
     b = pd.read_parquet(report / "scores.parquet")

@@ -12,7 +12,8 @@ from simcompare import registry
 from simcompare.cli import main
 
 TINY = ["--stamp-size", "32", "--levels", "2", "--blocks", "2", "--hidden", "16", "--epochs", "2",
-        "--batch-size", "32", "--n-bootstrap", "50", "--morphology-max", "20", "--seed", "3"]
+        "--batch-size", "32", "--n-bootstrap", "50", "--morphology-max", "20", "--seed", "3",
+        "--classifier-epochs", "5"]
 
 
 def test_realsim_hsc_files_score_with_both_axes_and_verbs(tmp_path):
