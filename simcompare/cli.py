@@ -200,10 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "pixels and bands; e.g. a copy with a 20%% wider PSF, to see how far a "
                         "wrong PSF or noise model moves each axis); the observed side and the "
                         "model stay those of --survey")
-    p.add_argument("--classifier-epochs", type=_positive_int, default=25, metavar="N",
+    p.add_argument("--classifier-epochs", type=_positive_int, default=None, metavar="N",
                    help="training epochs per fold of the any-difference image classifier "
-                        "(default 25; fewer is faster and weaker: 10 detected clump removal "
-                        "at 0.84 where 25 reached 0.93 on the closure benchmark)")
+                        "(default: the simulation's [score_defaults], else 25; fewer is faster "
+                        "and weaker: 10 detected clump removal at 0.84 where 25 reached 0.93 "
+                        "on the closure benchmark)")
     p.add_argument("--lookalike-mass-window", type=_positive_float, default=None, metavar="DEX",
                    help="choose each simulated galaxy's observed look-alikes by appearance among "
                         "observed galaxies within DEX of its stellar mass (default: any mass)")

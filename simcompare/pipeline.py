@@ -33,7 +33,7 @@ from ._lock import workspace_lock
 from ._stages import Stage, _stage, _Stages, stage_key
 from ._version import __version__
 from .cluster import Cluster
-from .config import ScoreConfig, SimDescriptor, SurveyDescriptor
+from .config import SCORE_DEFAULTS, ScoreConfig, SimDescriptor, SurveyDescriptor
 from .errors import ConfigError
 from .registry import find_sim, find_survey, list_sims, list_surveys
 
@@ -344,7 +344,7 @@ def _appearance_stage(r: _Run) -> Stage:
               "observed": r.key("observed"), "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap}
     if cfg.lookalike_mass_window is not None:  # in the key only when set (older keys stay valid)
         config["lookalike_mass_window"] = cfg.lookalike_mass_window
-    if cfg.classifier_epochs != 25:  # likewise, away from the default
+    if cfg.classifier_epochs != SCORE_DEFAULTS["classifier_epochs"]:  # likewise
         config["classifier_epochs"] = cfg.classifier_epochs
 
     def run(work: Path, resume: bool) -> None:
