@@ -73,6 +73,22 @@ def test_one_worker_process_on_request_single_threaded_without_malloc_trim(monke
         assert list(cluster.client.run(_worker_env).values()) == [(None, 1)]
 
 
+def test_a_local_cluster_leaves_the_calling_process_environment_alone(monkeypatch):
+    """The workers get one thread each; the calling process keeps its own thread settings.
+
+    dask's nannies wrote OMP_NUM_THREADS=1 (and the BLAS equivalents) into this process's
+    environment, so torch, imported after the cluster started, trained on one core.
+    """
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    with Cluster(workers=2) as cluster:
+        assert list(cluster.map(_slow_square, batched(range(3), 2), 0.0, name="env")) == [
+            [0, 1], [4]]
+        assert dict(os.environ) == before
+        assert {threads for _, threads in cluster.client.run(_worker_env).values()} == {1}
+
+
 def test_in_process_needs_one_worker_and_no_scheduler():
     assert not Cluster(in_process=True).distributed
     with pytest.raises(ConfigError, match="in_process"):
