@@ -211,16 +211,16 @@ def _neighbour_config(d: dict[str, Any] | None) -> Any:
 
 def _mask_like_ingest(s: imageset.ImageSet, neighbours: Any, *, seed: int) -> imageset.ImageSet:
     """``s`` with other sources and deblended pieces replaced as ``ingest`` replaces them."""
-    from .stamps import preprocess_stamp
+    from .stamps import preprocess_mock
 
     images, variances, masks = [], [], []
     for i, oid in enumerate(np.asarray(s.object_id)):
-        prep = preprocess_stamp(s.images[i], variance=s.variance[i], stamp_size=s.images.shape[-1],
-                                rng=np.random.default_rng([seed, int(oid) & 0xFFFFFFFFFFFF, 3]),
-                                neighbours=neighbours)
-        images.append(prep.image)
-        variances.append(prep.variance)
-        masks.append(prep.mask)
+        image, variance, _, mask = preprocess_mock(
+            s.images[i], s.variance[i], stamp_size=s.images.shape[-1],
+            rng=np.random.default_rng([seed, int(oid) & 0xFFFFFFFFFFFF, 3]), neighbours=neighbours)
+        images.append(image)
+        variances.append(variance)
+        masks.append(mask)
     return replace(s, images=np.stack(images), variance=np.stack(variances), mask=np.stack(masks))
 
 

@@ -551,9 +551,6 @@ def preprocess_stamp(
                          mask=out_mask, info=info)
 
 
-# ---------------------------------------------------------------------------
-# PSFs
-# ---------------------------------------------------------------------------
 def preprocess_mock(
     image: np.ndarray, variance: np.ndarray, *, stamp_size: int, rng: np.random.Generator,
     mask: np.ndarray | None = None, mask_planes: dict[str, int] | None = None,
@@ -596,7 +593,7 @@ def preprocess_mock(
                                 rng=rng, mask_neighbours=neighbours is not None, band_axis=0,
                                 mask_planes=mask_planes, neighbours=neighbours)
     return (np.asarray(prepared.image), np.asarray(prepared.variance),
-            dict(getattr(prepared, "info", {}) or {}), np.asarray(prepared.mask))
+            dict(prepared.info), np.asarray(prepared.mask))
 
 
 def _clean_prep_info() -> dict[str, Any]:
@@ -606,6 +603,9 @@ def _clean_prep_info() -> dict[str, Any]:
             "all_bad_bands": [], "shift_pix": (0, 0), "centre_offset_pix": (0.0, 0.0)}
 
 
+# ---------------------------------------------------------------------------
+# PSFs
+# ---------------------------------------------------------------------------
 def prepare_psf(
     psf: np.ndarray, *, size: int, psf_pixel_scale_arcsec: float | None = None,
     pixel_scale_arcsec: float | None = None,

@@ -209,6 +209,4 @@ def peak_ratio(diff_maps: list[np.ndarray], *, fraction: float = 0.125) -> np.nd
     for d in diff_maps:
         f = d.shape[-1] // side
         total += d.reshape(n, side, f, side, f).sum(axis=(2, 4))
-    k = max(1, round(fraction * side * side))
-    flat = np.sort(total.reshape(n, -1), axis=1)
-    return flat[:, -k:].sum(axis=1)
+    return peak_of_map(total, fraction=fraction)
