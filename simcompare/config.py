@@ -133,6 +133,7 @@ class ScoreDefaults:
     n_bootstrap: int | None = None
     ensemble: int | None = None
     classifier_epochs: int | None = None
+    orientations: int | None = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,7 @@ class ScoreConfig:
     floor_curve: tuple[int, ...] = ()
     lookalike_mass_window: float | None = None
     classifier_epochs: int | None = None
+    orientations: int | None = None
     mock_survey: str | None = None
     precision: str = "auto"
     compile: bool = False
@@ -337,7 +339,11 @@ class ScoreConfig:
             if getattr(self, key) is None:
                 value = getattr(defaults, key, None) if defaults is not None else None
                 updates[key] = fallback if value is None else value
-        return dataclasses.replace(self, **updates)
+        out = dataclasses.replace(self, **updates)
+        if out.orientations not in (1, 4, 8):
+            msg = f"orientations must be 1, 4 or 8, got {out.orientations!r}"
+            raise ConfigError(msg)
+        return out
 
 
 #: Real defaults of the tunable score options (descriptor [score_defaults] come first).
@@ -358,6 +364,9 @@ SCORE_DEFAULTS: dict[str, Any] = {
     # the image classifier's epochs per fold (10 left clump removal at 0.84 on the
     # closure benchmark, 25 reached 0.93)
     "classifier_epochs": 25,
+    # every image scored in its four quarter turns, the maps averaged: on the closure
+    # benchmark the fine-structure AUROC's spread over seeds went 0.034 -> 0.010
+    "orientations": 4,
 }
 
 

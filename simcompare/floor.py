@@ -361,7 +361,7 @@ def measure_floor(
     workspace: Path, column: str, n_particles: int | None = None,
     curve: tuple[int, ...] = (), max_galaxies: int | None = None, n_bootstrap: int = 1000,
     n_null: int = 10, seed: int = 0, device: str = "auto", workers: int = 1,
-    progress: bool = False, cluster: Any = None,
+    progress: bool = False, cluster: Any = None, orientations: int | None = None,
 ) -> dict[str, Any]:
     """Measure the pipeline floor; writes ``floor.json`` (and the floor's sets) into ``out``.
 
@@ -387,6 +387,9 @@ def measure_floor(
     cluster : Cluster, optional
         The run's workers (morphology of the floor's sets runs on them); default
         ``workers`` local processes.
+    orientations : {1, 4, 8}, optional
+        Orientations every image is scored in (as the run's own scores;
+        :func:`simcompare.density.evaluate`); default the model's.
 
     Returns
     -------
@@ -435,7 +438,7 @@ def measure_floor(
     sim_cat = {k: np.asarray(v)[half_sim] for k, v in test.catalog.items()}
     ref_path = imageset.write(out / "analytic.h5", analytic.subset(half_ref))
     ref_scores = evaluate(model, ref_path, out=out / "analytic_scores.parquet", device=device,
-                          progress=progress)
+                          progress=progress, orientations=orientations)
     ref_morph = measure(ref_path, out=out / "analytic_morphology.parquet",
                         **_pool(workers, cluster, half_ref.size), seed=seed, progress=progress)
 
@@ -451,7 +454,7 @@ def measure_floor(
         path = imageset.write(out / f"{name}.h5", sset)
         t1 = time.perf_counter()
         scores = evaluate(model, path, out=out / f"{name}_scores.parquet", device=device,
-                          progress=progress)
+                          progress=progress, orientations=orientations)
         morph = measure(path, out=out / f"{name}_morphology.parquet",
                         **_pool(workers, cluster, len(sset)), seed=seed, progress=progress)
         t2 = time.perf_counter()

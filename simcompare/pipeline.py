@@ -307,6 +307,7 @@ def _train_stage(r: _Run) -> Stage:
 
     def run(work: Path, resume: bool) -> None:
         from .density import train
+        from .density.train import TrainOptions
 
         train(
             r.out("observed", "observed.h5"), out=work, levels=cfg.levels, blocks=cfg.blocks,
@@ -314,24 +315,44 @@ def _train_stage(r: _Run) -> Stage:
             seed=cfg.seed, device=cfg.device, background=cfg.background,
             background_conditions=cfg.background_conditions, ensemble=cfg.ensemble,
             resume=resume, progress=cfg.progress,
+            # the reference scored as this run scores (a cached model scored otherwise is
+            # re-scored by the evaluate stage)
+            options=TrainOptions(score_orientations=cfg.orientations),
         )
 
     return Stage("train", config, run, upstream=("observed",), resumable=True)
 
 
 def _evaluate_stage(r: _Run) -> Stage:
-    """4. score the simulated images (train() already scored the held-out observed test split)."""
+    """4. score the simulated images, and the held-out observed test split the same way.
+
+    train() scored the test split in the model's own orientations
+    (reference_scores.parquet); with another ``orientations`` it is scored again here,
+    so that both sides of every comparison are scored alike.
+    """
     cfg = r.cfg
     config = {"stage": "evaluate", "train": r.key("train"), "render": r.key("render")}
     if cfg.precision != "auto":  # auto is float32 on CPU; a named precision may change scores
         config["precision"] = cfg.precision
+    if cfg.orientations != 1:  # in the key only when set (older keys scored one orientation)
+        config["orientations"] = cfg.orientations
 
     def run(work: Path, resume: bool) -> None:
         from .density import evaluate
+        from .density.evaluate import _reference_scores, model_orientations
 
-        evaluate(r.out("train"), r.out("render", "mocks.h5"), out=work / "sim_scores.parquet",
+        model = r.out("train")
+        evaluate(model, r.out("render", "mocks.h5"), out=work / "sim_scores.parquet",
                  device=cfg.device, progress=cfg.progress, cluster=r.cluster,
-                 precision=cfg.precision, use_torch_compile=cfg.compile)
+                 precision=cfg.precision, use_torch_compile=cfg.compile,
+                 orientations=cfg.orientations)
+        if model_orientations(model) == cfg.orientations:
+            shutil.copyfile(model / "reference_scores.parquet", work / "reference_scores.parquet")
+        else:
+            _reference_scores(model, r.out("observed", "observed.h5"),
+                              out=work / "reference_scores.parquet", device=cfg.device,
+                              orientations=cfg.orientations, cluster=r.cluster,
+                              progress=cfg.progress)
 
     return Stage("evaluate", config, run, upstream=("train", "render"),
                  done=lambda key: {"train": r.key("train"), "render": r.key("render")})
@@ -352,7 +373,7 @@ def _appearance_stage(r: _Run) -> Stage:
 
         run_appearance(mocks=r.out("render", "mocks.h5"), observed=r.out("observed", "observed.h5"),
                        model=r.out("train"), sim_scores=r.out("evaluate", "sim_scores.parquet"),
-                       reference_scores=r.out("train", "reference_scores.parquet"), out=work,
+                       reference_scores=r.out("evaluate", "reference_scores.parquet"), out=work,
                        seed=cfg.seed, n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device,
                        mass_window_dex=cfg.lookalike_mass_window,
                        classifier_epochs=cfg.classifier_epochs)
@@ -399,6 +420,8 @@ def _floor_stage(r: _Run) -> Stage | None:
         "morphology": r.key("morphology"), "column": r.column, "particles": cfg.floor_particles,
         "curve": list(cfg.floor_curve), "max": cfg.floor_max or 2 * cfg.morphology_max,
         "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed}
+    if cfg.orientations != 1:  # in the key only when set (older keys scored one orientation)
+        config["orientations"] = cfg.orientations
 
     def run(work: Path, resume: bool) -> None:
         from .floor import measure_floor
@@ -409,7 +432,8 @@ def _floor_stage(r: _Run) -> Stage | None:
             column=r.column, n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
             max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
             n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
-            device=cfg.device, workers=cfg.workers, progress=cfg.progress, cluster=r.cluster)
+            device=cfg.device, workers=cfg.workers, progress=cfg.progress, cluster=r.cluster,
+            orientations=cfg.orientations)
 
     return Stage("floor", config, run, upstream=("train", "render", "morphology"))
 
@@ -429,7 +453,7 @@ def _compare_stage(r: _Run) -> Stage:
         floor = (json.loads(r.out("floor", "floor.json").read_text()) if cfg.floor
                  else {"skipped": "switched off with --no-floor"})
         summary = compare_tables(
-            r.out("evaluate", "sim_scores.parquet"), r.out("train", "reference_scores.parquet"),
+            r.out("evaluate", "sim_scores.parquet"), r.out("evaluate", "reference_scores.parquet"),
             column=r.column, n_bootstrap=cfg.n_bootstrap, n_null=cfg.n_null, seed=cfg.seed,
             morphology=r.out("morphology", "morphology_sim.parquet"),
             morphology_reference=r.out("morphology", "morphology_reference.parquet"), floor=floor,

@@ -62,10 +62,14 @@ def test_doubled_noise_or_other_psf_get_lower_llr(tmp_path) -> None:
     p < 1e-3 and its median percentile (of the whole-image ratio, the ``percentile``
     column) is below 40 (measured over training seeds 0, 1, 2: 9, 30, 22 for sigma 2.0 and
     3, 11, 4 for sigma 0.6); fresh images from the observed distribution are not (two-sided
-    p > 0.01; median percentiles 38-56). The peak ratio, the fine-structure axis, reads a
-    too-sharp PSF the other way (median percentiles 74-83: a sharper nucleus is a higher
-    peak), which a one-sided percentile would call typical; the report's AUROC is
-    two-sided and sees it.
+    p > 0.01; median percentiles 38-56).
+
+    The peak ratio, the fine-structure axis, is scored (as by default) as the average of
+    the four quarter turns of every image. Median percentiles of the peak over training
+    seeds 0, 1, 2, four orientations (one orientation in brackets): doubled noise 0, 0, 0
+    (97, 99, 100: a single orientation's peak took noise for structure), PSF sigma 2.0 24,
+    58, 20 (40, 70, 28), sigma 0.6 47, 80, 68 (80, 89, 78), fresh images 50, 50, 56
+    (48, 63, 34). Criteria: doubled noise below 10, fresh images within 35-65.
     """
     from scipy.stats import mannwhitneyu
 
@@ -88,9 +92,13 @@ def test_doubled_noise_or_other_psf_get_lower_llr(tmp_path) -> None:
         p = mannwhitneyu(other["llr_nats"], ref["llr_nats"], alternative="less").pvalue
         assert p < 1e-3, (sigma, p, other["percentile"].median())
         assert other["percentile"].median() < 40
-    # the peak ratio sees the too-sharp PSF from above (measured 74-83)
-    peak_pct = percentile_of(other["llr_peak_nats"].to_numpy(), ref["llr_peak_nats"].to_numpy())
-    assert np.median(peak_pct) > 60
+    def peak_percentile(t) -> float:
+        return float(np.median(percentile_of(t["llr_peak_nats"].to_numpy(),
+                                             ref["llr_peak_nats"].to_numpy())))
+
+    # the orientation-averaged peak reads doubled noise as less structured than the sky
+    assert peak_percentile(noisy) < 10
     same = scores("same")
     assert mannwhitneyu(same["llr_nats"], ref["llr_nats"]).pvalue > 0.01
     assert 25 < same["percentile"].median() < 75
+    assert 35 < peak_percentile(same) < 65

@@ -10,9 +10,11 @@ from simcompare.density import DensityModel
 from simcompare.density.scores import (
     footprint_mask,
     local_scores,
+    orient,
     peak_of_map,
     pool_mask,
     ratio_map,
+    unorient,
 )
 from simcompare.errors import ConfigError
 
@@ -84,6 +86,50 @@ def test_local_scores_split_the_ratio() -> None:
     np.testing.assert_allclose(s["llr_map"].sum((1, 2)), s["llr_level0"] + s["llr_level1"], rtol=1e-9,
                                atol=1e-9)
     np.testing.assert_allclose(s["llr_peak"], peak_of_map(s["llr_map"]))
+
+
+def test_orient_and_unorient_are_the_eight_symmetries_of_the_square() -> None:
+    a = np.arange(2 * 3 * 4 * 4, dtype=float).reshape(2, 3, 4, 4)
+    seen = set()
+    for j in range(8):
+        b = orient(a, j)
+        np.testing.assert_array_equal(unorient(b, j), a)
+        seen.add(b.tobytes())
+    assert len(seen) == 8                      # all eight different
+    np.testing.assert_array_equal(orient(a, 0), a)
+    np.testing.assert_array_equal(orient(a, 1), np.rot90(a, 1, axes=(-2, -1)))
+    np.testing.assert_array_equal(orient(a, 4), a[..., ::-1])
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_scores_averaged_over_orientations_do_not_depend_on_how_the_image_lies(n: int) -> None:
+    """A flow is not exactly rotation invariant; the orientation average is, map and all."""
+    main, back = _model(seed=1).freeze(), _model(seed=2).freeze()
+    x = (torch.randn(5, 2, 16, 16) * 3).numpy()
+    turned = np.ascontiguousarray(np.rot90(x, 1, axes=(-2, -1)))
+    mirrored = np.ascontiguousarray(x[..., ::-1])
+    one = local_scores(main, back, x, footprint=None)
+    one_t = local_scores(main, back, turned, footprint=None)
+    # one orientation: the model's own error under a quarter turn is there to average out
+    assert np.abs(one["llr"] - one_t["llr"]).max() > 1e-2
+    s = local_scores(main, back, x, footprint=None, orientations=n)
+    s_t = local_scores(main, back, turned, footprint=None, orientations=n)
+    for key in ("log_p", "llr", "llr_level0", "llr_level1", "llr_peak"):
+        np.testing.assert_allclose(s_t[key], s[key], rtol=1e-5, atol=2e-3)
+    # the maps stay on the image's grid: the turned image's map is the turned map
+    np.testing.assert_allclose(s_t["llr_map"], np.rot90(s["llr_map"], 1, axes=(-2, -1)),
+                               rtol=1e-5, atol=2e-3)
+    s_m = local_scores(main, back, mirrored, footprint=None, orientations=n)
+    if n == 8:
+        np.testing.assert_allclose(s_m["llr"], s["llr"], rtol=1e-5, atol=2e-3)
+    else:  # quarter turns only: a mirror image is another set of four
+        assert np.abs(s_m["llr"] - s["llr"]).max() > 1e-3
+    # and the average is the mean of the orientations' own scores
+    each = [local_scores(main, back, np.ascontiguousarray(orient(x, j)), footprint=None)["llr"]
+            for j in range(n)]
+    np.testing.assert_allclose(s["llr"], np.mean(each, axis=0), rtol=1e-6, atol=1e-3)
+    with pytest.raises(ConfigError, match="orientations"):
+        local_scores(main, back, x, footprint=None, orientations=3)
 
 
 def test_peak_of_the_finest_grid_finds_a_small_excess() -> None:

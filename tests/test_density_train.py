@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import torch
 from simcompare import imageset
 from simcompare.density import DensityModel, evaluate, train
 from simcompare.density.data import fill_masked, make_split
+from simcompare.density.train import TrainOptions
 from simcompare.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -68,6 +70,41 @@ def test_outputs_split_and_scores(trained) -> None:
     # masked pixels are filled the same way whichever subset an image is in
     test_only = evaluate(out, obs, out=None, split="test", device="cpu")
     np.testing.assert_allclose(np.sort(test_only["log_prob_nats"]), np.sort(ref["log_prob_nats"]))
+
+
+def test_orientations_are_the_models_and_another_count_rescores_the_reference(trained) -> None:
+    obs, out = trained
+    info = json.loads((out / "training.json").read_text())
+    assert info["score_orientations"] == 4           # the default, recorded
+    ref = pd.read_parquet(out / "reference_scores.parquet").set_index("object_id").sort_index()
+    test4 = evaluate(out, obs, out=None, split="test", device="cpu").set_index("object_id")
+    np.testing.assert_allclose(test4.sort_index()["log_prob_nats"], ref["log_prob_nats"],
+                               rtol=1e-6)
+    # one orientation: other scores, and percentiles of the test split scored that way
+    test1 = evaluate(out, obs, out=None, split="test", device="cpu", orientations=1)
+    test1 = test1.set_index("object_id").sort_index()
+    assert np.abs(test1["log_prob_nats"] - ref["log_prob_nats"]).max() > 1e-3
+    n = len(test1)
+    expected = 100.0 * (test1["log_prob_nats"].rank().to_numpy() - 0.5) / n
+    np.testing.assert_allclose(test1["percentile"].to_numpy(), expected)
+    # the four-orientation score is the mean of the quarter turns' own scores (no masked
+    # pixels here: their noise fill is drawn on the stamp as it lies)
+    clean = imageset.read(obs)
+    clean = dataclasses.replace(clean, mask=None, images=np.where(clean.mask > 0, 0.0,
+                                                                  clean.images).astype(np.float32))
+    turned = []
+    for k in range(4):
+        s = dataclasses.replace(clean, images=np.ascontiguousarray(
+            np.rot90(clean.images, k, axes=(-2, -1))))
+        path = imageset.write(out.parent / f"turned{k}.h5", s)
+        turned.append(evaluate(out, path, out=None, split="test", device="cpu",
+                               orientations=1).set_index("object_id").sort_index())
+    four = evaluate(out, out.parent / "turned0.h5", out=None, split="test",
+                    device="cpu").set_index("object_id").sort_index()
+    np.testing.assert_allclose(np.mean([t["log_prob_nats"] for t in turned], axis=0),
+                               four["log_prob_nats"], rtol=1e-5)
+    with pytest.raises(ConfigError, match="orientations"):
+        evaluate(out, obs, out=None, device="cpu", orientations=2)
 
 
 def test_split_is_fixed_by_seed() -> None:
@@ -142,8 +179,9 @@ def test_resume_after_kill_ends_at_same_epoch_count(tmp_path) -> None:
 
 def test_ensemble_members_mean_and_spread(tmp_path) -> None:
     obs = galaxy_imageset(tmp_path / "obs.h5", n=60)
+    # scored in one orientation, so the members' plain log_prob is the reference below
     out = train(obs, out=tmp_path / "m", epochs=1, background="sersic", ensemble=3, seed=7,
-                **TINY)
+                options=TrainOptions(score_orientations=1), **TINY)
     info = json.loads((out / "training.json").read_text())
     members = info["members"]
     assert [m["seed"] for m in members] == [7, 1007, 2007]

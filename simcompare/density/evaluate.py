@@ -46,7 +46,7 @@ from .. import imageset as _imageset
 from .._io import check_output_file, write_parquet_atomic
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
 
-__all__ = ["PERCENTILE_COLUMN", "SCORE_COLUMNS", "evaluate", "percentile_of"]
+__all__ = ["PERCENTILE_COLUMN", "SCORE_COLUMNS", "evaluate", "model_orientations", "percentile_of"]
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +123,27 @@ def _load_scorers(model: Path, info: dict[str, Any], dev: Any, precision: str,
 
 def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
                    footprint: np.ndarray | None, batch_size: int | str,
-                   progress: bool = False) -> dict[str, np.ndarray]:
-    """Per-member scores of ``x``: arrays of shape (members, N) (levels: (members, L, N))."""
+                   progress: bool = False, orientations: int = 1) -> dict[str, np.ndarray]:
+    """Per-member scores of ``x``: arrays of shape (members, N) (levels: (members, L, N)).
+
+    Each member's scores are its averages over ``orientations`` of every image
+    (:func:`simcompare.density.scores.orient`).
+    """
     from ..inference import log_prob_batched, resolve_batch_size
-    from .scores import local_scores, peak_of_map
+    from .scores import _check_orientations, local_scores, orient, peak_of_map
+
+    orientations = _check_orientations(orientations)
 
     main, back, foot, peak, levels = [], [], [], [], []
     map_sum = None
     for name, m, b in scorers:
         if b is None:
-            main.append(log_prob_batched(m, x, batch_size=batch_size, progress=progress,
-                                         desc=name))
+            main.append(np.mean([log_prob_batched(
+                m, np.ascontiguousarray(orient(x, j)), batch_size=batch_size,
+                progress=progress, desc=name) for j in range(orientations)], axis=0))
             continue
         bs = resolve_batch_size(batch_size, m, x, m.device)
-        sc = local_scores(m, b, x, footprint=footprint, batch=bs)
+        sc = local_scores(m, b, x, footprint=footprint, batch=bs, orientations=orientations)
         main.append(sc["log_p"])
         back.append(sc["log_p_background"])
         foot.append(sc["llr_footprint"])
@@ -156,7 +163,8 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
 def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp: int,
                  device: str, batch_size: int | str, precision: str, calib: np.ndarray,
                  use_torch_compile: bool = False,
-                 footprint_sigma: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                 footprint_sigma: np.ndarray | None = None,
+                 orientations: int = 1) -> dict[str, np.ndarray]:
     """Cluster task: score one chunk of prepared images with the model folder ``model``.
 
     The members are loaded once per worker process (cached by folder, training.json
@@ -188,7 +196,7 @@ def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp:
         from .scores import footprint_mask
 
         footprint = footprint_mask(x, sigma=footprint_sigma)
-    return _score_members(scorers, x, footprint, batch_size)
+    return _score_members(scorers, x, footprint, batch_size, orientations=orientations)
 
 
 def _check_device_name(device: str) -> None:
@@ -202,7 +210,7 @@ def evaluate(
     model: str | os.PathLike, images: str | os.PathLike, *, out: str | os.PathLike | None,
     split: str | None = None, device: str = "auto", batch_size: int | str = "auto",
     progress: bool = False, precision: str = "auto", use_torch_compile: bool = False,
-    cluster: Any = None,
+    cluster: Any = None, orientations: int | None = None,
 ) -> Any:
     """Score every image of ``images`` with the trained model folder ``model``.
 
@@ -235,6 +243,14 @@ def evaluate(
         When distributed, the images are cut into chunks scored by the cluster's
         workers (which must see the model folder at the same path), each loading the
         members once per worker process; the scores are the same as in this process.
+    orientations : {1, 4, 8}, optional
+        Score every image in this many orientations (quarter turns, then mirrored) and
+        average each member's maps on the image's grid
+        (:func:`simcompare.density.scores.orient`): the model's own error under
+        rotation averages out (docs/statistics.md, "Power of the fine-structure
+        scores"). Default: the model's (``score_orientations`` in training.json, 1 for
+        models trained before it existed). Another count than the model's re-scores its
+        held-out test split in the same way for the percentiles.
 
     Notes
     -----
@@ -251,11 +267,17 @@ def evaluate(
     return _evaluate(Path(model), images, out=out, split=split, device=device,
                      batch_size=batch_size, progress=progress, precision=precision,
                      use_torch_compile=use_torch_compile, cluster=cluster,
-                     self_reference=False)
+                     self_reference=False, orientations=orientations)
+
+
+def model_orientations(model: str | os.PathLike) -> int:
+    """The orientations a model folder's reference scores were averaged over (1 if unrecorded)."""
+    return int(_load_training(Path(model)).get("score_orientations", 1))
 
 
 def _reference_scores(model: str | os.PathLike, images: str | os.PathLike, *,
-                      out: str | os.PathLike, device: str) -> Any:
+                      out: str | os.PathLike | None, device: str, orientations: int | None = None,
+                      cluster: Any = None, progress: bool = False) -> Any:
     """Score the model's held-out observed test split against itself (the train stage).
 
     The same table as :func:`evaluate` with ``split="test"``, except that the
@@ -263,31 +285,63 @@ def _reference_scores(model: str | os.PathLike, images: str | os.PathLike, *,
     reference_scores.parquet, the reference of every later :func:`evaluate`.
     """
     return _evaluate(Path(model), images, out=out, split="test", device=device,
-                     self_reference=True)
+                     self_reference=True, orientations=orientations, cluster=cluster,
+                     progress=progress)
 
 
 def _evaluate(
     model: Path, images: str | os.PathLike, *, out: str | os.PathLike | None,
     split: str | None, device: str, batch_size: int | str = "auto", progress: bool = False,
     precision: str = "auto", use_torch_compile: bool = False, cluster: Any = None,
-    self_reference: bool,
+    self_reference: bool, orientations: int | None = None,
 ) -> Any:
     """:func:`evaluate`, with the percentile reference read from the model or the scores."""
+    from .scores import _check_orientations
+
     if out is not None:
         check_output_file(out)
     info = _load_training(model)
+    own = int(info.get("score_orientations", 1))
+    orientations = own if orientations is None else _check_orientations(orientations)
     s = _select_images(model, images, info, split)
     x = _prepare(s, info)
     scores = _score(model, info, x, device=device, batch_size=batch_size,
                     progress=progress, precision=precision,
-                    use_torch_compile=use_torch_compile, cluster=cluster)
+                    use_torch_compile=use_torch_compile, cluster=cluster,
+                    orientations=orientations)
     means, spreads, column = _ensemble_columns(scores, n_dim=x.shape[1] * x.shape[2] * x.shape[3])
     score = means[column]
-    reference = score if self_reference else _stored_reference(model, column)
+    if self_reference:
+        reference = score
+    elif orientations == own:
+        reference = _stored_reference(model, column)
+    else:  # the stored reference was scored otherwise: score the test split this way
+        reference = _rescored_reference(model, info, orientations, column, device, cluster)
     df = _table(s, means, percentile_of(score, reference), spreads)
     if out is not None:
         write_parquet_atomic(df, Path(out))
     return df
+
+
+#: Test-split scores of a model in orientations other than its own, kept per process so
+#: that repeated :func:`evaluate` calls (the floor's) score the split once:
+#: (folder, training.json mtime, orientations, column) -> scores.
+_REFERENCE_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _rescored_reference(model: Path, info: dict[str, Any], orientations: int, column: str,
+                        device: str, cluster: Any) -> np.ndarray:
+    """The model's held-out test split scored in ``orientations`` (``column``)."""
+    key = (str(model.resolve()), (model / "training.json").stat().st_mtime_ns, orientations,
+           column)
+    if key not in _REFERENCE_CACHE:
+        log.info("scoring the model's test split in %d orientations for the percentiles",
+                 orientations)
+        table = _reference_scores(model, info["images"], out=None, device=device,
+                                  orientations=orientations, cluster=cluster)
+        _REFERENCE_CACHE.clear()
+        _REFERENCE_CACHE[key] = np.asarray(table[column], float)
+    return _REFERENCE_CACHE[key]
 
 
 def _select_images(model: Path, images: str | os.PathLike, info: dict[str, Any],
@@ -326,7 +380,8 @@ def _chunk_size(n: int, workers: int) -> int:
 
 def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
            device: str, batch_size: int | str, progress: bool, precision: str,
-           use_torch_compile: bool, cluster: Any) -> dict[str, np.ndarray]:
+           use_torch_compile: bool, cluster: Any, orientations: int = 1,
+           ) -> dict[str, np.ndarray]:
     """Per-member scores of ``x``, on the cluster's workers when it is distributed.
 
     A model with a background also needs each image's footprint
@@ -343,7 +398,7 @@ def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
         footprint = footprint_mask(x, sigma=sigma) if with_footprint else None
         dev = resolve_device(device)
         scorers = _load_scorers(model, info, dev, precision, calib, use_torch_compile)
-        return _score_members(scorers, x, footprint, batch_size, progress)
+        return _score_members(scorers, x, footprint, batch_size, progress, orientations)
     from ..cluster import batched
 
     _check_device_name(device)
@@ -354,7 +409,8 @@ def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
              len(chunks), cluster.n_workers, cluster.gpu_workers())
     parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
                              batch_size, precision, calib, use_torch_compile,
-                             sigma if with_footprint else None, name="evaluate"))
+                             sigma if with_footprint else None, orientations,
+                             name="evaluate"))
     return {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
 
 

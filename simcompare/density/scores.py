@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["PEAK_FRACTION", "footprint_mask", "local_scores", "peak_of_map", "peak_ratio", "pool_mask",
-           "ratio_map"]
+__all__ = ["ORIENTATIONS", "PEAK_FRACTION", "footprint_mask", "local_scores", "orient",
+           "peak_of_map", "peak_ratio", "pool_mask", "ratio_map", "unorient"]
 
 #: Share of the finest-grid cells whose ratio the peak score adds up (1/32: 18 cells of a
 #: 48-pixel stamp, 32 of a 64-pixel one; a few PSF areas).
@@ -77,6 +77,34 @@ def footprint_mask(x: np.ndarray, *, sigma: Any, smooth: float = 1.0, threshold:
     return out
 
 
+#: Orientation counts a score may average over: the image as it is; its four rotations by
+#: 90 degrees; those and their mirror images (the dihedral group of the square).
+ORIENTATIONS = (1, 4, 8)
+
+
+def _check_orientations(orientations: int) -> int:
+    if int(orientations) not in ORIENTATIONS:
+        msg = f"orientations must be one of {ORIENTATIONS}, got {orientations!r}"
+        raise ConfigError(msg)
+    return int(orientations)
+
+
+def orient(x: np.ndarray, j: int) -> np.ndarray:
+    """Orientation ``j`` (0-7) of images or maps ``x`` (..., H, W).
+
+    ``j % 4`` quarter turns (``np.rot90`` on the last two axes), mirrored left-right first
+    when ``j >= 4``. ``j = 0`` is ``x`` itself.
+    """
+    y = x[..., ::-1] if j >= 4 else x
+    return np.rot90(y, j % 4, axes=(-2, -1))
+
+
+def unorient(m: np.ndarray, j: int) -> np.ndarray:
+    """The inverse of :func:`orient`: a map of orientation ``j`` back on the image's own grid."""
+    y = np.rot90(m, -(j % 4), axes=(-2, -1))
+    return y[..., ::-1] if j >= 4 else y
+
+
 def pool_mask(mask: np.ndarray, side: int) -> np.ndarray:
     """A (N, H, W) mask on a coarser (N, side, side) grid: a cell is in if any pixel is."""
     n, h, w = mask.shape
@@ -87,7 +115,30 @@ def pool_mask(mask: np.ndarray, side: int) -> np.ndarray:
     return mask.reshape(n, side, f, side, f).any(axis=(2, 4))
 
 
-def _maps(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray], np.ndarray]:
+def _maps(model: Any, x: np.ndarray, batch: int, orientations: int = 1,
+          ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Level maps of ``x``, averaged over ``orientations`` of every image.
+
+    Each orientation (:func:`orient`) is scored and its maps are turned back onto the
+    image's grid (:func:`unorient`; exact, as every level's cells are blocks of
+    ``2**(k+1)`` pixels of a stamp that the squeezes divide) before averaging, so the
+    maps stay where the light is. A flow trained on rotated and mirrored images is
+    still not exactly invariant; the average is the model's estimate with that part of
+    its error averaged out.
+    """
+    orientations = _check_orientations(orientations)
+    maps: list[np.ndarray] | None = None
+    pre = None
+    for j in range(orientations):
+        xj = np.ascontiguousarray(orient(x, j)) if j else x
+        mj, pj = _maps_once(model, xj, batch)
+        mj = [unorient(m, j) for m in mj] if j else mj
+        maps = mj if maps is None else [a + b for a, b in zip(maps, mj, strict=True)]
+        pre = pj if pre is None else pre + pj
+    return [np.ascontiguousarray(m / orientations) for m in maps], pre / orientations
+
+
+def _maps_once(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Level maps of ``x`` in batches; the batch is halved on out-of-memory errors."""
     import logging
 
@@ -125,7 +176,7 @@ def _maps(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray], np.n
 
 
 def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.ndarray | None,
-                 batch: int = 64) -> dict[str, np.ndarray]:
+                 batch: int = 64, orientations: int = 1) -> dict[str, np.ndarray]:
     """Total, per-level and footprint-restricted log-likelihood ratios of images ``x``.
 
     Parameters
@@ -137,6 +188,11 @@ def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.nda
     footprint : ndarray (N, H, W) of bool, optional
         The galaxy footprints (:func:`footprint_mask`); without it the footprint scores
         are left out.
+    batch : int
+        Images per forward pass (halved on out-of-memory errors).
+    orientations : {1, 4, 8}
+        Score every image in this many orientations (:func:`orient`) and average the
+        maps on the image's own grid (every score below is of the average).
 
     Returns
     -------
@@ -146,8 +202,8 @@ def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.nda
         term, identical in both models when they share it), ``llr_footprint`` and
         ``llr_footprint_level<k>``, all in nats.
     """
-    m_main, pre_main = _maps(main, x, batch)
-    m_back, pre_back = _maps(background, x, batch)
+    m_main, pre_main = _maps(main, x, batch, orientations)
+    m_back, pre_back = _maps(background, x, batch, orientations)
     if len(m_main) != len(m_back) or any(a.shape != b.shape for a, b in zip(m_main, m_back,
                                                                            strict=True)):
         msg = "the model and its background have different levels or stamp sizes"
