@@ -52,15 +52,30 @@ def _cache_keys() -> list:
 def test_evaluate_on_cluster_workers_matches_in_process(model2, monkeypatch) -> None:
     obs, out = model2
     local = evaluate(out, obs, out=None, device="cpu")
+    local_test = evaluate(out, obs, out=None, device="cpu", split="test")
     monkeypatch.setattr(evaluate_module, "_CHUNK_MIN", 8)  # several chunks per worker
+    sent = []
+    real_map = Cluster.map
+
+    def spy(self, fn, batches, *args, **kw):
+        sent.extend(batches)
+        return real_map(self, fn, batches, *args, **kw)
+
+    monkeypatch.setattr(Cluster, "map", spy)
     with Cluster(workers=2) as cluster:
         remote = evaluate(out, obs, out=None, device="auto", cluster=cluster)
         again = evaluate(out, obs, out=None, device="auto", cluster=cluster)
         keys = cluster.client.run(_cache_keys)
+        remote_test = evaluate(out, obs, out=None, device="auto", cluster=cluster, split="test")
     assert len(local) == 48 and (local["n_members"] == 2).all()
     assert np.isfinite(local["llr_peak_nats_std"]).all()
     pd.testing.assert_frame_equal(remote, local)
     pd.testing.assert_frame_equal(again, local)
+    pd.testing.assert_frame_equal(remote_test, local_test)
+    # the tasks carried file slices (a path and row numbers), never the images
+    assert len(sent) >= 2 * 6 + 1
+    assert all(isinstance(b, dict) and set(b) == {"path", "rows", "sigma", "seed"} for b in sent)
+    assert sorted(np.concatenate([b["rows"] for b in sent[:6]]).tolist()) == list(range(48))
     # each worker process loaded the members once and kept them (one cache entry)
     assert len(keys) == 2
     assert all(v == [str(out.resolve())] for v in keys.values())

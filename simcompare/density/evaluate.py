@@ -160,14 +160,19 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
     return out
 
 
-def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp: int,
+def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None] | dict[str, Any], model: str,
+                 stamp: int,
                  device: str, batch_size: int | str, precision: str, calib: np.ndarray,
                  use_torch_compile: bool = False,
                  footprint_sigma: np.ndarray | None = None,
                  orientations: int = 1) -> dict[str, np.ndarray]:
-    """Cluster task: score one chunk of prepared images with the model folder ``model``.
+    """Cluster task: score one chunk of images with the model folder ``model``.
 
-    The members are loaded once per worker process (cached by folder, training.json
+    ``chunk`` is ``(prepared images, footprints or None)``, or a slice of an ImageSet
+    file, ``{"path", "rows", "sigma", "seed"}``, that the task reads and prepares itself
+    (the masked-pixel fill is seeded per object, so the same as for the whole set); then
+    only the file name and row numbers travel with the task. The members are loaded once
+    per worker process (cached by folder, training.json
     modification time, device and precision) on CUDA when this worker has it. With
     ``footprint_sigma`` (and no footprints in ``chunk``) the chunk's footprints are found
     here (:func:`~simcompare.density.scores.footprint_mask`, image by image, so the same
@@ -191,7 +196,14 @@ def _score_chunk(chunk: tuple[np.ndarray, np.ndarray | None], model: str, stamp:
         while len(_SCORER_CACHE) >= _SCORER_CACHE_SIZE:
             _SCORER_CACHE.pop(next(iter(_SCORER_CACHE)))
         _SCORER_CACHE[key] = scorers
-    x, footprint = chunk
+    if isinstance(chunk, dict):
+        from .data import prepared_images
+
+        part = _imageset.read(chunk["path"], index=np.asarray(chunk["rows"]))
+        x = prepared_images(part, sigma=np.asarray(chunk["sigma"]), seed=int(chunk["seed"]))
+        footprint = None
+    else:
+        x, footprint = chunk
     if footprint is None and footprint_sigma is not None:
         from .scores import footprint_mask
 
@@ -303,13 +315,18 @@ def _evaluate(
     info = _load_training(model)
     own = int(info.get("score_orientations", 1))
     orientations = own if orientations is None else _check_orientations(orientations)
-    s = _select_images(model, images, info, split)
-    x = _prepare(s, info)
-    scores = _score(model, info, x, device=device, batch_size=batch_size,
-                    progress=progress, precision=precision,
-                    use_torch_compile=use_torch_compile, cluster=cluster,
-                    orientations=orientations)
-    means, spreads, column = _ensemble_columns(scores, n_dim=x.shape[1] * x.shape[2] * x.shape[3])
+    kw = {"device": device, "batch_size": batch_size, "progress": progress,
+          "precision": precision, "use_torch_compile": use_torch_compile, "cluster": cluster,
+          "orientations": orientations}
+    if cluster is not None and cluster.distributed:
+        # the workers read their own slices of the file; here only the catalogue
+        s, rows = _select_rows(model, images, info, split)
+        scores = _score_rows(model, info, Path(images), rows, **kw)
+    else:
+        s = _select_images(model, images, info, split)
+        scores = _score(model, info, _prepare(s, info), **kw)
+    n_dim = len(info["bands"]) * int(info["stamp_size"]) ** 2
+    means, spreads, column = _ensemble_columns(scores, n_dim=n_dim)
     score = means[column]
     if self_reference:
         reference = score
@@ -345,9 +362,9 @@ def _rescored_reference(model: Path, info: dict[str, Any], orientations: int, co
 
 
 def _select_images(model: Path, images: str | os.PathLike, info: dict[str, Any],
-                   split: str | None) -> Any:
+                   split: str | None, index: np.ndarray | None = None) -> Any:
     """The ImageSet to score (only ``split`` of the model's own split when given), checked."""
-    s = _imageset.read(images)
+    s = _imageset.read(images, index=index)
     if split is not None:
         if split not in ("train", "validation", "test"):
             msg = f"split must be train, validation or test, got {split!r}"
@@ -366,6 +383,34 @@ def _select_images(model: Path, images: str | os.PathLike, info: dict[str, Any],
     return s
 
 
+def _select_rows(model: Path, images: str | os.PathLike, info: dict[str, Any],
+                 split: str | None) -> tuple[Any, np.ndarray]:
+    """The rows of ``images`` to score and their catalogue, without reading the images.
+
+    Returns a catalogue-only stand-in for the ImageSet (``object_id``, ``catalog``) and
+    the row numbers; checked as :func:`_select_images` checks (bands and stamp size from
+    the first selected image).
+    """
+    from types import SimpleNamespace
+
+    catalog = _imageset.read_catalog(images)
+    ids = np.asarray(catalog["object_id"])
+    rows = np.arange(len(ids))
+    if split is not None:
+        if split not in ("train", "validation", "test"):
+            msg = f"split must be train, validation or test, got {split!r}"
+            raise ConfigError(msg)
+        wanted = set(json.loads((model / "split.json").read_text())[split])
+        rows = np.flatnonzero([int(i) in wanted for i in ids])
+        if not rows.size:
+            msg = f"{images} holds none of the model's {split} split; pass the training image set"
+            raise ConfigError(msg)
+    if rows.size:
+        _select_images(model, images, info, None, index=rows[:1])
+    cat = {k: np.asarray(v)[rows] for k, v in catalog.items()}
+    return SimpleNamespace(object_id=cat["object_id"], catalog=cat), rows
+
+
 def _prepare(s: Any, info: dict[str, Any]) -> np.ndarray:
     """The model's view of the images (masked pixels filled)."""
     from .data import prepared_images
@@ -382,11 +427,11 @@ def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
            device: str, batch_size: int | str, progress: bool, precision: str,
            use_torch_compile: bool, cluster: Any, orientations: int = 1,
            ) -> dict[str, np.ndarray]:
-    """Per-member scores of ``x``, on the cluster's workers when it is distributed.
+    """Per-member scores of the prepared images ``x``, in this process.
 
     A model with a background also needs each image's footprint
-    (:func:`~simcompare.density.scores.footprint_mask`): found here for the whole set,
-    or by each cluster task for its own chunk (it is image by image).
+    (:func:`~simcompare.density.scores.footprint_mask`), found here for the whole set.
+    ``cluster`` is not used: a distributed run scores file slices (:func:`_score_rows`).
     """
     from ..inference import CALIBRATION_IMAGES, resolve_device
     from .scores import footprint_mask
@@ -394,23 +439,47 @@ def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
     sigma = np.asarray(info["noise_sigma"])
     with_footprint = any("background" in m for m in info["members"])
     calib = np.ascontiguousarray(x[:CALIBRATION_IMAGES])
-    if not (cluster is not None and cluster.distributed and len(x)):
-        footprint = footprint_mask(x, sigma=sigma) if with_footprint else None
-        dev = resolve_device(device)
-        scorers = _load_scorers(model, info, dev, precision, calib, use_torch_compile)
-        return _score_members(scorers, x, footprint, batch_size, progress, orientations)
+    footprint = footprint_mask(x, sigma=sigma) if with_footprint else None
+    dev = resolve_device(device)
+    scorers = _load_scorers(model, info, dev, precision, calib, use_torch_compile)
+    return _score_members(scorers, x, footprint, batch_size, progress, orientations)
+
+
+def _score_rows(model: Path, info: dict[str, Any], images: Path, rows: np.ndarray, *,
+                device: str, batch_size: int | str, progress: bool, precision: str,
+                use_torch_compile: bool, cluster: Any, orientations: int = 1,
+                ) -> dict[str, np.ndarray]:
+    """Per-member scores of ``rows`` of the file ``images``, on the cluster's workers.
+
+    Each task reads and prepares its own slice of the file (:func:`_score_chunk`), so no
+    image travels through the scheduler and this process holds only the first few
+    (the precision calibration).
+    """
     from ..cluster import batched
+    from ..inference import CALIBRATION_IMAGES
 
     _check_device_name(device)
-    size = _chunk_size(len(x), cluster.n_workers)
-    chunks = [(x[c[0]:c[-1] + 1], None) for c in batched(range(len(x)), size)]
+    sigma = np.asarray(info["noise_sigma"])
+    seed = int(info["seed"])
+    with_footprint = any("background" in m for m in info["members"])
+    head = _imageset.read(images, index=rows[:CALIBRATION_IMAGES])
+    calib = np.ascontiguousarray(_prepare(head, info))
+    size = _chunk_size(len(rows), cluster.n_workers)
+    path = str(Path(images).resolve())
+    chunks = [{"path": path, "rows": np.asarray(c), "sigma": sigma, "seed": seed}
+              for c in batched(rows.tolist(), size)]
     stamp = (model / "training.json").stat().st_mtime_ns
-    log.info("scoring %d images in %d chunks on %d workers (%d with a GPU)", len(x),
+    log.info("scoring %d images in %d file slices on %d workers (%d with a GPU)", len(rows),
              len(chunks), cluster.n_workers, cluster.gpu_workers())
     parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
                              batch_size, precision, calib, use_torch_compile,
                              sigma if with_footprint else None, orientations,
                              name="evaluate"))
+    if not parts:
+        return _score(model, info, calib[:0], device=device, batch_size=batch_size,
+                      progress=progress, precision=precision,
+                      use_torch_compile=use_torch_compile, cluster=None,
+                      orientations=orientations)
     return {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
 
 
