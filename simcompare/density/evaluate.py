@@ -1,6 +1,8 @@
 """Score an ImageSet with a trained model folder: log p, bits/dim, ratio, percentile.
 
-Columns of the result (one row per image):
+Columns of the result (one row per image). Every score is each member's average over the
+image's ``orientations`` (default the model's, 4 quarter turns for models trained now; the
+maps turned back onto the image's grid before averaging), then the members' mean:
 
 ``object_id``
 ``log_prob_nats``            log-density of the image in flux units (nats), ensemble mean

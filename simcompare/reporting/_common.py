@@ -54,7 +54,7 @@ _MORPH_COLUMNS = (
 
 _SCORE_COLUMNS = (
     ("llr_peak_nats", "peak likelihood ratio",
-     "log p_obs − log p_bg, largest eighth of the stamp [nats]"),
+     "log p_obs − log p_bg, largest 1/32 of the finest flow grid [nats]"),
     ("llr_nats", "likelihood ratio", "log p_obs − log p_bg [nats]"),
     ("log_prob_nats", "raw log-likelihood", "log p_obs [nats]"),
     ("bits_per_dim", "bits per dimension", "bits/dim"),

@@ -381,15 +381,17 @@ def _model(run: _Run, fig_dir: Path) -> dict[str, Any]:
         "options": _json(info.get("options") or {}),
         "background_info": _json(info.get("background_info") or {}),
         "n_members": len(info.get("members") or []),
-        "fine_score": _fine_score_text(_score_column(run), len(info.get("members") or [])),
+        "fine_score": _fine_score_text(_score_column(run), len(info.get("members") or []),
+                                       (run.meta.get("config") or {}).get(
+                                           "orientations", info.get("score_orientations", 1))),
         "power": FINE_STRUCTURE_POWER,
     }
 
 
-def _fine_score_text(column: str, n_members: int) -> str:
+def _fine_score_text(column: str, n_members: int, orientations: Any = 1) -> str:
     what = {"llr_peak_nats": "the log-likelihood ratio of the observed-galaxy model to the "
-                             "smooth-Sersic background model, summed over the eighth of the "
-                             "stamp where it is largest",
+                             "smooth-Sersic background model, mapped onto the finest flow "
+                             "grid and summed over the 1/32 of its cells where it is largest",
             "llr_footprint_nats": "the log-likelihood ratio of the observed-galaxy model to "
                                   "the smooth-Sersic background model, summed over the "
                                   "galaxy's footprint",
@@ -398,6 +400,13 @@ def _fine_score_text(column: str, n_members: int) -> str:
             "log_prob_nats": "the raw log-likelihood (no background model)"}.get(
                 column, f"the score column {column}")
     mean = f", mean of {n_members} models" if n_members > 1 else ", one model"
+    try:
+        turns = int(orientations)
+    except (TypeError, ValueError):
+        turns = 1
+    if turns > 1:
+        kind = "quarter turns" if turns == 4 else "quarter turns and their mirror images"
+        mean += f", each averaged over the image's {turns} {kind}"
     return what + mean
 
 

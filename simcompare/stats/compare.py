@@ -118,8 +118,8 @@ def compare_tables(
         galaxies and the held-out observed test split.
     column : str
         Score column compared (default :data:`FINE_STRUCTURE_COLUMN`,
-        ``"llr_peak_nats"``: the log-likelihood ratio summed over the eighth of the stamp
-        where it is largest, in nats). When it is missing or all-NaN, ``llr_nats`` (a table of an older
+        ``"llr_peak_nats"``: the log-likelihood ratio summed over the 1/32 of the finest flow
+        grid where it is largest, in nats). When it is missing or all-NaN, ``llr_nats`` (a table of an older
         simcompare) or ``log_prob_nats`` (no background model) is used instead and the
         summary says so (``column_requested``, ``column_fallback_reason``).
     n_bootstrap : int

@@ -14,8 +14,9 @@ import numpy as np
 
 from ..errors import ConfigError
 
-#: The default fine-structure score: the peak likelihood ratio, the largest eighth of the
-#: ratio map's cells (``docs/statistics.md``, "Power of the fine-structure scores").
+#: The default fine-structure score: the peak likelihood ratio, the largest 1/32 of the
+#: cells of the ratio map on the finest flow grid (``docs/statistics.md``, "Power of the
+#: fine-structure scores").
 FINE_STRUCTURE_COLUMN = "llr_peak_nats"
 
 
