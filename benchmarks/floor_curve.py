@@ -1,12 +1,14 @@
 """The pipeline floor against the particle count per self-simulated galaxy (JSON).
 
-Usage: python benchmarks/floor_curve.py [--workspace WS] [--counts 1000,4000,20000,100000]
-       [--max 240] [--n-bootstrap 300] [--seed 0] [--workers 2]
+Usage: python benchmarks/floor_curve.py [--workspace WS] [--run NAME]
+       [--counts 1000,4000,20000,100000] [--max 240] [--n-bootstrap 300] [--seed 0]
+       [--workers 2]
 
-``--workspace`` names a workspace where ``simcompare score --sim demo --survey hsc`` has
-run (its ``run.json`` gives the mocks, the held-out observed split and the trained
-model); without it the demo is scored first in a temporary workspace with the demo's
-defaults and ``--no-floor``. The floor (:func:`simcompare.floor.measure_floor`) is then
+``--workspace`` names a workspace where ``simcompare score`` has run, ``--run`` the run
+(``<sim>_<survey>``, default ``demo_hsc``; its ``run.json`` gives the mocks, the
+held-out observed split, the trained model and the compared score column); without a
+workspace the demo is scored first in a temporary one with the demo's defaults and
+``--no-floor``. The floor (:func:`simcompare.floor.measure_floor`) is then
 measured at the simulation's typical particle count (the median of its rendered
 galaxies) and at every count of ``--counts``, on at most ``--max`` held-out galaxies
 (half self-simulated, half re-rendered analytically), and one JSON object is printed:
@@ -32,6 +34,7 @@ def _counts(text: str) -> tuple[int, ...]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workspace", type=Path, default=None)
+    p.add_argument("--run", default="demo_hsc", help="run name <sim>_<survey> in the workspace")
     p.add_argument("--counts", type=_counts, default=(1000, 4000, 20000, 100000))
     p.add_argument("--max", type=int, default=240)
     p.add_argument("--n-bootstrap", type=int, default=300)
@@ -53,18 +56,21 @@ def main() -> None:
         score(ScoreConfig(sim="demo", survey="hsc", workspace=str(ws), seed=a.seed,
                           workers=a.workers, floor=False))
     score_s = time.perf_counter() - t0
-    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    run = json.loads((ws / ".simcompare" / "runs" / a.run / "run.json").read_text())
     paths = run["paths"]
-    column = "llr_nats" if run["config"]["background"] != "none" else "log_prob_nats"
+    summary = Path(paths["summary"])
+    # the score column the run compared (the fine-structure default, or its fallback)
+    column = (json.loads(summary.read_text()).get("column") if summary.is_file() else None) \
+        or ("llr_peak_nats" if run["config"]["background"] != "none" else "log_prob_nats")
     out = Path(tempfile.mkdtemp(prefix="floor_curve_out_"))
     t1 = time.perf_counter()
     cpu0 = time.process_time()
     rec = measure_floor(
         observed_test=Path(paths["observed_test"]), mocks=Path(paths["mocks"]),
-        model=Path(paths["model"]), out=out, survey=find_survey("hsc", workspace=ws),
+        model=Path(paths["model"]), out=out, survey=find_survey(run["survey"], workspace=ws),
         workspace=ws, column=column, n_particles=None, curve=a.counts,
         max_galaxies=a.max, n_bootstrap=a.n_bootstrap, n_null=10, seed=a.seed,
-        workers=a.workers)
+        workers=a.workers, orientations=run["config"].get("orientations", 1))
     floor_s = time.perf_counter() - t1
     typical = {"particles": rec["particles"], "n_galaxies": rec.get("n_galaxies"),
                "seconds": rec.get("seconds")}
@@ -89,6 +95,7 @@ def main() -> None:
 
     print(json.dumps({
         "benchmark": "floor_curve", "workspace": "temporary" if tmp else str(ws),
+        "run": a.run, "column": column, "orientations": run["config"].get("orientations", 1),
         "typical_particles": rec.get("typical_particles"),
         "particles_source": rec.get("particles_source"), "halves": rec.get("halves"),
         "floor_at_typical_count": typical, "curve": rec.get("curve", []),

@@ -127,16 +127,38 @@ def test_a_far_floor_turns_less_typical_into_within_the_floor():
     assert floored["metrics"]["auroc"] == plain["metrics"]["auroc"]
 
 
-def test_a_far_floor_turns_indistinguishable_into_a_difference():
+def test_a_far_floor_never_turns_indistinguishable_into_a_difference():
+    """The closure benchmark's same population sat at chance with its floor at 0.36-0.42
+    (fine) and 0.74-0.78 (global); calling it different would blame the simulation for
+    what the pipeline does to smooth self-simulations."""
     rng = np.random.default_rng(3)
     sim, ref = _scores(rng.normal(0.0, 1.0, 300)), _scores(rng.normal(0.0, 1.0, 300), 10_000)
     plain = compare(sim, ref, n_bootstrap=200, n_null=5, seed=1)
     assert plain["verdict"]["fine_structure"] == "indistinguishable"
-    floored = compare(sim, ref, n_bootstrap=200, n_null=5, seed=1, floor=_floor_record(0.8))
-    assert not floored["axes"]["fine_structure"]["pipeline_floor"]["difference"]["ci_contains_zero"]
-    # the self-simulated observed galaxies score lower than this simulation does
-    assert floored["verdict"]["fine_structure"] == "scores higher"
-    assert "beyond the pipeline floor" in floored["verdict"]["text"]
+    for shift in (0.8, -0.8):
+        floored = compare(sim, ref, n_bootstrap=200, n_null=5, seed=1,
+                          floor=_floor_record(shift))
+        pf = floored["axes"]["fine_structure"]["pipeline_floor"]
+        assert not pf["difference"]["ci_contains_zero"]      # far from the simulation
+        assert floored["verdict"]["fine_structure"] == "indistinguishable"
+        assert "floor only explains departures away" in floored["verdict"]["text"]
+
+
+def test_a_departure_smaller_than_the_floor_is_within_it_and_the_other_side_is_not():
+    rng = np.random.default_rng(0)
+    ref = _scores(rng.normal(0.0, 1.0, 300), 10_000)
+    sim = _scores(rng.normal(-0.35, 1.0, 300))          # less typical, AUROC about 0.6
+    plain = compare(sim, ref, n_bootstrap=200, n_null=5, seed=1)
+    assert plain["verdict"]["fine_structure"] == "less typical"
+    floored = compare(sim, ref, n_bootstrap=200, n_null=5, seed=1, floor=_floor_record(1.2))
+    pf = floored["axes"]["fine_structure"]["pipeline_floor"]
+    assert pf["value"] > floored["axes"]["fine_structure"]["ci"][1]  # the floor departs more
+    assert not pf["difference"]["ci_contains_zero"]
+    assert floored["verdict"]["fine_structure"] == "within the pipeline floor"
+    # the same departure against a floor on the other side of 0.5 is a difference
+    other = compare(sim, ref, n_bootstrap=200, n_null=5, seed=1, floor=_floor_record(-1.2))
+    assert other["verdict"]["fine_structure"] == "less typical"
+    assert "beyond the pipeline floor" in other["verdict"]["text"]
 
 
 def test_a_floor_at_chance_keeps_the_verdict():
@@ -186,6 +208,13 @@ def test_global_axis_against_a_far_floor():
                       floor={"particles": 1000, "n_galaxies": n, "summary": same, "curve": []})
     assert floored["verdict"]["global_structure"] == "differs"
     assert "beyond the pipeline floor" in floored["verdict"]["text"]
+    # a simulation the classifier cannot separate matches, however far the floor
+    alike = compare(sim, ref, n_bootstrap=200, n_null=5, seed=1,
+                    morphology=_morph(np.exp(rng.normal(0.0, 0.2, n)), rng, 0),
+                    morphology_reference=mr, floor=floor)
+    assert not alike["axes"]["global_structure"]["pipeline_floor"]["difference"]["ci_contains_zero"]
+    assert alike["verdict"]["global_structure"] == "indistinguishable"
+    assert "global structure matches" in alike["verdict"]["text"]
 
 
 def test_skipped_floor_keeps_the_plain_verdict_and_says_why():

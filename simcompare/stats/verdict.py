@@ -92,19 +92,41 @@ def _floor_ci(pf: Mapping[str, Any]) -> str:
             f"{d['value']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]")
 
 
+def _beyond(axis: Mapping[str, Any], pf: Mapping[str, Any]) -> bool:
+    """Whether the simulation departs from 0.5 further than the floor, or the other way.
+
+    The floor only explains a departure away: a simulation on the floor's side of 0.5
+    but nearer to it than the floor departs less than the pipeline alone would make
+    its galaxies depart.
+    """
+    sim, own = axis["value"] - 0.5, pf["value"] - 0.5
+    return sim * own <= 0 or abs(sim) > abs(own)
+
+
+def _floor_note(pf: Mapping[str, Any]) -> str:
+    """Said beside an axis at chance whose floor is not: the floor cannot make a difference."""
+    lo, hi = pf["ci"]
+    if lo <= 0.5 <= hi:
+        return ""
+    return ("; the pipeline floor is off 0.5 (its self-simulated galaxies are smooth "
+            "Sersic fits, on which the particle sampling shows more than on structured "
+            "galaxies), but a floor only explains departures away and this axis has none")
+
+
 def _fine_against_floor(fine: Mapping[str, Any], pf: Mapping[str, Any], what: str
                         ) -> tuple[str, str]:
     d = pf["difference"]
     detail = f"AUROC {_fmt_ci(fine)} on the {what}; {_floor_ci(pf)}; {_share(fine, pf)}"
-    if not d["ci_contains_zero"]:
-        if d["value"] > 0:
+    if fine["ci_contains_null_value"]:
+        return (f"indistinguishable from observed galaxies ({detail}{_floor_note(pf)})",
+                "indistinguishable")
+    if not d["ci_contains_zero"] and _beyond(fine, pf):
+        if fine["value"] > 0.5:
             return (f"less typical than observed galaxies beyond the pipeline floor ({detail})",
                     "less typical")
         return (f"scored higher than observed galaxies beyond the pipeline floor ({detail}), "
                 "so their structure beyond a smooth profile differs from the sky's",
                 "scores higher")
-    if fine["ci_contains_null_value"]:
-        return f"indistinguishable from observed galaxies ({detail})", "indistinguishable"
     return (f"within the pipeline floor ({detail}){_within_note(pf)}",
             "within the pipeline floor")
 
@@ -113,16 +135,12 @@ def _global_against_floor(glob: Mapping[str, Any], pf: Mapping[str, Any],
                           morph: Mapping[str, Any]) -> tuple[str, str]:
     d = pf["difference"]
     detail = f"classifier AUROC {_fmt_ci(glob)}; {_floor_ci(pf)}; {_share(glob, pf)}"
-    if not d["ci_contains_zero"]:
-        if d["value"] > 0:
-            shift = _largest_shift(morph)
-            return (f"global structure differs beyond the pipeline floor ({detail}"
-                    + (f"; {shift})" if shift else ")"), "differs")
-        return (f"global structure differs: the classifier separates it less well than "
-                f"the self-simulated observed galaxies ({detail}), so a real difference "
-                "offsets the pipeline's", "differs")
     if not glob.get("detected", not glob["ci_contains_null_value"]):
-        return f"global structure matches ({detail})", "indistinguishable"
+        return f"global structure matches ({detail}{_floor_note(pf)})", "indistinguishable"
+    if not d["ci_contains_zero"] and d["value"] > 0:
+        shift = _largest_shift(morph)
+        return (f"global structure differs beyond the pipeline floor ({detail}"
+                + (f"; {shift})" if shift else ")"), "differs")
     return (f"global structure is within the pipeline floor ({detail}){_within_note(pf)}",
             "within the pipeline floor")
 
@@ -134,7 +152,7 @@ def _within_note(pf: Mapping[str, Any]) -> str:
         return (": the simulation cannot be told from the self-simulated observed galaxies, "
                 "although the floor itself holds 0.5; more floor galaxies (--floor-max) "
                 "would sharpen this")
-    return ": the render path alone moves the observed galaxies about as far"
+    return ": the render path alone moves the observed galaxies about as far, or further"
 
 
 def _floor_sentence(block: Mapping[str, Any] | None) -> str:
