@@ -154,6 +154,8 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
         "raw_log_prob": _raw_log_prob(Path(run["paths"]["sim_scores"]),
                                       Path(run["paths"]["reference_scores"]), seed),
         "n": summary.get("n"),
+        "verdict": {k: v for k, v in (summary.get("verdict") or {}).items()
+                    if k in ("fine_structure", "global_structure")},
         "wall_s": round(wall, 1),
         "stage_s": {k: round(v, 1) for k, v in run.get("timings_s", {}).items()},
         "diagnostics": _diagnostics(run),
