@@ -93,7 +93,8 @@ def _table_with(df: Any, ids: np.ndarray, columns: dict[str, np.ndarray]) -> Any
 def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | os.PathLike,
         sim_scores: str | os.PathLike, reference_scores: str | os.PathLike,
         out: str | os.PathLike, seed: int = 0, n_bootstrap: int = 500, device: str = "cpu",
-        mass_window_dex: float | None = None, classifier_epochs: int = 25) -> Path:
+        mass_window_dex: float | None = None, classifier_epochs: int = 25,
+        orientations: int | None = None) -> Path:
     """Run the stage (see the module notes) and write its files into ``out``.
 
     Parameters
@@ -117,6 +118,9 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
     classifier_epochs : int
         Training epochs per fold of the image classifier (default 25, as
         :class:`simcompare.c2st.C2STOptions`).
+    orientations : {1, 4, 8}, optional
+        Orientations the mismatch maps' scores average over, as the run's scores
+        (default the model's).
     """
     import pandas as pd
 
@@ -187,7 +191,7 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
             "object_id": np.zeros(0, np.int64)}
     maps_note = None
     if rows.size and s_sim.psf is not None and s_sim.images.shape[-1] % MAP_GRID == 0:
-        score_fn, what = density_score(model, device=device)
+        score_fn, what = density_score(model, device=device, orientations=orientations)
         sub = s_sim.subset(np.isin(np.arange(len(s_sim)), rows))
         order = np.argsort(rows)  # subset keeps file order
         maps = occlusion_maps(sub, f_sim[np.sort(rows)], score=score_fn, grid=MAP_GRID, seed=seed)

@@ -38,14 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def density_score(model_dir: str | os.PathLike, *, device: str = "cpu",
+                  orientations: int | None = None,
                   ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """The score of a trained model folder as a function of filled flux images.
 
     Returns ``(score, what)``: ``score(images (N, B, H, W)) -> (N,)`` nats, the mean over
     ensemble members of ``log p_obs - log p_bg`` (or ``log p_obs`` without background),
-    as :func:`simcompare.density.evaluate` computes it; ``what`` names it.
+    each averaged over ``orientations`` of the image (default the model's), as
+    :func:`simcompare.density.evaluate` computes it; ``what`` names it.
     """
     from .density import DensityModel
+    from .density.scores import _check_orientations, orient
     from .inference import log_prob_batched, resolve_device
 
     model_dir = Path(model_dir)
@@ -55,19 +58,27 @@ def density_score(model_dir: str | os.PathLike, *, device: str = "cpu",
         msg = f"{model_dir}: no readable training.json ({exc}); train the model first"
         raise DataNotFoundError(msg) from None
     dev = resolve_device(device)
+    turns = _check_orientations(int(info.get("score_orientations", 1)) if orientations is None
+                                else orientations)
     members = info["members"]
     mains = [DensityModel.load(model_dir / m["model"], device=dev).freeze() for m in members]
     backs = [DensityModel.load(model_dir / m["background"], device=dev).freeze()
              for m in members if "background" in m]
 
+    def mean_log_prob(models: list, images: np.ndarray) -> np.ndarray:
+        views = [np.ascontiguousarray(orient(images, j), np.float32) for j in range(turns)]
+        return np.mean([log_prob_batched(m, v, device=dev) for m in models for v in views],
+                       axis=0)
+
     def score(images: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(images, np.float32)
-        lp = np.mean([log_prob_batched(m, x, device=dev) for m in mains], axis=0)
+        lp = mean_log_prob(mains, images)
         if backs:
-            lp = lp - np.mean([log_prob_batched(b, x, device=dev) for b in backs], axis=0)
+            lp = lp - mean_log_prob(backs, images)
         return lp
 
-    ens = f", mean over {len(mains)} ensemble members" if len(mains) > 1 else ""
+    over = ([f"{len(mains)} ensemble members"] if len(mains) > 1 else []) + (
+        [f"{turns} orientations"] if turns > 1 else [])
+    ens = f", mean over {' and '.join(over)}" if over else ""
     what = ("log p_obs − log p_bg (observed model over the smooth-Sérsic background model"
             f"{ens})" if backs else f"log p_obs (no background model{ens})")
     return score, what

@@ -70,8 +70,10 @@ def _marker(ws: Path, stage: str) -> list[Path]:
 
 def _start_and_signal(ws: Path, stage: str, sig: signal.Signals) -> subprocess.CompletedProcess:
     """Run ``score`` in a subprocess and send ``sig`` once ``stage`` is under way."""
+    # SIGINT as an interactive shell leaves it (a background job inherits it ignored)
     proc = subprocess.Popen(_cmd(ws), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     seen = False
     while time.monotonic() < deadline and proc.poll() is None:

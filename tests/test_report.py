@@ -537,7 +537,8 @@ def test_mismatch_maps_come_from_the_appearance_stage(report: Path, run_dir: Pat
     text = report.read_text(encoding="utf-8")
     block = text.split('id="mismatch"')[1].split('id="anomalies"')[0]
     assert "Method: occlusion on a 8 x 8 grid of 4-pixel patches" in block
-    assert "log p_obs − log p_bg (observed model over the smooth-Sérsic background model)" in block
+    assert ("log p_obs − log p_bg (observed model over the smooth-Sérsic background model, "
+            "mean over 4 orientations)") in block
     assert block.count('alt="occlusion map of galaxy') == 12
     ids = [int(i) for i in re.findall(r'alt="occlusion map of galaxy (\d+)"', block)]
     assert ids == _gallery_ids(report, "least-typical")
