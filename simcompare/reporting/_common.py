@@ -69,8 +69,12 @@ FINE_STRUCTURE_POWER = (
     "removing the clumps that hold 20% of the light was detected by the peak ratio "
     "of a three-model ensemble with AUROC 0.90 (single models 0.80-0.88), by statmorph's "
     "asymmetry alone with 0.82, and by the classifier on all statmorph parameters (the "
-    "global-structure axis of this report) with 0.96. For a difference of this kind "
-    "classical morphology is the stronger axis; read the fine-structure result beside it."
+    "global-structure axis of this report) with 0.96. On the closure benchmark (g, r, i "
+    "stamps of 48 x 48 pixels, the same population through the render and the ingest "
+    "paths, 2e4 particles, three seeds) the peak ratio averaged over four orientations "
+    "detected it at 0.82 +- 0.01, the image classifier (any-difference axis) at 0.88-0.92 "
+    "and the statmorph classifier at 0.98-0.99. For a difference of this kind classical "
+    "morphology is the stronger axis; read the fine-structure result beside it."
 )
 
 
