@@ -362,6 +362,7 @@ def measure_floor(
     curve: tuple[int, ...] = (), max_galaxies: int | None = None, n_bootstrap: int = 1000,
     n_null: int = 10, seed: int = 0, device: str = "auto", workers: int = 1,
     progress: bool = False, cluster: Any = None, orientations: int | None = None,
+    classifier_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Measure the pipeline floor; writes ``floor.json`` (and the floor's sets) into ``out``.
 
@@ -390,6 +391,11 @@ def measure_floor(
     orientations : {1, 4, 8}, optional
         Orientations every image is scored in (as the run's own scores;
         :func:`simcompare.density.evaluate`); default the model's.
+    classifier_epochs : int, optional
+        Also the any-difference axis' floor at the simulation's count: the image
+        classifier of :mod:`simcompare.c2st` (this many epochs per fold, as the run's own)
+        trained to tell the self-simulated from the analytic stamps, out-of-fold AUROC
+        with its bootstrap CI (``any_difference`` in the record). None: not measured.
 
     Returns
     -------
@@ -467,6 +473,10 @@ def measure_floor(
         return entry
 
     main = one(n_particles, "self_simulation")
+    if classifier_epochs is not None and "summary" in main:
+        record["any_difference"] = _classifier_floor(
+            out / "self_simulation.h5", ref_path, model=Path(model), info=info,
+            epochs=int(classifier_epochs), n_bootstrap=n_bootstrap, seed=seed)
     record.update(main)
     record["particles"] = int(n_particles)
     record["curve"] = []
@@ -475,6 +485,40 @@ def measure_floor(
         record["curve"].append(_curve_point(entry))
     write_json_atomic(out / "floor.json", record)
     return record
+
+
+def _classifier_floor(sim_path: Path, ref_path: Path, *, model: Path, info: dict[str, Any],
+                      epochs: int, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """The image classifier between the self-simulated and the analytic stamps.
+
+    The stamps are prepared as the appearance stage prepares the run's (masked pixels
+    filled, then the flow's preprocessing) and cross-fitted in the same way
+    (:func:`simcompare.c2st.out_of_fold_probabilities`); the AUROC with its bootstrap CI
+    over galaxies. No observed-vs-observed null here: the run's own axis has it.
+    """
+    from .c2st import C2STOptions, out_of_fold_probabilities, preprocess
+    from .density.data import prepared_images
+    from .stats.classifier import auroc_with_ci
+
+    t0 = time.perf_counter()
+    config = json.loads((model / info["members"][0]["model"] / "config.json").read_text())
+    sigma, fill = np.asarray(info["noise_sigma"]), int(info["seed"])
+    xs = [preprocess(prepared_images(imageset.read(p), sigma=sigma, seed=fill),
+                     config["preprocess"]) for p in (sim_path, ref_path)]
+    opts = C2STOptions(epochs=epochs)
+    if min(len(x) for x in xs) < opts.n_folds:
+        return {"value": None, "ci": None,
+                "skipped": f"fewer than {opts.n_folds} stamps on a side"}
+    x = np.concatenate(xs)
+    y = np.concatenate([np.ones(len(xs[0]), np.int64), np.zeros(len(xs[1]), np.int64)])
+    p, fold = out_of_fold_probabilities(x, y, opts=opts, seed=seed)
+    res = auroc_with_ci(p, y, n_bootstrap=n_bootstrap,
+                        rng=np.random.default_rng([seed, _FLOOR_STREAM, 3]), fold=fold)
+    return {"value": res["value"], "ci": res["ci"],
+            "n": {"sim": len(xs[0]), "reference": len(xs[1])},
+            "method": f"out-of-fold AUROC of the image classifier ({opts.n_folds}-fold, "
+                      f"{epochs} epochs per fold), self-simulated against analytic stamps",
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _pool(workers: int, cluster: Any, n_images: int) -> dict[str, Any]:

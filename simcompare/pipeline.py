@@ -422,6 +422,7 @@ def _floor_stage(r: _Run) -> Stage | None:
         "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed}
     if cfg.orientations != 1:  # in the key only when set (older keys scored one orientation)
         config["orientations"] = cfg.orientations
+    config["classifier_epochs"] = cfg.classifier_epochs  # the any-difference axis' floor
 
     def run(work: Path, resume: bool) -> None:
         from .floor import measure_floor
@@ -433,7 +434,7 @@ def _floor_stage(r: _Run) -> Stage | None:
             max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
             n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,
             device=cfg.device, workers=cfg.workers, progress=cfg.progress, cluster=r.cluster,
-            orientations=cfg.orientations)
+            orientations=cfg.orientations, classifier_epochs=cfg.classifier_epochs)
 
     return Stage("floor", config, run, upstream=("train", "render", "morphology"))
 
@@ -449,6 +450,7 @@ def _compare_stage(r: _Run) -> Stage:
     def run(work: Path, resume: bool) -> None:
         from .appearance import add_to_summary
         from .stats.compare import compare_tables
+        from .stats.verdict import attach_any_difference_floor
 
         floor = (json.loads(r.out("floor", "floor.json").read_text()) if cfg.floor
                  else {"skipped": "switched off with --no-floor"})
@@ -459,6 +461,7 @@ def _compare_stage(r: _Run) -> Stage:
             morphology_reference=r.out("morphology", "morphology_reference.parquet"), floor=floor,
         )
         summary = add_to_summary(summary, r.out("appearance", "appearance.json"))
+        attach_any_difference_floor(summary, floor)
         write_json_atomic(work / "summary.json", summary)
 
     return Stage("compare", config, run, upstream=("evaluate", "morphology", "appearance", "floor"))

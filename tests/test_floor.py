@@ -256,3 +256,26 @@ def test_vanishing_particles_is_the_count_from_which_every_axis_holds_chance():
              pt(20000, [0.4, 0.6], [0.45, 0.6]), pt(100000, [0.42, 0.58], [0.3, 0.55])]
     assert vanishing_particles(curve) == 20000
     assert vanishing_particles(curve[:2]) is None
+
+
+def test_the_image_classifier_gets_its_floor_one_sided():
+    from simcompare.stats.verdict import attach_any_difference_floor
+
+    def summary(value, ci, detected):
+        return {"axes": {"any_difference": {"value": value, "ci": ci, "detected": detected}}}
+
+    floor = {"particles": 2000, "any_difference": {"value": 0.75, "ci": [0.68, 0.82],
+                                                   "n": {"sim": 100, "reference": 100}}}
+    s = attach_any_difference_floor(summary(0.62, [0.57, 0.67], True), floor)
+    ax = s["axes"]["any_difference"]
+    assert ax["pipeline_floor"]["value"] == 0.75 and ax["pipeline_floor"]["particles"] == 2000
+    assert ax["pipeline_floor"]["difference"]["value"] == pytest.approx(-0.13)
+    assert ax["floor_verdict"] == "within the pipeline floor"      # below its floor
+    far = attach_any_difference_floor(summary(0.95, [0.92, 0.97], True), floor)
+    assert far["axes"]["any_difference"]["floor_verdict"] == "differs beyond the pipeline floor"
+    chance = attach_any_difference_floor(summary(0.52, [0.47, 0.57], False), floor)
+    assert chance["axes"]["any_difference"]["floor_verdict"] == "indistinguishable"
+    none = attach_any_difference_floor(summary(0.95, [0.92, 0.97], True),
+                                       {"skipped": "switched off with --no-floor"})
+    assert none["axes"]["any_difference"]["pipeline_floor"] is None
+    assert "floor_verdict" not in none["axes"]["any_difference"]

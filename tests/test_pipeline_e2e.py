@@ -171,7 +171,7 @@ def test_every_axis_carries_the_pipeline_floor(cli_run):
     # twice --morphology-max of them)
     assert block["particles"] == round(float(np.median(mocks["n_star_particles"])))
     assert block["n_galaxies"] + sum(block["exclusions"].values()) == (min(n_test, 50) + 1) // 2
-    for axis in ("fine_structure", "global_structure"):
+    for axis in ("fine_structure", "global_structure", "any_difference"):
         pf = summary["axes"][axis]["pipeline_floor"]
         assert pf is not None, axis
         assert pf["ci"][0] <= pf["value"] <= pf["ci"][1]
@@ -184,7 +184,13 @@ def test_every_axis_carries_the_pipeline_floor(cli_run):
     assert "pipeline floor" in summary["verdict"]["text"]
     html = (report / "index.html").read_text()
     assert 'id="floor"' in html and "simulation − floor" in html
-    assert html.count("pipeline floor (observed galaxies self-simulated at") == 2
+    # the image classifier's own floor: trained on the floor's two halves
+    ad = summary["axes"]["any_difference"]
+    assert ad["pipeline_floor"]["n"]["sim"] == block["n_galaxies"]
+    assert ad["floor_verdict"] in ("indistinguishable", "within the pipeline floor",
+                                   "differs beyond the pipeline floor")
+    assert html.count("pipeline floor (observed galaxies self-simulated at") == 3
+    assert "any difference (image classifier)" in html
     assert "run &#39;simcompare score&#39; with --floor-curve" in html or \
         "run 'simcompare score' with --floor-curve" in html
 

@@ -90,7 +90,10 @@ def _floor(run: _Run, fig_dir: Path) -> dict[str, Any]:
     axes_in = s.get("axes") if isinstance(s.get("axes"), Mapping) else {}
     rows = []
     for key, title in (("fine_structure", "fine structure (ratio AUROC)"),
-                       ("global_structure", "global structure (classifier)")):
+                       ("global_structure", "global structure (classifier)"),
+                       ("any_difference", "any difference (image classifier)")):
+        if key == "any_difference" and not isinstance(axes_in.get(key), Mapping):
+            continue
         ax = axes_in.get(key) if isinstance(axes_in.get(key), Mapping) else {}
         f = _axis_floor(ax).get("floor")
         rows.append({"axis": title, "sim": _num(ax.get("value")), "sim_ci": _ci(ax.get("ci")),
@@ -140,6 +143,9 @@ def _floor(run: _Run, fig_dir: Path) -> dict[str, Any]:
 def _any_label(ax: Any) -> str:
     if not isinstance(ax, Mapping) or ax.get("value") is None:
         return ""
+    if ax.get("floor_verdict"):  # against the classifier's own pipeline floor
+        return {"differs beyond the pipeline floor": "differs"}.get(ax["floor_verdict"],
+                                                                    ax["floor_verdict"])
     return "differs" if ax.get("detected") else "indistinguishable"
 
 

@@ -245,6 +245,38 @@ def attach_floor(summary: dict[str, Any], floor: Mapping[str, Any], *,
     return summary
 
 
+def attach_any_difference_floor(summary: dict[str, Any], floor: Mapping[str, Any], *,
+                                confidence: float = 0.95) -> dict[str, Any]:
+    """Give ``axes.any_difference`` its ``pipeline_floor`` (in place; returns ``summary``).
+
+    The image classifier's floor (``floor["any_difference"]``, measured by
+    :func:`simcompare.floor.measure_floor`) in the form of the other axes' floors, and
+    ``any_difference.floor_verdict``: "indistinguishable" when the classifier does not
+    detect a difference, "differs beyond the pipeline floor" when it does and the
+    difference to the floor's AUROC excludes 0 on the far side (the classifier is
+    one-sided), else "within the pipeline floor". Without a measured classifier floor
+    the axis gets ``pipeline_floor = None``.
+    """
+    axis = (summary.get("axes") or {}).get("any_difference")
+    if axis is None:
+        return summary
+    f_axis = floor.get("any_difference") if isinstance(floor, Mapping) else None
+    if (not isinstance(f_axis, Mapping) or f_axis.get("value") is None or floor.get("skipped")):
+        axis["pipeline_floor"] = None
+        return summary
+    pf = _floor_entry(axis, f_axis, n=f_axis.get("n"), particles=floor["particles"],
+                      confidence=confidence)
+    axis["pipeline_floor"] = pf
+    d = (pf or {}).get("difference")
+    if not axis.get("detected"):
+        axis["floor_verdict"] = "indistinguishable"
+    elif d is not None and not d["ci_contains_zero"] and d["value"] > 0:
+        axis["floor_verdict"] = "differs beyond the pipeline floor"
+    else:
+        axis["floor_verdict"] = "within the pipeline floor"
+    return summary
+
+
 def _floor_entry(axis: Mapping[str, Any], f_axis: Mapping[str, Any], *, n: Any,
                  particles: int, confidence: float) -> dict[str, Any] | None:
     if f_axis.get("value") is None or f_axis.get("ci") is None:
