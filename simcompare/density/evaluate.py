@@ -254,9 +254,10 @@ def evaluate(
         Run the flows through ``torch.compile`` (pays only on a GPU with many
         thousands of images; see :func:`simcompare.inference.compile_for_inference`).
     cluster : simcompare.cluster.Cluster, optional
-        When distributed, the images are cut into chunks scored by the cluster's
-        workers (which must see the model folder at the same path), each loading the
-        members once per worker process; the scores are the same as in this process.
+        When distributed, the images are cut into slices of the file that the cluster's
+        workers read, prepare and score themselves (they must see the model folder and
+        ``images`` at the same paths), each loading the members once per worker
+        process; the scores are the same as in this process.
     orientations : {1, 4, 8}, optional
         Score every image in this many orientations (quarter turns, then mirrored) and
         average each member's maps on the image's grid
