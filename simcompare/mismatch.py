@@ -46,6 +46,16 @@ def density_score(model_dir: str | os.PathLike, *, device: str = "cpu",
     ensemble members of ``log p_obs - log p_bg`` (or ``log p_obs`` without background),
     each averaged over ``orientations`` of the image (default the model's), as
     :func:`simcompare.density.evaluate` computes it; ``what`` names it.
+
+    Parameters
+    ----------
+    model_dir : path
+        The trained model folder.
+    device : str
+        Device of the flows (default cpu).
+    orientations : {1, 4, 8}, optional
+        Orientations each image is scored in (:func:`simcompare.density.scores.orient`);
+        default the model's ``score_orientations``.
     """
     from .density import DensityModel
     from .density.scores import _check_orientations, orient

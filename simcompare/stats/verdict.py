@@ -256,6 +256,15 @@ def attach_any_difference_floor(summary: dict[str, Any], floor: Mapping[str, Any
     difference to the floor's AUROC excludes 0 on the far side (the classifier is
     one-sided), else "within the pipeline floor". Without a measured classifier floor
     the axis gets ``pipeline_floor = None``.
+
+    Parameters
+    ----------
+    summary : dict
+        The comparison summary with ``axes.any_difference`` (the appearance stage's).
+    floor : mapping
+        The floor stage's record (:func:`simcompare.floor.measure_floor`).
+    confidence : float
+        Level of the difference's interval.
     """
     axis = (summary.get("axes") or {}).get("any_difference")
     if axis is None:
