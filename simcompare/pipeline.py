@@ -331,7 +331,9 @@ def _evaluate_stage(r: _Run) -> Stage:
     so that both sides of every comparison are scored alike.
     """
     cfg = r.cfg
-    config = {"stage": "evaluate", "train": r.key("train"), "render": r.key("render")}
+    # the stage also writes the reference scores (stages of older versions did not)
+    config = {"stage": "evaluate", "train": r.key("train"), "render": r.key("render"),
+              "outputs": ["sim_scores.parquet", "reference_scores.parquet"]}
     if cfg.precision != "auto":  # auto is float32 on CPU; a named precision may change scores
         config["precision"] = cfg.precision
     if cfg.orientations != 1:  # in the key only when set (older keys scored one orientation)

@@ -235,6 +235,8 @@ def test_evaluate_stage_on_two_workers_gives_the_same_scores(cli_run, tmp_path):
     shutil.copytree(cli_run[0], ws)
     (done,) = (ws / ".simcompare" / "cache" / "evaluate").glob("*/sim_scores.parquet")
     before = pd.read_parquet(done)
+    # the stage scores the held-out reference as it scores the mocks (on the cluster too)
+    ref_before = pd.read_parquet(done.parent / "reference_scores.parquet")
     shutil.rmtree(done.parent)
     args = ["score", "--sim", "demo", "--survey", "hsc", "--workspace", str(ws), *TINY,
             "--workers", "2"]
@@ -242,6 +244,8 @@ def test_evaluate_stage_on_two_workers_gives_the_same_scores(cli_run, tmp_path):
     run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
     assert not run["cached"]["evaluate"] and run["cached"]["train"]
     pd.testing.assert_frame_equal(pd.read_parquet(done), before)
+    pd.testing.assert_frame_equal(pd.read_parquet(done.parent / "reference_scores.parquet"),
+                                  ref_before)
     # a named precision is part of the evaluate stage's key: float32 is scored anew, same table
     assert main([*args, "--precision", "float32"]) == 0
     run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
