@@ -124,18 +124,13 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
     """
     import pandas as pd
 
-    from .c2st import C2STOptions, classifier_two_sample_test, preprocess
-    from .density.data import prepared_images
+    from .c2st import C2STOptions, classifier_two_sample_test, model_views
     from .embedding import EmbeddingOptions, alignment_fraction, embed, nearest_observed, pca_2d
     from .mismatch import density_score, occlusion_maps
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = Path(model)
-    info = json.loads((model / "training.json").read_text())
-    config = json.loads((model / info["members"][0]["model"] / "config.json").read_text())
-    sigma = np.asarray(info["noise_sigma"])
-    fill_seed = int(info["seed"])
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -148,10 +143,7 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
                        else np.sort(pick_rng.permutation(n_all)[:MAX_IMAGES]))
     s_sim = imageset.read(mocks, index=subsets[0])
     s_obs = imageset.read(observed, index=subsets[1])
-    f_sim = prepared_images(s_sim, sigma=sigma, seed=fill_seed)
-    f_obs = prepared_images(s_obs, sigma=sigma, seed=fill_seed)
-    x_sim = preprocess(f_sim, config["preprocess"])
-    x_obs = preprocess(f_obs, config["preprocess"])
+    (f_sim, x_sim), (_, x_obs) = model_views(model, s_sim, s_obs)
     sim_ids, obs_ids = s_sim.object_id.astype(np.int64), s_obs.object_id.astype(np.int64)
     timings["prepare"] = round(time.perf_counter() - t, 3)
 

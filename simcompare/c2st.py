@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .stats.classifier import auroc_with_ci, stratified_folds
 
 __all__ = ["C2STOptions", "auroc_with_ci", "classifier_two_sample_test", "dihedral",
-           "out_of_fold_probabilities", "preprocess"]
+           "model_views", "out_of_fold_probabilities", "preprocess"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,30 @@ def preprocess(images: np.ndarray, transform_spec: dict[str, Any]) -> np.ndarray
     with torch.no_grad():
         out = t(torch.as_tensor(np.ascontiguousarray(images, np.float32)))
     return out.numpy().astype(np.float32)
+
+
+def model_views(model: Any, *sets: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What the flows of the model folder ``model`` see of each ImageSet in ``sets``.
+
+    Per set ``(filled, x)``: the flux images with masked pixels filled as the model fills
+    them (:func:`simcompare.density.data.prepared_images`, the model's sky sigma and
+    seed), and those through the model's preprocessing (:func:`preprocess`), the
+    classifier's input.
+    """
+    import json
+    from pathlib import Path
+
+    from .density.data import prepared_images
+
+    model = Path(model)
+    info = json.loads((model / "training.json").read_text())
+    spec = json.loads((model / info["members"][0]["model"] / "config.json").read_text())
+    sigma, seed = np.asarray(info["noise_sigma"]), int(info["seed"])
+    out = []
+    for s in sets:
+        filled = prepared_images(s, sigma=sigma, seed=seed)
+        out.append((filled, preprocess(filled, spec["preprocess"])))
+    return out
 
 
 def dihedral(x: Any, k: int) -> Any:

@@ -442,13 +442,14 @@ def measure_floor(
     record["halves"] = {"self_simulated": int(half_sim.size), "analytic": int(half_ref.size)}
     sim_fits = fits.iloc[half_sim].reset_index(drop=True)
     sim_cat = {k: np.asarray(v)[half_sim] for k, v in test.catalog.items()}
-    ref_path = imageset.write(out / "analytic.h5", analytic.subset(half_ref))
+    ref_set = analytic.subset(half_ref)
+    ref_path = imageset.write(out / "analytic.h5", ref_set)
     ref_scores = evaluate(model, ref_path, out=out / "analytic_scores.parquet", device=device,
                           progress=progress, orientations=orientations)
     ref_morph = measure(ref_path, out=out / "analytic_morphology.parquet",
                         **_pool(workers, cluster, half_ref.size), seed=seed, progress=progress)
 
-    def one(count: int, name: str) -> dict[str, Any]:
+    def one(count: int, name: str, classify: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         sset, kept, excluded = self_simulation(sim_fits, sim_cat, setup,
                                                n_particles=int(count), seed=seed)
@@ -467,16 +468,16 @@ def measure_floor(
         entry["summary"] = compare_tables(scores, ref_scores, column=column, n_bootstrap=n_bootstrap,
                                    n_null=max(1, n_null), seed=seed, morphology=morph,
                                    morphology_reference=ref_morph)
+        if classify:  # the image classifier's floor, on the sets in memory
+            entry["any_difference"] = _classifier_floor(
+                sset, ref_set, model=Path(model), epochs=int(classifier_epochs),
+                n_bootstrap=n_bootstrap, seed=seed)
         entry["seconds"] = {"render": round(t1 - t0, 2), "score_and_measure": round(t2 - t1, 2),
                             "compare": round(time.perf_counter() - t2, 2)}
         log.info("floor at %d particles: %d galaxies, %s", count, kept.size, entry["seconds"])
         return entry
 
-    main = one(n_particles, "self_simulation")
-    if classifier_epochs is not None and "summary" in main:
-        record["any_difference"] = _classifier_floor(
-            out / "self_simulation.h5", ref_path, model=Path(model), info=info,
-            epochs=int(classifier_epochs), n_bootstrap=n_bootstrap, seed=seed)
+    main = one(n_particles, "self_simulation", classify=classifier_epochs is not None)
     record.update(main)
     record["particles"] = int(n_particles)
     record["curve"] = []
@@ -487,7 +488,7 @@ def measure_floor(
     return record
 
 
-def _classifier_floor(sim_path: Path, ref_path: Path, *, model: Path, info: dict[str, Any],
+def _classifier_floor(sim: imageset.ImageSet, ref: imageset.ImageSet, *, model: Path,
                       epochs: int, n_bootstrap: int, seed: int) -> dict[str, Any]:
     """The image classifier between the self-simulated and the analytic stamps.
 
@@ -496,15 +497,11 @@ def _classifier_floor(sim_path: Path, ref_path: Path, *, model: Path, info: dict
     (:func:`simcompare.c2st.out_of_fold_probabilities`); the AUROC with its bootstrap CI
     over galaxies. No observed-vs-observed null here: the run's own axis has it.
     """
-    from .c2st import C2STOptions, out_of_fold_probabilities, preprocess
-    from .density.data import prepared_images
+    from .c2st import C2STOptions, model_views, out_of_fold_probabilities
     from .stats.classifier import auroc_with_ci
 
     t0 = time.perf_counter()
-    config = json.loads((model / info["members"][0]["model"] / "config.json").read_text())
-    sigma, fill = np.asarray(info["noise_sigma"]), int(info["seed"])
-    xs = [preprocess(prepared_images(imageset.read(p), sigma=sigma, seed=fill),
-                     config["preprocess"]) for p in (sim_path, ref_path)]
+    xs = [x for _, x in model_views(model, sim, ref)]
     opts = C2STOptions(epochs=epochs)
     if min(len(x) for x in xs) < opts.n_folds:
         return {"value": None, "ci": None,

@@ -58,8 +58,9 @@ def density_score(model_dir: str | os.PathLike, *, device: str = "cpu",
         default the model's ``score_orientations``.
     """
     from .density import DensityModel
-    from .density.scores import _check_orientations, orient
-    from .inference import log_prob_batched, resolve_device
+    from .density.evaluate import _own_orientations
+    from .density.scores import _check_orientations, oriented_log_prob
+    from .inference import resolve_device
 
     model_dir = Path(model_dir)
     try:
@@ -68,7 +69,7 @@ def density_score(model_dir: str | os.PathLike, *, device: str = "cpu",
         msg = f"{model_dir}: no readable training.json ({exc}); train the model first"
         raise DataNotFoundError(msg) from None
     dev = resolve_device(device)
-    turns = _check_orientations(int(info.get("score_orientations", 1)) if orientations is None
+    turns = _check_orientations(_own_orientations(info) if orientations is None
                                 else orientations)
     members = info["members"]
     mains = [DensityModel.load(model_dir / m["model"], device=dev).freeze() for m in members]
@@ -76,8 +77,7 @@ def density_score(model_dir: str | os.PathLike, *, device: str = "cpu",
              for m in members if "background" in m]
 
     def mean_log_prob(models: list, images: np.ndarray) -> np.ndarray:
-        views = [np.ascontiguousarray(orient(images, j), np.float32) for j in range(turns)]
-        return np.mean([log_prob_batched(m, v, device=dev) for m in models for v in views],
+        return np.mean([oriented_log_prob(m, images, turns, device=dev) for m in models],
                        axis=0)
 
     def score(images: np.ndarray) -> np.ndarray:

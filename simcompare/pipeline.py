@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._io import write_json_atomic
+from ._io import write_json_atomic, write_parquet_atomic
 from ._lock import workspace_lock
 from ._stages import Stage, _stage, _Stages, stage_key
 from ._version import __version__
@@ -341,20 +341,17 @@ def _evaluate_stage(r: _Run) -> Stage:
 
     def run(work: Path, resume: bool) -> None:
         from .density import evaluate
-        from .density.evaluate import _reference_scores, model_orientations
+        from .density.evaluate import reference_table
 
         model = r.out("train")
         evaluate(model, r.out("render", "mocks.h5"), out=work / "sim_scores.parquet",
                  device=cfg.device, progress=cfg.progress, cluster=r.cluster,
                  precision=cfg.precision, use_torch_compile=cfg.compile,
                  orientations=cfg.orientations)
-        if model_orientations(model) == cfg.orientations:
-            shutil.copyfile(model / "reference_scores.parquet", work / "reference_scores.parquet")
-        else:
-            _reference_scores(model, r.out("observed", "observed.h5"),
-                              out=work / "reference_scores.parquet", device=cfg.device,
-                              orientations=cfg.orientations, cluster=r.cluster,
-                              progress=cfg.progress)
+        # the model's own table, or the one evaluate() just scored for its percentiles
+        write_parquet_atomic(reference_table(model, cfg.orientations, device=cfg.device,
+                                             cluster=r.cluster),
+                             work / "reference_scores.parquet")
 
     return Stage("evaluate", config, run, upstream=("train", "render"),
                  done=lambda key: {"train": r.key("train"), "render": r.key("render")})

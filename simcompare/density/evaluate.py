@@ -47,8 +47,9 @@ import numpy as np
 from .. import imageset as _imageset
 from .._io import check_output_file, write_parquet_atomic
 from ..errors import ConfigError, DataFormatError, DataNotFoundError
+from .scores import _check_orientations
 
-__all__ = ["PERCENTILE_COLUMN", "SCORE_COLUMNS", "evaluate", "model_orientations", "percentile_of"]
+__all__ = ["PERCENTILE_COLUMN", "SCORE_COLUMNS", "evaluate", "percentile_of", "reference_table"]
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
     Each member's scores are its averages over ``orientations`` of every image
     (:func:`simcompare.density.scores.orient`).
     """
-    from ..inference import log_prob_batched, resolve_batch_size
-    from .scores import _check_orientations, local_scores, orient, peak_of_map
+    from ..inference import resolve_batch_size
+    from .scores import local_scores, oriented_log_prob, peak_of_map
 
     orientations = _check_orientations(orientations)
 
@@ -140,9 +141,8 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
     map_sum = None
     for name, m, b in scorers:
         if b is None:
-            main.append(np.mean([log_prob_batched(
-                m, np.ascontiguousarray(orient(x, j)), batch_size=batch_size,
-                progress=progress, desc=name) for j in range(orientations)], axis=0))
+            main.append(oriented_log_prob(m, x, orientations, batch_size=batch_size,
+                                          progress=progress, desc=name))
             continue
         bs = resolve_batch_size(batch_size, m, x, m.device)
         sc = local_scores(m, b, x, footprint=footprint, batch=bs, orientations=orientations)
@@ -285,9 +285,9 @@ def evaluate(
                      self_reference=False, orientations=orientations)
 
 
-def model_orientations(model: str | os.PathLike) -> int:
-    """The orientations a model folder's reference scores were averaged over (1 if unrecorded)."""
-    return int(_load_training(Path(model)).get("score_orientations", 1))
+def _own_orientations(info: dict[str, Any]) -> int:
+    """The orientations a model's reference scores were averaged over (1 if unrecorded)."""
+    return int(info.get("score_orientations", 1))
 
 
 def _reference_scores(model: str | os.PathLike, images: str | os.PathLike, *,
@@ -311,22 +311,28 @@ def _evaluate(
     self_reference: bool, orientations: int | None = None,
 ) -> Any:
     """:func:`evaluate`, with the percentile reference read from the model or the scores."""
-    from .scores import _check_orientations
+    from types import SimpleNamespace
+
+    from ..inference import CALIBRATION_IMAGES
 
     if out is not None:
         check_output_file(out)
     info = _load_training(model)
-    own = int(info.get("score_orientations", 1))
+    own = _own_orientations(info)
     orientations = own if orientations is None else _check_orientations(orientations)
     kw = {"device": device, "batch_size": batch_size, "progress": progress,
-          "precision": precision, "use_torch_compile": use_torch_compile, "cluster": cluster,
+          "precision": precision, "use_torch_compile": use_torch_compile,
           "orientations": orientations}
-    if cluster is not None and cluster.distributed:
-        # the workers read their own slices of the file; here only the catalogue
-        s, rows = _select_rows(model, images, info, split)
-        scores = _score_rows(model, info, Path(images), rows, **kw)
+    catalog, rows = _split_rows(model, images, split)
+    if cluster is not None and cluster.distributed and rows.size:
+        # the workers read their own slices of the file; here the catalogue and the few
+        # images the precision is calibrated on
+        head = _read_checked(images, info, rows[:CALIBRATION_IMAGES])
+        scores = _score_rows(model, info, Path(images), rows, head=head, cluster=cluster, **kw)
+        cat = {k: np.asarray(v)[rows] for k, v in catalog.items()}
+        s = SimpleNamespace(object_id=cat["object_id"], catalog=cat)
     else:
-        s = _select_images(model, images, info, split)
+        s = _read_checked(images, info, None if split is None else rows)
         scores = _score(model, info, _prepare(s, info), **kw)
     n_dim = len(info["bands"]) * int(info["stamp_size"]) ** 2
     means, spreads, column = _ensemble_columns(scores, n_dim=n_dim)
@@ -336,82 +342,76 @@ def _evaluate(
     elif orientations == own:
         reference = _stored_reference(model, column)
     else:  # the stored reference was scored otherwise: score the test split this way
-        reference = _rescored_reference(model, info, orientations, column, device, cluster)
+        reference = np.asarray(reference_table(model, orientations, device=device,
+                                               cluster=cluster)[column], float)
     df = _table(s, means, percentile_of(score, reference), spreads)
     if out is not None:
         write_parquet_atomic(df, Path(out))
     return df
 
 
-#: Test-split scores of a model in orientations other than its own, kept per process so
-#: that repeated :func:`evaluate` calls (the floor's) score the split once:
-#: (folder, training.json mtime, orientations, column) -> scores.
-_REFERENCE_CACHE: dict[tuple, np.ndarray] = {}
+#: Test-split score tables of a model in orientations other than its own, kept per
+#: process so that the split is scored once however often it is needed (the floor's
+#: evaluate calls, the evaluate stage's reference): (folder, training.json mtime,
+#: orientations) -> table.
+_REFERENCE_CACHE: dict[tuple, Any] = {}
 
 
-def _rescored_reference(model: Path, info: dict[str, Any], orientations: int, column: str,
-                        device: str, cluster: Any) -> np.ndarray:
-    """The model's held-out test split scored in ``orientations`` (``column``)."""
-    key = (str(model.resolve()), (model / "training.json").stat().st_mtime_ns, orientations,
-           column)
+def reference_table(model: str | os.PathLike, orientations: int, *, device: str = "auto",
+                    cluster: Any = None) -> Any:
+    """The model's held-out test split scored in ``orientations`` (the reference table).
+
+    The model's own reference_scores.parquet when it was scored that way; otherwise the
+    split is scored here (once per process and model).
+    """
+    model = Path(model)
+    info = _load_training(model)
+    if _check_orientations(orientations) == _own_orientations(info):
+        import pandas as pd
+
+        return pd.read_parquet(model / "reference_scores.parquet")
+    key = (str(model.resolve()), (model / "training.json").stat().st_mtime_ns, orientations)
     if key not in _REFERENCE_CACHE:
         log.info("scoring the model's test split in %d orientations for the percentiles",
                  orientations)
         table = _reference_scores(model, info["images"], out=None, device=device,
                                   orientations=orientations, cluster=cluster)
         _REFERENCE_CACHE.clear()
-        _REFERENCE_CACHE[key] = np.asarray(table[column], float)
+        _REFERENCE_CACHE[key] = table
     return _REFERENCE_CACHE[key]
 
 
-def _select_images(model: Path, images: str | os.PathLike, info: dict[str, Any],
-                   split: str | None, index: np.ndarray | None = None) -> Any:
-    """The ImageSet to score (only ``split`` of the model's own split when given), checked."""
-    s = _imageset.read(images, index=index)
-    if split is not None:
-        if split not in ("train", "validation", "test"):
-            msg = f"split must be train, validation or test, got {split!r}"
-            raise ConfigError(msg)
-        ids_wanted = set(json.loads((model / "split.json").read_text())[split])
-        keep = np.array([int(i) in ids_wanted for i in s.object_id])
-        if not keep.any():
-            msg = f"{images} holds none of the model's {split} split; pass the training image set"
-            raise ConfigError(msg)
-        s = s.subset(keep)
+def _split_rows(model: Path, images: str | os.PathLike, split: str | None,
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The catalogue of ``images`` and the rows to score, without reading any image.
+
+    All rows, or only those of ``split`` of the model's own split when given.
+    """
+    catalog = _imageset.read_catalog(images)
+    ids = np.asarray(catalog["object_id"])
+    if split is None:
+        return catalog, np.arange(len(ids))
+    if split not in ("train", "validation", "test"):
+        msg = f"split must be train, validation or test, got {split!r}"
+        raise ConfigError(msg)
+    wanted = set(json.loads((model / "split.json").read_text())[split])
+    rows = np.flatnonzero([int(i) in wanted for i in ids])
+    if not rows.size:
+        msg = f"{images} holds none of the model's {split} split; pass the training image set"
+        raise ConfigError(msg)
+    return catalog, rows
+
+
+def _read_checked(images: str | os.PathLike, info: dict[str, Any],
+                  rows: np.ndarray | None) -> Any:
+    """Rows ``rows`` of ``images`` (all when None), checked against the model's bands and stamp."""
+    s = _imageset.read(images, index=rows)
     if list(s.bands) != list(info["bands"]) or s.images.shape[-1] != info["stamp_size"]:
         msg = (f"{images}: bands {list(s.bands)} / stamp {s.images.shape[-1]} differ from the "
                f"model's {info['bands']} / {info['stamp_size']}; render with the same survey "
                "bands and stamp size")
         raise ConfigError(msg)
     return s
-
-
-def _select_rows(model: Path, images: str | os.PathLike, info: dict[str, Any],
-                 split: str | None) -> tuple[Any, np.ndarray]:
-    """The rows of ``images`` to score and their catalogue, without reading the images.
-
-    Returns a catalogue-only stand-in for the ImageSet (``object_id``, ``catalog``) and
-    the row numbers; checked as :func:`_select_images` checks (bands and stamp size from
-    the first selected image).
-    """
-    from types import SimpleNamespace
-
-    catalog = _imageset.read_catalog(images)
-    ids = np.asarray(catalog["object_id"])
-    rows = np.arange(len(ids))
-    if split is not None:
-        if split not in ("train", "validation", "test"):
-            msg = f"split must be train, validation or test, got {split!r}"
-            raise ConfigError(msg)
-        wanted = set(json.loads((model / "split.json").read_text())[split])
-        rows = np.flatnonzero([int(i) in wanted for i in ids])
-        if not rows.size:
-            msg = f"{images} holds none of the model's {split} split; pass the training image set"
-            raise ConfigError(msg)
-    if rows.size:
-        _select_images(model, images, info, None, index=rows[:1])
-    cat = {k: np.asarray(v)[rows] for k, v in catalog.items()}
-    return SimpleNamespace(object_id=cat["object_id"], catalog=cat), rows
 
 
 def _prepare(s: Any, info: dict[str, Any]) -> np.ndarray:
@@ -428,13 +428,12 @@ def _chunk_size(n: int, workers: int) -> int:
 
 def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
            device: str, batch_size: int | str, progress: bool, precision: str,
-           use_torch_compile: bool, cluster: Any, orientations: int = 1,
-           ) -> dict[str, np.ndarray]:
+           use_torch_compile: bool, orientations: int = 1) -> dict[str, np.ndarray]:
     """Per-member scores of the prepared images ``x``, in this process.
 
     A model with a background also needs each image's footprint
-    (:func:`~simcompare.density.scores.footprint_mask`), found here for the whole set.
-    ``cluster`` is not used: a distributed run scores file slices (:func:`_score_rows`).
+    (:func:`~simcompare.density.scores.footprint_mask`), found here for the whole set; a
+    distributed run scores file slices instead (:func:`_score_rows`).
     """
     from ..inference import CALIBRATION_IMAGES, resolve_device
     from .scores import footprint_mask
@@ -449,23 +448,21 @@ def _score(model: Path, info: dict[str, Any], x: np.ndarray, *,
 
 
 def _score_rows(model: Path, info: dict[str, Any], images: Path, rows: np.ndarray, *,
-                device: str, batch_size: int | str, progress: bool, precision: str,
+                head: Any, device: str, batch_size: int | str, progress: bool, precision: str,
                 use_torch_compile: bool, cluster: Any, orientations: int = 1,
                 ) -> dict[str, np.ndarray]:
-    """Per-member scores of ``rows`` of the file ``images``, on the cluster's workers.
+    """Per-member scores of ``rows`` (not empty) of the file ``images``, on the cluster.
 
     Each task reads and prepares its own slice of the file (:func:`_score_chunk`), so no
-    image travels through the scheduler and this process holds only the first few
-    (the precision calibration).
+    image travels through the scheduler; this process holds only ``head``, the first
+    rows' ImageSet, on which the precision is calibrated.
     """
     from ..cluster import batched
-    from ..inference import CALIBRATION_IMAGES
 
     _check_device_name(device)
     sigma = np.asarray(info["noise_sigma"])
     seed = int(info["seed"])
     with_footprint = any("background" in m for m in info["members"])
-    head = _imageset.read(images, index=rows[:CALIBRATION_IMAGES])
     calib = np.ascontiguousarray(_prepare(head, info))
     size = _chunk_size(len(rows), cluster.n_workers)
     path = str(Path(images).resolve())
@@ -478,11 +475,6 @@ def _score_rows(model: Path, info: dict[str, Any], images: Path, rows: np.ndarra
                              batch_size, precision, calib, use_torch_compile,
                              sigma if with_footprint else None, orientations,
                              name="evaluate"))
-    if not parts:
-        return _score(model, info, calib[:0], device=device, batch_size=batch_size,
-                      progress=progress, precision=precision,
-                      use_torch_compile=use_torch_compile, cluster=None,
-                      orientations=orientations)
     return {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
 
 

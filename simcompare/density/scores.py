@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["ORIENTATIONS", "PEAK_FRACTION", "footprint_mask", "local_scores", "orient",
-           "peak_of_map", "peak_ratio", "pool_mask", "ratio_map", "unorient"]
+           "oriented_log_prob", "peak_of_map", "peak_ratio", "pool_mask", "ratio_map",
+           "unorient"]
 
 #: Share of the finest-grid cells whose ratio the peak score adds up (1/32: 18 cells of a
 #: 48-pixel stamp, 32 of a 64-pixel one; a few PSF areas).
@@ -103,6 +104,18 @@ def unorient(m: np.ndarray, j: int) -> np.ndarray:
     """The inverse of :func:`orient`: a map of orientation ``j`` back on the image's own grid."""
     y = np.rot90(m, -(j % 4), axes=(-2, -1))
     return y[..., ::-1] if j >= 4 else y
+
+
+def oriented_log_prob(model: Any, x: np.ndarray, orientations: int, **kw: Any) -> np.ndarray:
+    """``log p`` of images ``x`` averaged over ``orientations`` of each (:func:`orient`).
+
+    ``kw`` goes to :func:`simcompare.inference.log_prob_batched` (batch size, device,
+    progress).
+    """
+    from ..inference import log_prob_batched
+
+    return np.mean([log_prob_batched(model, np.ascontiguousarray(orient(x, j), np.float32), **kw)
+                    for j in range(_check_orientations(orientations))], axis=0)
 
 
 def pool_mask(mask: np.ndarray, side: int) -> np.ndarray:
