@@ -363,6 +363,16 @@ def reference_table(model: str | os.PathLike, orientations: int, *, device: str 
 
     The model's own reference_scores.parquet when it was scored that way; otherwise the
     split is scored here (once per process and model).
+
+    Parameters
+    ----------
+    model : path
+        The trained model folder.
+    orientations : {1, 4, 8}
+        Orientations each image is scored in.
+    device : {"auto", "cpu", "cuda"}
+    cluster : simcompare.cluster.Cluster, optional
+        Workers to score on (see :func:`evaluate`).
     """
     model = Path(model)
     info = _load_training(model)

@@ -109,8 +109,15 @@ def unorient(m: np.ndarray, j: int) -> np.ndarray:
 def oriented_log_prob(model: Any, x: np.ndarray, orientations: int, **kw: Any) -> np.ndarray:
     """``log p`` of images ``x`` averaged over ``orientations`` of each (:func:`orient`).
 
-    ``kw`` goes to :func:`simcompare.inference.log_prob_batched` (batch size, device,
-    progress).
+    Parameters
+    ----------
+    model : DensityModel or FrozenDensity
+    x : ndarray (N, B, H, W)
+        Filled flux images.
+    orientations : {1, 4, 8}
+    **kw
+        Passed to :func:`simcompare.inference.log_prob_batched` (batch size, device,
+        progress).
     """
     from ..inference import log_prob_batched
 
