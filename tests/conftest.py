@@ -24,6 +24,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture
+def worker_killing_cluster():
+    """A :class:`simcompare.cluster.Cluster` that SIGKILLs one dask worker mid-stage.
+
+    The first result of its first ``map`` comes back, then the first worker process is
+    killed while the other tasks are in flight on both workers; ``killed`` lists its pid.
+    A stage run on it must complete with the output of an undisturbed run.
+    """
+    import signal
+
+    from simcompare.cluster import Cluster
+
+    class KillsAWorker(Cluster):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.killed: list[int] = []
+
+        def map(self, *args, **kwargs):
+            for i, res in enumerate(super().map(*args, **kwargs)):
+                if i == 0 and not self.killed:
+                    pid = self.worker_pids()[0]
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+                yield res
+
+    return KillsAWorker
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real survey and simulation files (env SIMCOMPARE_TEST_DATA).

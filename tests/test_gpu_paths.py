@@ -81,6 +81,18 @@ def test_evaluate_on_cluster_workers_matches_in_process(model2, monkeypatch) -> 
     assert all(v == [str(out.resolve())] for v in keys.values())
 
 
+def test_evaluate_on_a_cluster_with_a_killed_worker_matches_in_process(
+        model2, monkeypatch, worker_killing_cluster) -> None:
+    """A dask worker killed mid-evaluate: the stage completes with the in-process table."""
+    obs, out = model2
+    local = evaluate(out, obs, out=None, device="cpu")
+    monkeypatch.setattr(evaluate_module, "_CHUNK_MIN", 8)  # six tasks, several in flight
+    with worker_killing_cluster(workers=2) as cluster:
+        remote = evaluate(out, obs, out=None, device="auto", cluster=cluster)
+        assert len(cluster.killed) == 1
+    pd.testing.assert_frame_equal(remote, local)
+
+
 def test_cluster_evaluate_rejects_bad_device_before_starting(model2) -> None:
     obs, out = model2
     with pytest.raises(ConfigError, match="unknown device"):

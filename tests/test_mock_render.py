@@ -147,26 +147,10 @@ def test_process_pool_gives_the_same_images(workspace, reference):
     np.testing.assert_array_equal(got.images, reference.images)
 
 
-def test_render_on_a_cluster_whose_worker_is_killed_matches_a_serial_render(workspace, reference):
+def test_render_on_a_cluster_whose_worker_is_killed_matches_a_serial_render(
+        workspace, reference, worker_killing_cluster):
     """A dask worker killed mid-render: the stage completes with identical output."""
-    import os
-    import signal
-    from typing import ClassVar
-
-    from simcompare.cluster import Cluster
-
-    class KillsAWorker(Cluster):
-        killed: ClassVar[list[int]] = []
-
-        def map(self, *args, **kwargs):
-            for i, res in enumerate(super().map(*args, **kwargs)):
-                if i == 0:  # the other batches are in flight on both workers
-                    pid = self.worker_pids()[0]
-                    os.kill(pid, signal.SIGKILL)
-                    self.killed.append(pid)
-                yield res
-
-    with KillsAWorker(workers=2) as cluster:
+    with worker_killing_cluster(workers=2) as cluster:
         out = render("tinydemo", "hsc", out=workspace / "killed.h5", workspace=workspace,
                      stamp_size=32, seed=3, batch_size=1, cluster=cluster)
         assert len(cluster.killed) == 1

@@ -157,6 +157,17 @@ def test_process_pool_gives_the_same_table() -> None:
     pd.testing.assert_frame_equal(one, two)
 
 
+def test_morphology_on_a_cluster_with_a_killed_worker_matches_one_process(
+        worker_killing_cluster) -> None:
+    """A dask worker killed mid-stage: the table is that of an undisturbed run."""
+    iset = make_population(24, seed=6)
+    one = measure(iset, out=None, workers=1, chunk_size=4)
+    with worker_killing_cluster(workers=2) as cluster:
+        two = measure(iset, out=None, cluster=cluster, chunk_size=4)  # six tasks
+        assert len(cluster.killed) == 1
+    pd.testing.assert_frame_equal(one, two)
+
+
 class _Workers:
     """A stand-in cluster: only what the task sizing reads."""
 

@@ -530,31 +530,15 @@ def _same_sets(a, b) -> None:
     assert a.provenance["excluded_ids"] == b.provenance["excluded_ids"]
 
 
-def test_ingest_on_a_cluster_with_a_killed_worker_matches_one_process(demo, demo_set, hsc, tmp_path):
-    import os
-    import signal
-    from typing import ClassVar
-
-    from simcompare.cluster import Cluster
-
-    class KillsAWorker(Cluster):
-        killed: ClassVar[list[int]] = []
-
-        def map(self, *args, **kwargs):
-            for i, res in enumerate(super().map(*args, **kwargs)):
-                if i == 0:
-                    pid = self.worker_pids()[0]
-                    os.kill(pid, signal.SIGKILL)
-                    self.killed.append(pid)
-                yield res
-
+def test_ingest_on_a_cluster_with_a_killed_worker_matches_one_process(
+        demo, demo_set, hsc, tmp_path, worker_killing_cluster):
     _, cutouts, catalog = demo
     import simcompare.observed.ingestion as cut
 
     old = cut._INGEST_BATCH
     cut._INGEST_BATCH = 2  # twelve tasks for the 24 objects, several in flight when one dies
     try:
-        with KillsAWorker(workers=2) as cluster:
+        with worker_killing_cluster(workers=2) as cluster:
             out = ingest(hsc, out=tmp_path / "c.h5", cutouts=cutouts, catalog=catalog,
                          stamp_size=STAMP, cluster=cluster)
             assert len(cluster.killed) == 1
