@@ -1,7 +1,7 @@
 """Read-outs of the fine-structure flows on closure workspaces: one AUROC per score (JSON).
 
 Usage: python benchmarks/closure_readouts.py --work DIR [--seeds 0,1,2] [--particles 20000]
-       [--variants same,noclumps,larger] [--orientations 1,4,8] [--n-bootstrap 300]
+       [--variants same,noclumps,larger] [--orientations 1,4,8] [--n-bootstrap 300] [--max N]
 
 ``DIR`` is a ``benchmarks/closure.py --work DIR`` folder: per seed a workspace whose
 trained model (three flows and their Sersic backgrounds, trained by the closure run) is
@@ -54,17 +54,17 @@ def _model_and_observed(ws: Path) -> tuple[Path, Path]:
     return Path(paths["model"]), Path(paths["observed"])
 
 
-def _mocks(ws: Path, info: dict, variant: str, n_part: int, seed: int) -> Path:
+def _mocks(ws: Path, info: dict, variant: str, n_part: int, seed: int, n_max: int | None) -> Path:
     from simcompare.mock import render
     from simcompare.registry import find_sim, find_survey
 
     spec = info["sims"][f"{variant}-{n_part}"]
-    out = ws / "readouts" / f"mocks_{variant}_{n_part}.h5"
+    out = ws / "readouts" / f"mocks_{variant}_{n_part}{'' if n_max is None else f'_first{n_max}'}.h5"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         render(find_sim(spec["sim"], workspace=ws), find_survey(spec["survey"], workspace=ws),
                out=out, workspace=ws, stamp_size=info["stamp"], bands=tuple(info["bands"]),
-               noise="survey", seed=seed, workers=2)
+               noise="survey", seed=seed, workers=2, n_galaxies=n_max)
     return out
 
 
@@ -106,7 +106,7 @@ def _auroc_ci(sim: np.ndarray, ref: np.ndarray, n_boot: int, rng: np.random.Gene
 
 
 def run_seed(ws: Path, *, seed: int, variants: tuple[str, ...], n_part: int,
-             orientations: tuple[int, ...], n_boot: int) -> dict:
+             orientations: tuple[int, ...], n_boot: int, n_max: int | None = None) -> dict:
     from simcompare import imageset
     from simcompare.density.data import prepared_images
 
@@ -121,14 +121,14 @@ def run_seed(ws: Path, *, seed: int, variants: tuple[str, ...], n_part: int,
     sigma, mseed = np.asarray(tinfo["noise_sigma"]), int(tinfo["seed"])
     test = set(json.loads((model / "split.json").read_text())["test"])
     cat = imageset.read_catalog(observed)
-    rows = np.flatnonzero([int(i) in test for i in np.asarray(cat["object_id"])])
+    rows = np.flatnonzero([int(i) in test for i in np.asarray(cat["object_id"])])[:n_max]
     t0 = time.perf_counter()
     ref = _scores(model, prepared_images(imageset.read(observed, index=rows), sigma=sigma, seed=mseed),
                   orientations)
     out: dict = {"n_reference": len(rows), "variants": {}}
     rng = np.random.default_rng([seed, 31])
     for v in variants:
-        mocks = _mocks(ws, info, v, n_part, seed)
+        mocks = _mocks(ws, info, v, n_part, seed, n_max)
         sim = _scores(model, prepared_images(imageset.read(mocks), sigma=sigma, seed=mseed),
                       orientations)
         out["variants"][v] = {"n": len(next(iter(sim.values()))),
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="same,noclumps,larger")
     ap.add_argument("--orientations", default="1,4,8")
     ap.add_argument("--n-bootstrap", type=int, default=300)
+    ap.add_argument("--max", type=int, default=None,
+                    help="at most this many galaxies per side (a quick check; default all)")
     args = ap.parse_args(argv)
     variants = tuple(args.variants.split(","))
     orientations = tuple(int(o) for o in args.orientations.split(","))
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         per_seed[seed] = run_seed(args.work / f"seed{seed}", seed=seed, variants=variants,
                                   n_part=args.particles, orientations=orientations,
-                                  n_boot=args.n_bootstrap)
+                                  n_boot=args.n_bootstrap, n_max=args.max)
         print(json.dumps({"progress": seed, "seconds": per_seed[seed]["seconds"]}), file=sys.stderr,
               flush=True)
     out = {"benchmark": "closure_readouts", "options": {k: str(v) for k, v in vars(args).items()},
