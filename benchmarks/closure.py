@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/closure.py [--work DIR] [--seeds 0,1,2] [--particles 4000,20000]
        [--variants same,noclumps,larger,psfwide,noisy] [--n-train 1300] [--n-sim 300]
-       [--epochs 30] [--morphology-max 300] [--stamp-size 48] [--quick] [--keep]
+       [--epochs 30] [--hidden 32] [--blocks 4] [--morphology-max 300] [--stamp-size 48]
+       [--quick] [--keep]
 
 For every seed, :mod:`closure_population` writes the analytic population twice (galsim
 cutouts in the HSC layout; TNG-layout star particles of an independent draw), and
@@ -140,7 +141,8 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
     mock_survey = survey if survey != "closure" else None
     cfg = ScoreConfig(sim=sim, survey="closure", mock_survey=mock_survey, workspace=str(ws),
                       stamp_size=args.stamp_size,
-                      bands=tuple(args.bands.split(",")), levels=2, blocks=4, hidden=32,
+                      bands=tuple(args.bands.split(",")), levels=2, blocks=args.blocks,
+                      hidden=args.hidden,
                       epochs=args.epochs, batch_size=32, n_bootstrap=args.n_bootstrap, n_null=10,
                       seed=seed, morphology_max=args.morphology_max, workers=args.workers)
     t0 = time.perf_counter()
@@ -280,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=1300, help="observed galaxies (train + validation + test)")
     ap.add_argument("--n-sim", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--hidden", type=int, default=32, help="hidden channels of the flows' couplings")
+    ap.add_argument("--blocks", type=int, default=4, help="flow steps per level")
     ap.add_argument("--morphology-max", type=int, default=300)
     ap.add_argument("--n-bootstrap", type=int, default=300)
     ap.add_argument("--stamp-size", type=int, default=48)

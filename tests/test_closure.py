@@ -29,8 +29,8 @@ def test_same_population_reads_chance_and_missing_clumps_are_detected(tmp_path):
         import closure_population as cp
     finally:
         sys.path.remove(str(BENCH))
-    args = argparse.Namespace(stamp_size=48, bands="g,r,i", epochs=3, n_bootstrap=300,
-                              morphology_max=80, workers=2)
+    args = argparse.Namespace(stamp_size=48, bands="g,r,i", epochs=3, hidden=32, blocks=4,
+                              n_bootstrap=300, morphology_max=80, workers=2)
     info = cp.write_all(tmp_path, n_obs=240, n_sim=120, seed=0, particles=(4000,),
                         variants=("same", "noclumps"), stamp=48, bands=("g", "r", "i"))
     res = {key: closure.run_one(tmp_path, sim=spec["sim"], survey=spec["survey"], args=args, seed=0)
