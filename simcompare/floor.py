@@ -163,7 +163,14 @@ class _FixedFluxes:
 
 
 def _mock_setup(mocks: Path, *, survey: Any, workspace: Path) -> dict[str, Any]:
-    """Camera, PSF, noise model and render options of the mocks (from their provenance)."""
+    """Camera, PSF, noise model and render options of the mocks (from their provenance).
+
+    The PSF and the noise are ``survey``'s: the mocks' own when they were rendered through
+    it, else (``score --mock-survey``) drawn from ``survey``'s descriptor as the render
+    stage draws them, so that the floor holds what the render path does to the observed
+    survey's galaxies (particles, smoothing, centring) and not a mock descriptor's own
+    departure from that survey, which is for the axes to see.
+    """
     from .mock.observe import Camera, NoiseModel
 
     s = imageset.read(mocks, index=np.zeros(1, np.int64))
@@ -191,6 +198,12 @@ def _mock_setup(mocks: Path, *, survey: Any, workspace: Path) -> dict[str, Any]:
             bands=s.bands, pixel_scale_arcsec=s.pixel_scale_arcsec,
             stamp_size=camera.stamp_size)
     psf = np.asarray(s.psf, np.float64)
+    if cfg.get("survey", survey.name) != survey.name:  # rendered through another descriptor
+        from .psf import PSF
+
+        psf = PSF.from_survey(survey, bands=s.bands, workspace=workspace,
+                              kernel_size=2 * camera.stamp_size + 1).image
+        noise = NoiseModel.from_survey(survey, bands=s.bands, mode=str(cfg["noise"]))
     return {"camera": camera, "noise": noise, "psf": psf if psf.ndim == 3 else psf[0],
             "bands": tuple(s.bands), "zero_point": s.zero_point, "flux_unit": s.flux_unit,
             "survey": s.survey, "pixel_scale": s.pixel_scale_arcsec,
@@ -371,7 +384,11 @@ def measure_floor(
     observed_test : path
         The held-out observed test split (ImageSet).
     mocks : path
-        The rendered simulation (ImageSet; its provenance gives camera, PSF and noise).
+        The rendered simulation (ImageSet; its provenance gives camera, smoothing and
+        neighbour search, and the PSF and noise when it was rendered through ``survey``).
+    survey : SurveyDescriptor
+        The observed survey: its PSF and noise are the self-simulations' (also when the
+        mocks went through another descriptor, ``score --mock-survey``).
     model : path
         The trained model folder (``training.json``).
     out : path

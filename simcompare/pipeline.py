@@ -422,13 +422,15 @@ def _floor_stage(r: _Run) -> Stage | None:
     if cfg.orientations != 1:  # in the key only when set (older keys scored one orientation)
         config["orientations"] = cfg.orientations
     config["classifier_epochs"] = cfg.classifier_epochs  # the any-difference axis' floor
+    if r.mock_survey is not None:  # the self-simulations take the observed survey's PSF and noise
+        config["psf_noise_of"] = _descriptor_text(r.survey)
 
     def run(work: Path, resume: bool) -> None:
         from .floor import measure_floor
 
         measure_floor(
             observed_test=r.out("morphology", "observed_test.h5"), mocks=r.out("render", "mocks.h5"),
-            model=r.out("train"), out=work, survey=r.render_survey, workspace=r.workspace,
+            model=r.out("train"), out=work, survey=r.survey, workspace=r.workspace,
             column=r.column, n_particles=cfg.floor_particles, curve=tuple(cfg.floor_curve),
             max_galaxies=cfg.floor_max or 2 * cfg.morphology_max,
             n_bootstrap=cfg.n_bootstrap, n_null=min(cfg.n_null, 10), seed=cfg.seed,

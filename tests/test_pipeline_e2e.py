@@ -308,6 +308,14 @@ def test_mock_survey_renders_through_another_descriptor(cli_run, tmp_path):
     # the wider PSF puts less of its light in the central pixel, band by band
     c = wide_psf.shape[-1] // 2
     assert (wide_psf[:, c, c] < 0.8 * plain_psf[:, c, c]).all()
+    # the floor's self-simulations take the observed survey's PSF, not the mock descriptor's:
+    # a wrong mock PSF is a difference for the axes to find, not part of the pipeline's floor
+    floor_dir = Path(run["paths"]["floor"]).parent
+    self_psf = imageset.read(floor_dir / "self_simulation.h5").psf
+    k = self_psf.shape[-1] // 2
+    np.testing.assert_allclose(self_psf[:, k, k], plain_psf[:, c, c], rtol=1e-5)
+    plain_self = imageset.read(Path(plain["paths"]["floor"]).parent / "self_simulation.h5")
+    np.testing.assert_allclose(self_psf, plain_self.psf, rtol=1e-5, atol=1e-8)
     # a descriptor with other pixels cannot stand in for the survey
     (ws / "observed" / "hscpix.toml").write_text(
         text.replace('name = "hsc"', 'name = "hscpix"').replace("pixel_scale_arcsec = 0.168",
