@@ -165,12 +165,18 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
         "stage_s": {k: round(v, 1) for k, v in run.get("timings_s", {}).items()},
         "diagnostics": _diagnostics(run),
     }
-    floor = summary.get("pipeline_floor")
-    if floor is None:
-        floor = {k: v.get("pipeline_floor") for k, v in axes.items()
-                 if isinstance(v, dict) and v.get("pipeline_floor") is not None} or None
-    if floor is not None:
-        res["pipeline_floor"] = floor
+    # per axis the floor's AUROC and CI (summary.json axes.<axis>.pipeline_floor), and the
+    # verdict against it; beside them the floor's particle count
+    floor = {k: {**_axis(v["pipeline_floor"]), **({"floor_verdict": v["floor_verdict"]}
+                                                  if "floor_verdict" in v else {})}
+             for k, v in axes.items()
+             if isinstance(v, dict) and isinstance(v.get("pipeline_floor"), dict)
+             and v["pipeline_floor"].get("value") is not None}
+    meta = summary.get("pipeline_floor") or {}
+    if floor:
+        res["pipeline_floor"] = floor | {"particles": meta.get("particles")}
+    elif meta.get("skipped"):
+        res["pipeline_floor"] = {"skipped": meta["skipped"]}
     return res
 
 
