@@ -275,11 +275,16 @@ def aggregate(results: list[dict]) -> dict:
                 out.setdefault(key, {}).setdefault(axis, []).append(e["value"])
     for axes in out.values():
         for axis, vals in axes.items():
-            a = np.asarray(vals)
-            axes[axis] = {"mean": round(float(a.mean()), 4),
-                          "spread": round(float(a.std(ddof=1)), 4) if a.size > 1 else None,
-                          "values": vals}
+            axes[axis] = over_seeds(vals)
     return out
+
+
+def over_seeds(values: list[float], *, spread: str = "spread") -> dict:
+    """Mean, standard deviation (under the key ``spread``; None for one value) and values."""
+    a = np.asarray(values)
+    return {"mean": round(float(a.mean()), 4),
+            spread: round(float(a.std(ddof=1)), 4) if a.size > 1 else None,
+            "values": values}
 
 
 def main(argv: list[str] | None = None) -> int:

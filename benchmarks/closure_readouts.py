@@ -42,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import closure_population as cp
+from closure import over_seeds
 
 
 def _model_and_observed(ws: Path) -> tuple[Path, Path]:
@@ -68,16 +69,21 @@ def _mocks(ws: Path, info: dict, variant: str, n_part: int, seed: int, n_max: in
     return out
 
 
-def _scores(model: Path, x: np.ndarray, orientations: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Every read-out of the prepared images ``x`` (N, B, H, W)."""
+def _members(model: Path, info: dict) -> list[tuple]:
+    """Each member's frozen flow and background (loaded once per seed)."""
     from simcompare.density.model import DensityModel
+
+    return [(DensityModel.load(model / m["model"]).freeze(device="cpu"),
+             DensityModel.load(model / m["background"]).freeze(device="cpu"))
+            for m in info["members"]]
+
+
+def _scores(members: list[tuple], sigma: np.ndarray, x: np.ndarray,
+            orientations: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Every read-out of the prepared images ``x`` (N, B, H, W)."""
     from simcompare.density.scores import footprint_mask, local_scores, peak_of_map
 
-    info = json.loads((model / "training.json").read_text())
-    foot = footprint_mask(x, sigma=np.asarray(info["noise_sigma"]))
-    members = [(DensityModel.load(model / m["model"]).freeze(device="cpu"),
-                DensityModel.load(model / m["background"]).freeze(device="cpu"))
-               for m in info["members"]]
+    foot = footprint_mask(x, sigma=sigma)
     out: dict[str, np.ndarray] = {}
     for o in orientations:
         per = [local_scores(a, b, x, footprint=foot, batch=64, orientations=o) for a, b in members]
@@ -108,7 +114,7 @@ def _auroc_ci(sim: np.ndarray, ref: np.ndarray, n_boot: int, rng: np.random.Gene
 def run_seed(ws: Path, *, seed: int, variants: tuple[str, ...], n_part: int,
              orientations: tuple[int, ...], n_boot: int, n_max: int | None = None) -> dict:
     from simcompare import imageset
-    from simcompare.density.data import prepared_images
+    from simcompare.density.evaluate import _prepare, _split_rows
 
     info = json.loads((ws / "population.json").read_text())
     missing = [v for v in variants if f"{v}-{n_part}" not in info["sims"]]
@@ -118,19 +124,16 @@ def run_seed(ws: Path, *, seed: int, variants: tuple[str, ...], n_part: int,
                             bands=tuple(info["bands"]))
     model, observed = _model_and_observed(ws)
     tinfo = json.loads((model / "training.json").read_text())
-    sigma, mseed = np.asarray(tinfo["noise_sigma"]), int(tinfo["seed"])
-    test = set(json.loads((model / "split.json").read_text())["test"])
-    cat = imageset.read_catalog(observed)
-    rows = np.flatnonzero([int(i) in test for i in np.asarray(cat["object_id"])])[:n_max]
+    sigma = np.asarray(tinfo["noise_sigma"])
+    rows = _split_rows(model, observed, "test")[1][:n_max]  # the evaluate stage's test split
     t0 = time.perf_counter()
-    ref = _scores(model, prepared_images(imageset.read(observed, index=rows), sigma=sigma, seed=mseed),
-                  orientations)
+    members = _members(model, tinfo)
+    ref = _scores(members, sigma, _prepare(imageset.read(observed, index=rows), tinfo), orientations)
     out: dict = {"n_reference": len(rows), "variants": {}}
     rng = np.random.default_rng([seed, 31])
     for v in variants:
         mocks = _mocks(ws, info, v, n_part, seed, n_max)
-        sim = _scores(model, prepared_images(imageset.read(mocks), sigma=sigma, seed=mseed),
-                      orientations)
+        sim = _scores(members, sigma, _prepare(imageset.read(mocks), tinfo), orientations)
         out["variants"][v] = {"n": len(next(iter(sim.values()))),
                               **{k: _auroc_ci(sim[k], ref[k], n_boot, rng) for k in sim}}
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -146,10 +149,7 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
                     agg.setdefault(v, {}).setdefault(k, []).append(e["value"])
     for scores in agg.values():
         for k, vals in scores.items():
-            a = np.asarray(vals)
-            scores[k] = {"mean": round(float(a.mean()), 4),
-                         "sd": round(float(a.std(ddof=1)), 4) if a.size > 1 else None,
-                         "values": vals}
+            scores[k] = over_seeds(vals, spread="sd")
     return agg
 
 
