@@ -94,7 +94,7 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
         sim_scores: str | os.PathLike, reference_scores: str | os.PathLike,
         out: str | os.PathLike, seed: int = 0, n_bootstrap: int = 500, device: str = "cpu",
         mass_window_dex: float | None = None, classifier_epochs: int = 25,
-        orientations: int | None = None) -> Path:
+        orientations: int | None = None, progress: bool = False) -> Path:
     """Run the stage (see the module notes) and write its files into ``out``.
 
     Parameters
@@ -121,9 +121,12 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
     orientations : {1, 4, 8}, optional
         Orientations the mismatch maps' scores average over, as the run's scores
         (default the model's).
+    progress : bool
+        Show a bar of the stage's three steps (classifier, embedding, maps).
     """
     import pandas as pd
 
+    from ._progress import bar as _bar
     from .c2st import C2STOptions, classifier_two_sample_test, model_views
     from .embedding import EmbeddingOptions, alignment_fraction, embed, nearest_observed, pca_2d
     from .mismatch import density_score, occlusion_maps
@@ -147,12 +150,16 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
     sim_ids, obs_ids = s_sim.object_id.astype(np.int64), s_obs.object_id.astype(np.int64)
     timings["prepare"] = round(time.perf_counter() - t, 3)
 
+    steps = _bar(desc="appearance", total=3, enable=progress, unit="step")
+    steps.set_postfix_str("classifier")
     # 1. classifier two-sample test
     c2 = classifier_two_sample_test(x_sim, x_obs, sim_ids=sim_ids, obs_ids=obs_ids,
                                     opts=C2STOptions(epochs=classifier_epochs),
                                     n_bootstrap=n_bootstrap, seed=seed)
     timings["classifier"] = c2["seconds"]
     per = c2.pop("per_galaxy")
+    steps.update()
+    steps.set_postfix_str("embedding")
 
     # 2. appearance embedding, look-alikes, alignment fraction, 2-D map
     t = time.perf_counter()
@@ -168,6 +175,8 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
     align = alignment_fraction(z_sim, z_obs, k=10, n_bootstrap=n_bootstrap, seed=seed)
     coords, share = pca_2d(z[0])
     timings["embedding"] = round(time.perf_counter() - t, 3)
+    steps.update()
+    steps.set_postfix_str("mismatch maps")
 
     # 3. occlusion maps of the least typical simulated galaxies
     t = time.perf_counter()
@@ -194,6 +203,8 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
         maps_note = ("no mismatch maps: the mock ImageSet has no PSF or the stamp side is not "
                      f"divisible by {MAP_GRID}") if rows.size else "no ranked simulated galaxy"
     timings["maps"] = round(time.perf_counter() - t, 3)
+    steps.update()
+    steps.close()
 
     # 4. files
     p_ids = per["object_id"]

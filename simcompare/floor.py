@@ -422,6 +422,7 @@ def measure_floor(
         against the analytic re-renderings, plus ``curve`` (one entry per count) and, when
         the floor cannot be measured, ``skipped``.
     """
+    from ._progress import bar as _bar
     from .density import evaluate
     from .morphology import measure
     from .stats.compare import compare_tables
@@ -453,6 +454,10 @@ def measure_floor(
     fits.to_parquet(out / "fits.parquet")
     if setup["neighbours"] is not None:  # the observed path's neighbour search, as the mocks had
         analytic = _mask_like_ingest(analytic, setup["neighbours"], seed=seed)
+    # one bar for the stage: the analytic reference, then every particle count
+    counts = [int(n_particles)] + [int(c) for c in curve if int(c) != int(n_particles)]
+    steps = _bar(desc="floor", total=1 + len(counts), enable=progress, unit="set")
+    steps.set_postfix_str("analytic re-renderings")
     order = np.random.default_rng([seed, _FLOOR_STREAM, 2]).permutation(len(test))
     half_sim = np.sort(order[: (len(order) + 1) // 2])
     half_ref = np.sort(order[(len(order) + 1) // 2:])
@@ -465,8 +470,10 @@ def measure_floor(
                           progress=progress, orientations=orientations)
     ref_morph = measure(ref_path, out=out / "analytic_morphology.parquet",
                         **_pool(workers, cluster, half_ref.size), seed=seed, progress=progress)
+    steps.update()
 
     def one(count: int, name: str, classify: bool = False) -> dict[str, Any]:
+        steps.set_postfix_str(f"{count} particles")
         t0 = time.perf_counter()
         sset, kept, excluded = self_simulation(sim_fits, sim_cat, setup,
                                                n_particles=int(count), seed=seed)
@@ -492,6 +499,7 @@ def measure_floor(
         entry["seconds"] = {"render": round(t1 - t0, 2), "score_and_measure": round(t2 - t1, 2),
                             "compare": round(time.perf_counter() - t2, 2)}
         log.info("floor at %d particles: %d galaxies, %s", count, kept.size, entry["seconds"])
+        steps.update()
         return entry
 
     main = one(n_particles, "self_simulation", classify=classifier_epochs is not None)
@@ -501,6 +509,7 @@ def measure_floor(
     for count in curve:
         entry = main if int(count) == int(n_particles) else one(int(count), f"self_simulation_{count}")
         record["curve"].append(_curve_point(entry))
+    steps.close()
     write_json_atomic(out / "floor.json", record)
     return record
 

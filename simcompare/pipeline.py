@@ -375,7 +375,8 @@ def _appearance_stage(r: _Run) -> Stage:
                        reference_scores=r.out("evaluate", "reference_scores.parquet"), out=work,
                        seed=cfg.seed, n_bootstrap=cfg.n_bootstrap or 500, device=cfg.device,
                        mass_window_dex=cfg.lookalike_mass_window,
-                       classifier_epochs=cfg.classifier_epochs, orientations=cfg.orientations)
+                       classifier_epochs=cfg.classifier_epochs, orientations=cfg.orientations,
+                       progress=cfg.progress)
 
     return Stage("appearance", config, run, upstream=("evaluate", "observed"))
 

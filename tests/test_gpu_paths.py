@@ -296,3 +296,37 @@ def test_evaluate_chunks_give_each_worker_several_tasks() -> None:
     assert size(384, 1) == 96
     assert size(10, 2) == evaluate_module._CHUNK_MIN  # at least one CPU batch
     assert size(10**6, 1) == evaluate_module._CHUNK_MAX  # bounded memory per task
+
+
+def test_evaluate_shows_its_progress_in_process_and_on_a_cluster(model2, monkeypatch,
+                                                                  capsys) -> None:
+    """Scoring shows a bar: per member (images of both models) here, per file slice remotely."""
+    import tqdm.auto
+
+    shown = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable:  # tqdm closes again when collected
+                shown.append((self.desc.rstrip(": "), self.n, self.total, self.unit))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    monkeypatch.setattr(evaluate_module, "_CHUNK_MIN", 8)  # six file slices
+    obs, out = model2
+    quiet = evaluate(out, obs, out=None, device="cpu")
+    assert shown == [] and capsys.readouterr().err == ""
+    local = evaluate(out, obs, out=None, device="cpu", progress=True)
+    assert "img" in capsys.readouterr().err
+    members = [m["model"] for m in json.loads((out / "training.json").read_text())["members"]]
+    orientations = json.loads((out / "training.json").read_text())["score_orientations"]
+    # one bar per member, run to its end: 48 images, main and background, every orientation
+    assert shown == [(name, 2 * orientations * 48, 2 * orientations * 48, "img")
+                     for name in members]
+    pd.testing.assert_frame_equal(local, quiet)
+    shown.clear()
+    with Cluster(workers=2) as cluster:
+        remote = evaluate(out, obs, out=None, device="cpu", cluster=cluster, progress=True)
+    assert "slice" in capsys.readouterr().err
+    assert shown == [("evaluate", 6, 6, "slice")]
+    pd.testing.assert_frame_equal(remote, quiet)

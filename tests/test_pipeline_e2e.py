@@ -110,13 +110,31 @@ def test_second_run_is_cached(cli_run):
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
 
 
-def test_cli_and_api_give_identical_scores(cli_run, tmp_path):
+def test_cli_and_api_give_identical_scores(cli_run, tmp_path, monkeypatch):
+    """The API run, with progress bars on: the same scores as the CLI, a bar for every stage."""
+    import tqdm.auto
+
+    shown = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable:  # tqdm closes again when collected
+                shown.append((self.desc.rstrip(": "), self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
     ws_cli, _ = cli_run
     ws = _workspace(tmp_path / "ws_api")
     cfg = ScoreConfig(sim="demo", survey="hsc", workspace=str(ws), n_galaxies=60, stamp_size=32,
                       levels=2, blocks=2, hidden=16, epochs=2, batch_size=32, n_bootstrap=100,
-                      morphology_max=25, seed=3, classifier_epochs=5)
+                      morphology_max=25, seed=3, classifier_epochs=5, progress=True)
     report = score(cfg)
+    # every stage's bar ran to its end: render, observed, train (a bar per model), evaluate,
+    # appearance, morphology (the mocks and the test split), floor (analytic, one count)
+    ended = {desc for desc, n, total in shown if n == total}
+    assert {"render", "ingest", "model", "background", "evaluate", "appearance", "morphology",
+            "floor"} <= ended, shown
+    assert ("appearance", 3, 3) in shown and ("floor", 2, 2) in shown
     a = pd.read_parquet(ws_cli / "reports" / "demo_hsc" / "scores.parquet")
     b = pd.read_parquet(report / "scores.parquet")
     pd.testing.assert_frame_equal(a, b)

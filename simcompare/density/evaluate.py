@@ -145,7 +145,8 @@ def _score_members(scorers: list[tuple[str, Any, Any]], x: np.ndarray,
                                           progress=progress, desc=name))
             continue
         bs = resolve_batch_size(batch_size, m, x, m.device)
-        sc = local_scores(m, b, x, footprint=footprint, batch=bs, orientations=orientations)
+        sc = local_scores(m, b, x, footprint=footprint, batch=bs, orientations=orientations,
+                          progress=progress, desc=name)
         main.append(sc["log_p"])
         back.append(sc["log_p_background"])
         foot.append(sc["llr_footprint"])
@@ -467,6 +468,7 @@ def _score_rows(model: Path, info: dict[str, Any], images: Path, rows: np.ndarra
     image travels through the scheduler; this process holds only ``head``, the first
     rows' ImageSet, on which the precision is calibrated.
     """
+    from .._progress import progress as _progress
     from ..cluster import batched
 
     _check_device_name(device)
@@ -481,10 +483,11 @@ def _score_rows(model: Path, info: dict[str, Any], images: Path, rows: np.ndarra
     stamp = (model / "training.json").stat().st_mtime_ns
     log.info("scoring %d images in %d file slices on %d workers (%d with a GPU)", len(rows),
              len(chunks), cluster.n_workers, cluster.gpu_workers())
-    parts = list(cluster.map(_score_chunk, chunks, str(model), stamp, str(device),
-                             batch_size, precision, calib, use_torch_compile,
-                             sigma if with_footprint else None, orientations,
-                             name="evaluate"))
+    parts = list(_progress(
+        cluster.map(_score_chunk, chunks, str(model), stamp, str(device), batch_size, precision,
+                    calib, use_torch_compile, sigma if with_footprint else None, orientations,
+                    name="evaluate"),
+        desc="evaluate", total=len(chunks), enable=progress, unit="slice"))
     return {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
 
 

@@ -135,7 +135,7 @@ def pool_mask(mask: np.ndarray, side: int) -> np.ndarray:
     return mask.reshape(n, side, f, side, f).any(axis=(2, 4))
 
 
-def _maps(model: Any, x: np.ndarray, batch: int, orientations: int = 1,
+def _maps(model: Any, x: np.ndarray, batch: int, orientations: int = 1, bar: Any = None,
           ) -> tuple[list[np.ndarray], np.ndarray]:
     """Level maps of ``x``, averaged over ``orientations`` of every image.
 
@@ -151,15 +151,19 @@ def _maps(model: Any, x: np.ndarray, batch: int, orientations: int = 1,
     pre = None
     for j in range(orientations):
         xj = np.ascontiguousarray(orient(x, j)) if j else x
-        mj, pj = _maps_once(model, xj, batch)
+        mj, pj = _maps_once(model, xj, batch, bar)
         mj = [unorient(m, j) for m in mj] if j else mj
         maps = mj if maps is None else [a + b for a, b in zip(maps, mj, strict=True)]
         pre = pj if pre is None else pre + pj
     return [np.ascontiguousarray(m / orientations) for m in maps], pre / orientations
 
 
-def _maps_once(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Level maps of ``x`` in batches; the batch is halved on out-of-memory errors."""
+def _maps_once(model: Any, x: np.ndarray, batch: int, bar: Any = None,
+               ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Level maps of ``x`` in batches; the batch is halved on out-of-memory errors.
+
+    ``bar`` (a progress bar, optional) is advanced by the images of every batch.
+    """
     import logging
 
     import torch
@@ -187,6 +191,8 @@ def _maps_once(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray],
                 "out of memory at batch size %d; retrying with %d", batch * 2, batch)
             continue
         a += len(xb)
+        if bar is not None:
+            bar.update(len(xb))
         if not maps:
             maps = [[] for _ in m]
         for k, mk in enumerate(m):
@@ -196,7 +202,8 @@ def _maps_once(model: Any, x: np.ndarray, batch: int) -> tuple[list[np.ndarray],
 
 
 def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.ndarray | None,
-                 batch: int = 64, orientations: int = 1) -> dict[str, np.ndarray]:
+                 batch: int = 64, orientations: int = 1, progress: bool = False,
+                 desc: str = "") -> dict[str, np.ndarray]:
     """Total, per-level and footprint-restricted log-likelihood ratios of images ``x``.
 
     Parameters
@@ -213,6 +220,10 @@ def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.nda
     orientations : {1, 4, 8}
         Score every image in this many orientations (:func:`orient`) and average the
         maps on the image's own grid (every score below is of the average).
+    progress : bool
+        Show a bar of the images scored (both models, every orientation).
+    desc : str
+        Label of the bar.
 
     Returns
     -------
@@ -222,8 +233,15 @@ def local_scores(main: Any, background: Any, x: np.ndarray, *, footprint: np.nda
         term, identical in both models when they share it), ``llr_footprint`` and
         ``llr_footprint_level<k>``, all in nats.
     """
-    m_main, pre_main = _maps(main, x, batch, orientations)
-    m_back, pre_back = _maps(background, x, batch, orientations)
+    from .._progress import bar as _bar
+
+    orientations = _check_orientations(orientations)
+    bar = _bar(desc=desc, total=2 * orientations * len(x), enable=progress, unit="img")
+    try:
+        m_main, pre_main = _maps(main, x, batch, orientations, bar)
+        m_back, pre_back = _maps(background, x, batch, orientations, bar)
+    finally:
+        bar.close()
     if len(m_main) != len(m_back) or any(a.shape != b.shape for a, b in zip(m_main, m_back,
                                                                            strict=True)):
         msg = "the model and its background have different levels or stamp sizes"
