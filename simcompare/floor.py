@@ -197,14 +197,18 @@ def _mock_setup(mocks: Path, *, survey: Any, workspace: Path) -> dict[str, Any]:
                                    descriptor_source=survey.source),
             bands=s.bands, pixel_scale_arcsec=s.pixel_scale_arcsec,
             stamp_size=camera.stamp_size)
-    psf = np.asarray(s.psf, np.float64)
     if cfg.get("survey", survey.name) != survey.name:  # rendered through another descriptor
-        from .psf import PSF
-
-        psf = PSF.from_survey(survey, bands=s.bands, workspace=workspace,
-                              kernel_size=2 * camera.stamp_size + 1).image
         noise = NoiseModel.from_survey(survey, bands=s.bands, mode=str(cfg["noise"]))
-    return {"camera": camera, "noise": noise, "psf": psf if psf.ndim == 3 else psf[0],
+    # the renderer's kernel (the optical PSF on the mocks' sub-pixel grid), not the
+    # effective PSF the ImageSet records: that one holds the pixel response, which the
+    # deposit already applies, and would blur the self-simulations twice by the pixel
+    from .psf import PSF
+
+    psf = PSF.from_survey(survey, bands=s.bands, workspace=workspace,
+                          kernel_size=2 * camera.stamp_size + 1,
+                          oversample=int(cfg.get("oversample", 1)))
+    return {"camera": camera, "noise": noise, "psf": psf.image, "kernel": psf.render_kernel(),
+            "oversample": psf.oversample,
             "bands": tuple(s.bands), "zero_point": s.zero_point, "flux_unit": s.flux_unit,
             "survey": s.survey, "pixel_scale": s.pixel_scale_arcsec,
             "softening_kpc": float(cfg.get("softening_kpc", 0.5)),
@@ -289,7 +293,9 @@ def self_simulation(
     catalog : dict of ndarray
         The galaxies' catalogue columns (copied to the output).
     setup : dict
-        The mocks' rendering set-up: camera, PSF, noise, softening and smoothing.
+        The mocks' rendering set-up (:func:`_mock_setup`): camera, PSF (``psf``, recorded;
+        ``kernel`` and ``oversample``, rendered with: default ``psf`` and 1), noise,
+        softening and smoothing.
     n_particles : int
         Star particles per galaxy.
     seed : int
@@ -324,10 +330,12 @@ def self_simulation(
                                   metallicity=np.full(n_particles, 0.02))
         fluxes = np.array([getattr(fit, c) for c in flux_cols], np.float64)
         spec = RenderSpec(bands=bands, camera=cam, table=_FixedFluxes(fluxes, setup["zero_point"]),
-                          psf=setup["psf"], noise=setup["noise"], projection="z",
+                          psf=setup.get("kernel", setup["psf"]), noise=setup["noise"],
+                          projection="z",
                           softening_kpc=setup["softening_kpc"], knn_k=setup["knn_k"],
                           seed=int(seed), max_flux_outside=setup["max_flux_outside"],
-                          blank_sky=setup["blank_sky"], neighbours=setup.get("neighbours"))
+                          blank_sky=setup["blank_sky"], neighbours=setup.get("neighbours"),
+                          oversample=setup.get("oversample", 1))
         try:
             st = render_galaxy(particles, spec, object_id=oid, rng=rng)
         except GalaxyExcluded as exc:

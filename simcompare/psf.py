@@ -44,19 +44,31 @@ class PSF:
     counted once. For PSF images (which include the pixel and cannot be undone) the
     kernel is the image itself and the extra box remains.
 
+    A kernel sampled at the pixel scale is exact only on average over where a source
+    sits in its pixel: a compact source is blurred by the discrete 2x2 average of the
+    kernel at a pixel corner and not at all at a pixel centre (peaks -7% and +4% for a
+    point source under a 3.5-pixel PSF; compact bulges 1.5% low). With ``oversample``
+    f > 1 the kernel is the optical PSF sampled at the centres of f x f sub-pixels
+    (pixel scale / f), for a map deposited on that finer grid and summed back onto
+    pixels (:func:`simcompare.mock.project.light_map`); the same bulges then agree
+    with galsim within 0.2%.
+
     Parameters
     ----------
     image : ndarray, float64, shape (B, Q, Q)
     description : dict
         What it is: kind, FWHM per band [arcsec], beta, source file.
-    kernel : ndarray, float64, shape (B, Q, Q), optional
+    kernel : ndarray, float64, shape (B, Q', Q'), optional
         Convolution kernel of the pixel-integrated particle map (default ``image``).
+    oversample : int
+        Sub-pixels per pixel side of ``kernel`` (odd; 1 for PSF images).
     """
 
     image: np.ndarray
     description: dict
     includes_pixel: bool = True
     kernel: np.ndarray | None = None
+    oversample: int = 1
 
     def render_kernel(self) -> np.ndarray:
         """The kernel the pixel-integrated particle map is convolved with (see the class)."""
@@ -65,7 +77,7 @@ class PSF:
     @classmethod
     def from_survey(
         cls, survey: SurveyDescriptor, *, bands: Sequence[str], workspace: str | Path = ".",
-        kernel_size: int | None = None,
+        kernel_size: int | None = None, oversample: int = 1,
     ) -> PSF:
         """Build the PSF the survey descriptor describes (``[psf]`` table).
 
@@ -85,7 +97,11 @@ class PSF:
         workspace : str or Path, optional
             Folder against which relative PSF image paths resolve (default ``"."``).
         kernel_size : int, optional
-            Side of the render kernel of an analytic PSF (default ``psf.size``).
+            Side of the render kernel of an analytic PSF (default ``psf.size``), in
+            pixels.
+        oversample : int, optional
+            Sub-pixels per pixel side of the render kernel of an analytic PSF (odd,
+            default 1); a PSF image keeps 1.
 
         Returns
         -------
@@ -94,6 +110,10 @@ class PSF:
         """
         cfg = survey.psf
         size = int(cfg.size) | 1  # odd
+        if int(oversample) < 1 or int(oversample) % 2 == 0:
+            msg = f"oversample must be an odd positive integer, got {oversample!r}"
+            raise ConfigError(msg)
+        f = int(oversample)
         if cfg.kind == "image":
             return cls._from_file(survey, bands=bands, size=size, workspace=workspace)
         profiles = survey_psf_profiles(survey, bands)
@@ -101,15 +121,17 @@ class PSF:
                 for p in profiles]
         fwhm = {b: float(v) for b, v in cfg.fwhm_arcsec.items()}
         ksize = max(size, int(kernel_size or size)) | 1
-        kern = [_draw_effective(p, pixel_scale_arcsec=survey.pixel_scale_arcsec, size=ksize,
-                                pixel=False) for p in profiles]
+        kern = [_draw_effective(p, pixel_scale_arcsec=survey.pixel_scale_arcsec / f,
+                                size=ksize * f, pixel=False) for p in profiles]
         desc = {"kind": cfg.kind, "fwhm_arcsec": {b: fwhm[b] for b in bands},
                 "beta": cfg.beta if cfg.kind == "moffat" else None, "size": size,
                 "includes_pixel": True,
                 "method": "galsim profile drawn with its pixel response, sampled at pixel centres",
                 "render_kernel": "the same profile without the pixel response (the particle map is "
                                  "already integrated over pixels)", "render_kernel_size": ksize}
-        return cls(image=np.stack(imgs), description=desc, kernel=np.stack(kern))
+        if f > 1:
+            desc["render_kernel_oversample"] = f
+        return cls(image=np.stack(imgs), description=desc, kernel=np.stack(kern), oversample=f)
 
     @classmethod
     def _from_file(

@@ -341,3 +341,47 @@ def test_psf_convolution_matches_direct_fft_convolution():
         ref = fftconvolve(img, psf, mode="same", axes=(1, 2))
         np.testing.assert_allclose(convolve(img, psf), ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(convolve(img, psf), ref, rtol=1e-12, atol=1e-12)  # cached
+
+
+@pytest.mark.parametrize(("oversample", "tolerance"), [(3, 0.001), (1, None)])
+def test_light_map_of_a_compact_source_matches_galsim_at_any_subpixel_position(
+        hsc, oversample, tolerance):
+    """One particle of Gaussian sigma 0.4 px (a compact bulge's core) under the i-band PSF.
+
+    The map on 3 x 3 sub-pixels matches galsim's drawing (the Gaussian convolved with the
+    PSF and integrated over pixels) within 0.1% of the peak (0.02% measured) wherever the
+    source sits in its pixel; the map on whole pixels misses by 2% at some positions.
+    """
+    import galsim
+
+    from simcompare.mock.project import light_map
+    from simcompare.psf import survey_psf_profiles
+
+    stamp, sigma = 32, 0.4
+    psf = PSF.from_survey(hsc, bands=("i",), kernel_size=2 * stamp + 1, oversample=oversample)
+    assert psf.oversample == oversample
+    optical = survey_psf_profiles(hsc, ("i",))[0]
+    scale = hsc.pixel_scale_arcsec
+    worst = 0.0
+    for dx, dy in ((0.0, 0.0), (0.5, 0.5), (0.5, 0.0), (0.25, -0.4), (-0.1, 0.3)):
+        c = (stamp - 1) / 2
+        image, deposited = light_map(np.array([c + dx]), np.array([c + dy]), np.ones((1, 1)),
+                                     np.array([sigma]), stamp, psf.render_kernel(),
+                                     oversample=oversample)
+        truth = galsim.Convolve(galsim.Gaussian(sigma=sigma * scale), optical).drawImage(
+            nx=stamp, ny=stamp, scale=scale, offset=(dx, dy)).array
+        assert deposited == pytest.approx(1.0, rel=1e-9)
+        worst = max(worst, float(np.abs(image[0] - truth).max() / truth.max()))
+    if tolerance is not None:
+        assert worst < tolerance
+    else:
+        assert worst > 0.015
+
+
+def test_render_uses_the_oversampled_kernel_and_records_it(hsc):
+    psf = PSF.from_survey(hsc, bands=hsc.bands, kernel_size=65, oversample=3)
+    assert psf.render_kernel().shape == (len(hsc.bands), 195, 195)
+    np.testing.assert_allclose(psf.render_kernel().sum(axis=(1, 2)), 1.0, rtol=1e-12)
+    assert psf.description["render_kernel_oversample"] == 3
+    with pytest.raises(ConfigError, match="odd positive"):
+        PSF.from_survey(hsc, bands=hsc.bands, oversample=2)
