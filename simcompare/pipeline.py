@@ -262,6 +262,10 @@ def _render_stage(r: _Run) -> Stage:
         from .sims.images import image_fingerprint
 
         config["images"] = image_fingerprint(r.sim, workspace=r.workspace)
+    else:  # particles drawn on sub-pixels: stamps rendered on whole pixels are not reused
+        from .mock.render import RENDER_OVERSAMPLE
+
+        config["oversample"] = RENDER_OVERSAMPLE
 
     def run(work: Path, resume: bool) -> None:
         from .mock import render

@@ -339,3 +339,26 @@ def test_mock_survey_renders_through_another_descriptor(cli_run, tmp_path):
         text.replace('name = "hsc"', 'name = "hscpix"').replace("pixel_scale_arcsec = 0.168",
                                                                 "pixel_scale_arcsec = 0.2"))
     assert main([*base, "--mock-survey", "hscpix"]) == 2
+
+
+def test_mocks_and_floor_render_on_the_same_oversampled_kernel(cli_run):
+    """The mocks record the sub-pixel grid they were drawn on; the floor renders on it too."""
+    from simcompare.floor import _mock_setup
+    from simcompare.mock.render import RENDER_OVERSAMPLE
+    from simcompare.psf import PSF
+
+    ws = cli_run[0]
+    run = json.loads((ws / ".simcompare" / "runs" / "demo_hsc" / "run.json").read_text())
+    mocks = imageset.read(run["paths"]["mocks"], index=np.zeros(1, np.int64))
+    config = mocks.provenance["config"]
+    assert RENDER_OVERSAMPLE == 3 and config["oversample"] == 3
+    assert "3 x 3 sub-pixels" in mocks.provenance["pixel_response"]
+    survey = registry.find_survey("hsc", workspace=ws)
+    setup = _mock_setup(Path(run["paths"]["mocks"]), survey=survey, workspace=ws)
+    want = PSF.from_survey(survey, bands=mocks.bands, workspace=ws,
+                           kernel_size=2 * config["stamp_size"] + 1, oversample=3)
+    assert setup["oversample"] == 3
+    # the kernel is the optical PSF on the sub-pixel grid, not the effective PSF the
+    # ImageSet records (which holds the pixel response that the deposit already applies)
+    np.testing.assert_array_equal(setup["kernel"], want.render_kernel())
+    np.testing.assert_allclose(setup["psf"], mocks.psf, rtol=1e-6, atol=1e-9)
