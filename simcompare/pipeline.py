@@ -263,9 +263,11 @@ def _render_stage(r: _Run) -> Stage:
 
         config["images"] = image_fingerprint(r.sim, workspace=r.workspace)
     else:  # particles drawn on sub-pixels: stamps rendered on whole pixels are not reused
+        from .mock.project import LIGHT_MAP_MARGIN
         from .mock.render import RENDER_OVERSAMPLE
 
         config["oversample"] = RENDER_OVERSAMPLE
+        config["light_map_margin"] = LIGHT_MAP_MARGIN
 
     def run(work: Path, resume: bool) -> None:
         from .mock import render
@@ -423,7 +425,8 @@ def _floor_stage(r: _Run) -> Stage | None:
         "stage": "floor", "version": __version__, "train": r.key("train"), "render": r.key("render"),
         "morphology": r.key("morphology"), "column": r.column, "particles": cfg.floor_particles,
         "curve": list(cfg.floor_curve), "max": cfg.floor_max or 2 * cfg.morphology_max,
-        "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed}
+        "n_bootstrap": cfg.n_bootstrap, "n_null": min(cfg.n_null, 10), "seed": cfg.seed,
+        "analytic_side": "galsim"}  # exact Sersic drawings (were the background's mixture)
     if cfg.orientations != 1:  # in the key only when set (older keys scored one orientation)
         config["orientations"] = cfg.orientations
     config["classifier_epochs"] = cfg.classifier_epochs  # the any-difference axis' floor

@@ -323,6 +323,12 @@ def deposit(
     )
 
 
+#: Pixels beyond the stamp on every side that :func:`light_map` deposits and convolves
+#: (about two FWHM of a ground-based PSF): light just outside the stamp is scattered into
+#: it (a Sersic n = 4 of r_e = 3 px in a 32-px stamp lost 0.7% of its light without).
+LIGHT_MAP_MARGIN = 8
+
+
 def light_map(
     px: np.ndarray, py: np.ndarray, flux: np.ndarray, sigma_pix: np.ndarray, npix: int,
     kernel: np.ndarray, *, oversample: int = 1,
@@ -354,7 +360,9 @@ def light_map(
     -------
     image : ndarray, float64, shape (B, P, P)
     deposited : float
-        Flux that fell on the stamp before the convolution (summed over bands).
+        Flux that fell on the stamp before the convolution (summed over bands); the map
+        itself reaches :data:`LIGHT_MAP_MARGIN` pixels further, whose light the PSF
+        scatters into the stamp.
     """
     from .observe import convolve
 
@@ -362,11 +370,15 @@ def light_map(
     if f < 1 or f % 2 == 0:
         msg = f"oversample must be an odd positive integer, got {oversample!r}"
         raise ConfigError(msg)
-    if f == 1:
-        fine = deposit(px, py, flux, sigma_pix, npix)
-        return convolve(fine, kernel), float(fine.sum())
+    # the map reaches LIGHT_MAP_MARGIN pixels beyond the stamp on every side, so that light
+    # just outside it is scattered in by the PSF as on the sky; then the stamp is cut out
+    pad, side = LIGHT_MAP_MARGIN, npix + 2 * LIGHT_MAP_MARGIN
     # sub-pixel J of the fine grid is centred at pixel coordinate (J - (f - 1) / 2) / f
-    fine = deposit(np.asarray(px) * f + (f - 1) / 2, np.asarray(py) * f + (f - 1) / 2, flux,
-                   np.asarray(sigma_pix) * f, npix * f)
+    fine = deposit((np.asarray(px) + pad) * f + (f - 1) / 2, (np.asarray(py) + pad) * f + (f - 1) / 2,
+                   flux, np.asarray(sigma_pix) * f, side * f)
+    a, b = pad * f, (pad + npix) * f
+    in_stamp = float(fine[:, a:b, a:b].sum())
     image = convolve(fine, kernel)
-    return image.reshape(len(image), npix, f, npix, f).sum(axis=(2, 4)), float(fine.sum())
+    if f > 1:
+        image = image.reshape(len(image), side, f, side, f).sum(axis=(2, 4))
+    return np.ascontiguousarray(image[:, pad:pad + npix, pad:pad + npix]), in_stamp

@@ -45,7 +45,13 @@ from ..stamps import NeighbourConfig, preprocess_mock
 from .blanksky import BLANK_SKY_STREAM, BlankSky
 from .exclusions import explain_exclusions
 from .observe import Camera, NoiseModel, choose_redshift
-from .project import PROJECTIONS, light_map, projection_matrix, smoothing_sigma_kpc
+from .project import (
+    LIGHT_MAP_MARGIN,
+    PROJECTIONS,
+    light_map,
+    projection_matrix,
+    smoothing_sigma_kpc,
+)
 
 __all__ = [
     "CENTRING_STREAM",
@@ -540,6 +546,7 @@ def render(
         "centring": "random sub-pixel offset, uniform in [-0.5, 0.5) px",
         "softening_kpc": sim.softening_kpc, "pixel_scale_arcsec": survey.pixel_scale_arcsec,
         "zero_point": survey.zero_point, "psf": psf.description, "oversample": psf.oversample,
+        "light_map_margin": LIGHT_MAP_MARGIN,
         "sky_sigma": list(noise_model.sky_sigma), "gain": list(noise_model.gain),
         "cosmology": asdict(cosmo) if hasattr(cosmo, "__dataclass_fields__") else str(cosmo),
         "ids_hash": hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16],
