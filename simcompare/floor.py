@@ -259,6 +259,26 @@ def galsim_sersic_images(fits: Any, *, psf: np.ndarray | None, bands: Any, size:
     pixel). The Gaussian-mixture Sersic the fits use is 1.7% (n = 2.5) to 5.6% (n = 4)
     low at the peak, which the self-simulations' exact profiles would read as a pipeline
     difference.
+
+    Parameters
+    ----------
+    fits : pandas.DataFrame
+        One row per galaxy: ``x0, y0, r_e_pixels, sersic_n, axis_ratio, pa_rad`` and
+        ``flux_<band>`` for every band.
+    psf : ndarray or None
+        Effective PSF images, (B, Q, Q) or (N, B, Q, Q); unused with ``profiles``.
+    bands : sequence of str
+        Band names, in the order of the output.
+    size : int
+        Stamp side [pixels].
+    pixel_scale : float
+        Pixel side [arcsec].
+    profiles : list of galsim profiles, optional
+        The PSF of every band before the pixel response.
+
+    Returns
+    -------
+    ndarray, float64, shape (N, B, size, size)
     """
     import galsim
     from scipy.special import gammainc
