@@ -148,7 +148,8 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
                       bands=tuple(args.bands.split(",")), levels=2, blocks=args.blocks,
                       hidden=args.hidden,
                       epochs=args.epochs, batch_size=32, n_bootstrap=args.n_bootstrap, n_null=10,
-                      seed=seed, morphology_max=args.morphology_max, workers=args.workers)
+                      seed=seed, morphology_max=args.morphology_max, workers=args.workers,
+                      classifier_epochs=args.classifier_epochs)
     t0 = time.perf_counter()
     report = score(cfg)
     wall = time.perf_counter() - t0
@@ -300,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=32, help="hidden channels of the flows' couplings")
     ap.add_argument("--blocks", type=int, default=4, help="flow steps per level")
     ap.add_argument("--morphology-max", type=int, default=300)
+    ap.add_argument("--classifier-epochs", type=int, default=None,
+                    help="epochs per fold of the image classifier (default: score's)")
     ap.add_argument("--n-bootstrap", type=int, default=300)
     ap.add_argument("--stamp-size", type=int, default=48)
     ap.add_argument("--bands", default="g,r,i")
