@@ -93,7 +93,7 @@ def _table_with(df: Any, ids: np.ndarray, columns: dict[str, np.ndarray]) -> Any
 def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | os.PathLike,
         sim_scores: str | os.PathLike, reference_scores: str | os.PathLike,
         out: str | os.PathLike, seed: int = 0, n_bootstrap: int = 500, device: str = "cpu",
-        mass_window_dex: float | None = None, classifier_epochs: int = 25,
+        mass_window_dex: float | None = None, classifier_epochs: int = 50,
         orientations: int | None = None, progress: bool = False) -> Path:
     """Run the stage (see the module notes) and write its files into ``out``.
 
@@ -116,7 +116,7 @@ def run(*, mocks: str | os.PathLike, observed: str | os.PathLike, model: str | o
         Look-alikes only within this many dex of stellar mass (when both catalogues have
         ``stellar_mass_msun``); default None: by appearance alone.
     classifier_epochs : int
-        Training epochs per fold of the image classifier (default 25, as
+        Training epochs per fold of the image classifier (default 50, as
         :class:`simcompare.c2st.C2STOptions`).
     orientations : {1, 4, 8}, optional
         Orientations the mismatch maps' scores average over, as the run's scores
