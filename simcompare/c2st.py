@@ -45,7 +45,7 @@ class C2STOptions:
     epochs : int
         Training epochs per fold (default 50). On the closure benchmark (2e4 particles per
         galaxy, three seeds) clump removal read 0.84 at 10 epochs, 0.85-0.90 at 25 and
-        0.93-0.97 at 50, with the same population at 0.49-0.50 (``docs/statistics.md``).
+        0.94-0.97 at 50, with the same population at 0.48-0.50 (``docs/statistics.md``).
     batch_size : int
         Default 64.
     lr : float

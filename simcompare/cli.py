@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training epochs per fold of the any-difference image classifier "
                         "(default: the simulation's [score_defaults], else 50; fewer is faster "
                         "and weaker: on the closure benchmark clump removal read 0.84 at 10, "
-                        "0.85-0.90 at 25 and 0.93-0.97 at 50)")
+                        "0.85-0.90 at 25 and 0.94-0.97 at 50)")
     p.add_argument("--lookalike-mass-window", type=_positive_float, default=None, metavar="DEX",
                    help="choose each simulated galaxy's observed look-alikes by appearance among "
                         "observed galaxies within DEX of its stellar mass (default: any mass)")

@@ -362,7 +362,7 @@ SCORE_DEFAULTS: dict[str, Any] = {
     # fine-structure AUROC and shrinks its spread between training seeds
     "ensemble": 3,
     # the image classifier's epochs per fold: on the closure benchmark clump removal read
-    # 0.84 at 10, 0.85-0.90 at 25 and 0.93-0.97 at 50, the same population 0.49-0.50
+    # 0.84 at 10, 0.85-0.90 at 25 and 0.94-0.97 at 50, the same population 0.48-0.50
     "classifier_epochs": 50,
     # every image scored in its four quarter turns, the maps averaged: on the closure
     # benchmark the fine-structure AUROC's spread over seeds went 0.034 -> 0.010
