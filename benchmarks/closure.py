@@ -29,7 +29,9 @@ per-side medians / standard deviations of the statmorph parameters. ``aggregate`
 per variant and particle count, the mean and spread over seeds. Same population ("same")
 should read 0.5 on every axis; "noclumps" (the particles lack the clumps, same total
 light) should be detected on the fine-structure axis; "larger" (1.5x discs) on the global
-axis; "psfwide" / "noisy" (the render's PSF FWHM / sky sigma 20% too large) on both.
+axis; "psfwide" / "noisy" (the render's PSF FWHM / sky sigma 20% too large) on both;
+"twins" (not run by default; with ``--global-only``) renders the first observed galaxies
+themselves, so that it reads the paths alone, without the sampling of two draws.
 ``ceiling_auroc`` gives the largest AUROC any test can reach on "larger" (0.893: the
 population's 0.1 dex size scatter at fixed mass against the 1.5x shift,
 ``closure_population.larger_ceiling_auroc``).

@@ -46,7 +46,11 @@ Population (physical units, observed at z = 0.1; both paths draw from one model)
 
 The observed and simulated galaxies are independent draws (seeds ``seed`` and
 ``seed + 1000``): the flow is trained on observed images, and the same individual galaxies
-on the mock side would be scored by a model that saw them.
+on the mock side would be scored by a model that saw them. The ``twins`` variant (not in
+the default list) is the exception: the first N observed galaxies themselves as
+particles, seen at the render's random orientations. It separates what the render and
+ingest paths do from the sampling of two independent draws, on the global axis
+(``closure.py --global-only``); the flow and the image classifier saw some of them.
 """
 
 from __future__ import annotations
@@ -267,7 +271,8 @@ def survey_toml(survey, *, name: str, bands: tuple[str, ...], stamp: int, psf_sc
 # ---------------------------------------------------------------------------------------
 # the mock path: star particles in the TNG layout
 # ---------------------------------------------------------------------------------------
-def write_sim(root: Path, *, n: int, seed: int, n_part: int, variant: str) -> Path:
+def write_sim(root: Path, *, n: int, seed: int, n_part: int, variant: str,
+              n_obs: int | None = None) -> Path:
     from simcompare.config import Cosmology
     from simcompare.sims.demo import _catalogue_arrays
     from simcompare.sims.layout import write_tng_layout
@@ -277,8 +282,12 @@ def write_sim(root: Path, *, n: int, seed: int, n_part: int, variant: str) -> Pa
     h = cosmo.h
     a = 1.0 / (1.0 + Z_OBS)
     to_len, to_mass = h / a, h / 1e10
-    pop = draw_population(n, seed, variant="noclumps" if variant == "noclumps" else
-                          "larger" if variant == "larger" else "same")
+    if variant == "twins":  # the first n observed galaxies themselves (seed = the observed seed)
+        full = draw_population(int(n_obs), seed)
+        pop = {k: v[:n] for k, v in full.items()}
+    else:
+        pop = draw_population(n, seed, variant="noclumps" if variant == "noclumps" else
+                              "larger" if variant == "larger" else "same")
     rng = np.random.default_rng([seed, n_part, 2])
     t_snap = float(cosmic_time_gyr(a, cosmology=cosmo))
     birth = float(scale_factor_at_time(np.array([t_snap - AGE_GYR]), cosmology=cosmo)[0])
@@ -354,11 +363,15 @@ def write_all(out: Path, *, n_obs: int, n_sim: int, seed: int, particles: tuple[
     for v in variants:
         for n_part in particles:
             # psfwide / noisy render the reference population through another descriptor
-            pop_variant = v if v in ("same", "noclumps", "larger") else "same"
+            pop_variant = v if v in ("same", "noclumps", "larger", "twins") else "same"
             folder = out / "particles" / f"sim-{pop_variant}-{n_part}"
             desc = out / "sims" / f"sim_{pop_variant}_{n_part}.toml"
             if not desc.is_file():
-                write_sim(folder, n=n_sim, seed=seed + 1000, n_part=n_part, variant=pop_variant)
+                if pop_variant == "twins":
+                    write_sim(folder, n=min(n_sim, n_obs), seed=seed, n_part=n_part, variant="twins",
+                              n_obs=n_obs)
+                else:
+                    write_sim(folder, n=n_sim, seed=seed + 1000, n_part=n_part, variant=pop_variant)
             info["sims"][f"{v}-{n_part}"] = {"sim": desc.stem,
                                              "survey": {"psfwide": "closure_psfwide",
                                                         "noisy": "closure_noisy"}.get(v, "closure")}
