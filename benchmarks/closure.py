@@ -151,7 +151,7 @@ def run_one(ws: Path, *, sim: str, survey: str, args: argparse.Namespace, seed: 
                       hidden=args.hidden,
                       epochs=args.epochs, batch_size=32, n_bootstrap=args.n_bootstrap, n_null=10,
                       seed=seed, morphology_max=args.morphology_max, workers=args.workers,
-                      classifier_epochs=getattr(args, "classifier_epochs", None))
+                      classifier_epochs=args.classifier_epochs)
     t0 = time.perf_counter()
     report = score(cfg)
     wall = time.perf_counter() - t0

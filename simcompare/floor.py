@@ -281,9 +281,6 @@ def galsim_sersic_images(fits: Any, *, psf: np.ndarray | None, bands: Any, size:
     ndarray, float64, shape (N, B, size, size)
     """
     import galsim
-    from scipy.special import gammainc
-
-    from .density.background import sersic_bn
 
     n_obj, nb = len(fits), len(bands)
     out = np.zeros((n_obj, nb, size, size))
@@ -297,9 +294,10 @@ def galsim_sersic_images(fits: Any, *, psf: np.ndarray | None, bands: Any, size:
     for i, fit in enumerate(fits.itertuples(index=False)):
         n = float(np.clip(fit.sersic_n, *GALSIM_SERSIC_N))
         r = float(fit.r_e_pixels) * pixel_scale
-        inside = float(gammainc(2 * n, sersic_bn(n) * TRUNCATION_RE ** (1 / n)))
+        # r_e of the untruncated profile, as the particles are drawn; withFlux below
+        # sets the flux inside the cut
         gal = galsim.Sersic(n, half_light_radius=r, trunc=TRUNCATION_RE * r,
-                            flux_untruncated=True, flux=1.0 / inside)
+                            flux_untruncated=True)
         gal = gal.shear(q=float(np.clip(fit.axis_ratio, 1e-3, 1.0)),
                         beta=float(fit.pa_rad) * galsim.radians)
         for b, band in enumerate(bands):

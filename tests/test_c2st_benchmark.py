@@ -8,25 +8,12 @@ centre, orientation, shear, clumps and flux.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import c2st as bench
-    finally:
-        sys.path.remove(str(BENCH))
-    return bench
+from _benchmarks import benchmark
 
 
 def test_particle_galaxies_converge_to_the_galsim_drawings():
-    bench = _bench()
+    bench = benchmark("c2st")
     drawn, params = bench.population(3, rng=np.random.default_rng(5), noise=False)
     errors = {}
     for n_part in (10_000, 200_000):
@@ -44,7 +31,7 @@ def test_particle_galaxies_converge_to_the_galsim_drawings():
 
 
 def test_particle_stamps_carry_the_survey_sky_noise():
-    bench = _bench()
+    bench = benchmark("c2st")
     stamps = bench.particle_population(2, rng=np.random.default_rng(0), n_part=2000)
     corner = stamps[:, 0, :6, :6]
     assert stamps.shape == (2, 1, bench.STAMP, bench.STAMP)

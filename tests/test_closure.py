@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from _benchmarks import benchmark
 
 
 @pytest.mark.slow
 def test_same_population_reads_chance_and_missing_clumps_are_detected(tmp_path):
-    sys.path.insert(0, str(BENCH))
-    try:
-        import closure
-        import closure_population as cp
-    finally:
-        sys.path.remove(str(BENCH))
+    closure, cp = benchmark("closure"), benchmark("closure_population")
     args = argparse.Namespace(stamp_size=48, bands="g,r,i", epochs=3, hidden=32, blocks=4,
-                              n_bootstrap=300, morphology_max=80, workers=2)
+                              n_bootstrap=300, morphology_max=80, workers=2,
+                              classifier_epochs=None)
     # 2e4 particles per galaxy, the count the closure claim is made at: the particles' shot
     # noise adds asymmetry as 1/sqrt(N) (docs/statistics.md, the pipeline floor), about
     # 0.014 at 2e4, buried under this clumpy population's own ~0.08, but about 0.03 at 4e3,

@@ -8,20 +8,12 @@ when each galaxy's true size and mass are known.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from _benchmarks import benchmark
 
 
 def test_larger_ceiling_is_the_auroc_of_the_true_sizes_at_fixed_mass():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import closure_population as cp
-    finally:
-        sys.path.remove(str(BENCH))
+    cp = benchmark("closure_population")
     from simcompare.stats.metrics import auroc
 
     n = 20000
